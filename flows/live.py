@@ -1,0 +1,48 @@
+"""`live_flow`: the long-running paper-trading session (replayed real data through the local exchange)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from gpt_trader.core.markdown import markdown_table
+from gpt_trader.settings import Settings, load_settings
+from gpt_trader.trading.runner import LiveOptions, run_live
+
+
+@task(name="run-live-session", cache_policy=NO_CACHE)
+def live_task(settings: Settings, options: LiveOptions) -> dict[str, Any]:
+    """Run the session until the duration or the tape ends; returns its summary."""
+    report = asyncio.run(run_live(settings, options))
+    return {**report.summary, "bars_streamed": report.bars_streamed, "alerts": report.alerts[-20:]}
+
+
+@flow(name="live", log_prints=True)
+def live_flow(
+    config: str | None = None,
+    params: str = "params.yaml",
+    symbols: str = "SPX",
+    start: str = "2018-01-02",
+    duration_secs: float = 3600.0,
+    rate: float = 400.0,
+    strategy: str = "live",
+    dashboard_port: int | None = None,
+) -> dict[str, Any]:
+    """Trade the champions on paper; the state store makes a restarted run resume where it stopped."""
+    options = LiveOptions(
+        symbols=tuple(s.strip() for s in symbols.split(",") if s.strip()),
+        start=date.fromisoformat(start),
+        duration_secs=duration_secs,
+        rate=rate,
+        strategy=strategy,
+        dashboard_port=dashboard_port,
+    )
+    summary = live_task(load_settings(config, params=params), options)
+    rows = [{"figure": k, "value": v} for k, v in summary.items() if k not in ("alerts", "positions", "shadow_pnl")]
+    create_markdown_artifact(markdown_table(rows), key="live-session", description="Live paper session P&L")
+    return summary

@@ -1,0 +1,76 @@
+"""`gpt-trader live`: a paper-trading session on replayed real data through the local exchange."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from gpt_trader.cli.app import app, console, err_console, load, run_command
+
+
+@app.command("live")
+def live(
+    ctx: typer.Context,
+    duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds to run at most.")] = 60.0,
+    symbols: Annotated[str, typer.Option(help="Comma-separated bundled symbols sharing a calendar.")] = "SPX",
+    start: Annotated[
+        str, typer.Option(help="First replayed day (YYYY-MM-DD); earlier bars warm the features.")
+    ] = "2018-01-02",
+    end: Annotated[str | None, typer.Option(help="Last replayed day, exclusive (default: end of the data).")] = None,
+    rate: Annotated[float, typer.Option(help="Trades per second from the local exchange (20 trades per bar).")] = 400.0,
+    strategy: Annotated[str, typer.Option(help="Strategy id: names the state store, so a rerun resumes it.")] = "live",
+    dashboard: Annotated[int | None, typer.Option(help="Also serve the dashboard on this loopback port.")] = None,
+) -> None:
+    """Stream replayed bars through features, champion models, risk and the paper broker; print the P&L."""
+    import asyncio
+
+    from rich.live import Live
+
+    from gpt_trader.trading.runner import LiveOptions, run_live
+
+    def body() -> None:
+        settings = load(ctx)
+        options = LiveOptions(
+            symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip()),
+            start=date.fromisoformat(start),
+            end=date.fromisoformat(end) if end else None,
+            duration_secs=duration,
+            rate=rate,
+            strategy=strategy,
+            dashboard_port=dashboard,
+        )
+        with Live(console=err_console, refresh_per_second=4, transient=True) as view:
+            report = asyncio.run(run_live(settings, options, on_bar=lambda row: view.update(_status(row))))
+        summary = report.summary
+        table = Table(title=f"Live paper session: {', '.join(options.symbols)} from {options.start}")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        rows = [
+            ("bars processed", str(summary["bars"])),
+            ("fills", str(summary["trades"])),
+            ("equity", f"${summary['equity']:,.2f}"),
+            ("total P&L", f"${summary['total_pnl']:,.2f}"),
+            ("realized / unrealized", f"${summary['realized_pnl']:,.2f} / ${summary['unrealized_pnl']:,.2f}"),
+            ("commissions", f"${summary['commissions']:,.2f}"),
+            ("positions", ", ".join(f"{s} {q:g}" for s, q in summary["positions"].items()) or "flat"),
+            ("risk state", summary["risk_state"]),
+            ("decision latency p50 / p99", f"{summary['decision_ms_p50']:.2f} / {summary['decision_ms_p99']:.2f} ms"),
+            ("shadow P&L", ", ".join(f"{k} ${v:,.2f}" for k, v in summary["shadow_pnl"].items()) or "-"),
+        ]
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        for severity, message in report.alerts[-5:]:
+            console.print(f"[yellow]{severity}[/] {message}", highlight=False)
+
+    run_command(body)
+
+
+def _status(row: dict[str, Any]) -> Table:
+    table = Table(show_header=False, box=None)
+    table.add_row("bar", f"{row['symbol']} {row['ts']:%Y-%m-%d}", "equity", f"${row['equity']:,.2f}")
+    table.add_row("P&L", f"${row['total_pnl']:,.2f}", "risk", row["risk_state"])
+    return table

@@ -1,0 +1,1 @@
+"""Shared vocabulary with no I/O: types, schemas, clocks, errors and the one file-writing primitive."""

@@ -1,0 +1,1 @@
+"""Market data: sources, the parquet store, the validation gate and features."""

@@ -1,0 +1,1 @@
+"""Deep reinforcement learning: trading environments, DQN variants and PPO on Stable-Baselines3."""

@@ -1,0 +1,214 @@
+"""Single-asset trading environment: discrete target exposures (short / flat / long at configurable fractions).
+
+Timing: the observation at decision index t holds feature rows t-window+1..t (data up to t only) plus the
+account state; the action trades at close_t, paying the one cost model (commission + half-spread + slippage +
+square-root impact on participation |shares traded| / volume_t with the bar's sigma); the account is then marked
+at close_{t+1} and the reward is computed. Choosing the action already held is a hold: no trade, no cost.
+
+Accounting is in cash and shares, so equity = cash + shares * price holds exactly. Buys are cut so cash never
+falls below -(max_gross_leverage - 1) * equity (no borrowing without leverage). Short sale proceeds sit in cash;
+borrow fees are not modelled. The episode is truncated at the end of its window and terminated if equity <= 0.
+
+Everything `step` reads is precomputed into numpy arrays at construction; `step` itself is scalar float math
+(no pandas, no per-step allocation beyond the returned observation and info, and one `EnvTrade` per trade).
+The trades (`env.trades`) follow `gpt_trader.trading.backtest.simulate(fill_at="close", rebalance="on_change")`
+exactly: tests/model/test_cost_parity.py replays the same decisions through both and the paper broker.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+from gymnasium import spaces
+
+from gpt_trader.ml.rl.config import EnvConfig, RewardConfig
+from gpt_trader.ml.rl.market import MarketArrays
+from gpt_trader.ml.rl.reward import RewardShaper
+from gpt_trader.trading.costs import CostModel
+
+N_STATE = 2  # appended to the feature window: current exposure (fraction of equity) and drawdown
+# Finite observation bounds (SB3/gymnasium checkers warn on infinite ones); standardized features are clipped to 10.
+OBS_BOUND = 1e9
+
+
+def window_matrix(features: npt.NDArray[np.float32], window: int) -> npt.NDArray[np.float32]:
+    """Row k holds feature rows k..k+window-1 flattened (oldest first): the observation for decision k+window-1."""
+    n, f = features.shape
+    view = np.lib.stride_tricks.sliding_window_view(features, (window, f))[:, 0]
+    return np.ascontiguousarray(view.reshape(n - window + 1, window * f), dtype=np.float32)
+
+
+class EnvTrade(NamedTuple):
+    """One trade: decision index t, signed shares at close_t, participation, sigma, cash cost (price + commission)."""
+
+    t: int
+    shares: float
+    price: float
+    participation: float
+    sigma: float
+    cost: float
+
+
+class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
+    """Gymnasium env over one asset's decision indices [start, stop - 1); action i targets `position_fractions[i]`."""
+
+    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention is a class-level dict
+
+    def __init__(
+        self,
+        market: MarketArrays,
+        *,
+        start: int | None = None,
+        stop: int | None = None,
+        env_config: EnvConfig | None = None,
+        reward_config: RewardConfig | None = None,
+        cost_model: CostModel | None = None,
+    ) -> None:
+        super().__init__()
+        if len(market.symbols) != 1:
+            raise ValueError(f"TradingEnv is single-asset; got symbols {market.symbols} (use PortfolioEnv)")
+        self.config = env_config or EnvConfig()
+        self.reward_config = reward_config or RewardConfig()
+        self.cost_model = cost_model or CostModel()
+        w = self.config.window_size
+        n = market.n_rows
+        self.start = w - 1 if start is None else start
+        self.stop = n if stop is None else stop
+        if self.start < w - 1:
+            raise ValueError(f"start {self.start} leaves less than window_size {w} rows of history")
+        if not self.start < self.stop - 1 <= n - 1:
+            raise ValueError(f"decision range [{self.start}, {self.stop - 1}) is empty or beyond {n} rows")
+        self.market = market
+        lo = self.start - w + 1
+        # Only the rows this env can see are windowed: index t of the episode maps to row t - start.
+        self._windows = window_matrix(market.features[lo : self.stop, 0, :], w)
+        self._close = market.close[:, 0].tolist()
+        self._volume = market.volume[:, 0].tolist()
+        self._sigma = market.sigma[:, 0].tolist()
+        lev = self.config.max_gross_leverage
+        cap = min(self.config.max_position, lev)
+        self._fractions = [max(-cap, min(cap, f)) for f in self.config.position_fractions]
+        # The cost model's rate is base + impact_coef * sigma * sqrt(participation); its constants are read once so
+        # step stays scalar math (tests check equality with CostModel.rebalance_cost).
+        self._base_rate = float(self.cost_model.cost_rate(0.0, 0.0))
+        self._impact_coef = float(self.cost_model.config.impact_coef)
+        self._cash_floor_frac = -(lev - 1.0)
+        self._initial_cash = float(self.config.initial_cash_usd)
+        self._flat_action = self._fractions.index(0.0) if 0.0 in self._fractions else None
+        self.action_space = spaces.Discrete(len(self._fractions))  # type: ignore[assignment]
+        dim = self._windows.shape[1] + N_STATE
+        self.observation_space = spaces.Box(-OBS_BOUND, OBS_BOUND, (dim,), np.float32)
+        self._shaper = RewardShaper(self.reward_config)
+        self._reset_account()
+
+    @property
+    def n_steps(self) -> int:
+        """Decisions in one episode (one pass over the window)."""
+        return self.stop - 1 - self.start
+
+    def _reset_account(self) -> None:
+        self._t = self.start
+        self._cash = self._initial_cash
+        self._shares = 0.0
+        self._equity = self._initial_cash
+        self._peak = self._initial_cash
+        self._drawdown = 0.0
+        self._held = self._flat_action  # action index whose target is held; None = initial flat book
+        self._trades = 0
+        self._costs_paid = 0.0
+        self._last_cost = 0.0
+        # The episode's trades, for parity checks against the backtest and the paper broker (not observed).
+        self.trades: list[EnvTrade] = []
+        self._shaper.reset()
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
+        """Start a pass over the window with a flat book of `initial_cash_usd`."""
+        super().reset(seed=seed)
+        self._reset_account()
+        return self._observation(), self._info()
+
+    def participation(self, shares: float, t: int) -> float:
+        """|shares| / volume_t; a bar with no recorded volume is full participation (the worst impact, not free)."""
+        vol = self._volume[t]
+        return abs(shares) / vol if vol > 0 else 1.0
+
+    def trade_cost(self, shares: float, t: int) -> float:
+        """Cash cost of trading `shares` (signed) at bar t through the cost model's rate."""
+        if shares == 0.0:
+            return 0.0
+        qty = abs(shares)
+        participation = self.participation(qty, t)
+        rate = self._base_rate + self._impact_coef * self._sigma[t] * math.sqrt(participation)
+        return qty * self._close[t] * rate
+
+    def step(self, action: int | np.integer[Any]) -> tuple[npt.NDArray[np.float32], float, bool, bool, dict[str, Any]]:
+        """Trade to the action's target at close_t (unless held), mark at close_{t+1}, return the reward."""
+        a = int(action)
+        if not 0 <= a < len(self._fractions):
+            raise ValueError(f"action {action!r} outside Discrete({len(self._fractions)})")
+        t = self._t
+        if t >= self.stop - 1:
+            raise RuntimeError("step() called after the episode ended; call reset()")
+        price = self._close[t]
+        equity = self._equity
+        cost = 0.0
+        if a != self._held:
+            delta = self._fractions[a] * equity / price - self._shares
+            cost = self.trade_cost(delta, t)
+            floor = self._cash_floor_frac * equity
+            if delta > 0 and self._cash - delta * price - cost < floor:
+                # Cut the buy so cash + cost stays above the floor; a smaller trade never costs a higher rate.
+                room = self._cash - floor
+                delta = max(0.0, room / (price + cost / delta))
+                cost = self.trade_cost(delta, t)
+            if delta != 0.0:
+                self._cash -= delta * price + cost
+                self._shares += delta
+                self._trades += 1
+                self._costs_paid += cost
+                self.trades.append(EnvTrade(t, delta, price, self.participation(delta, t), self._sigma[t], cost))
+            self._held = a
+        self._last_cost = cost
+        t += 1
+        self._t = t
+        new_equity = self._cash + self._shares * self._close[t]
+        growth = new_equity / equity if equity > 0 else 0.0
+        self._equity = new_equity
+        if new_equity > self._peak:
+            self._peak = new_equity
+        dd = 1.0 - new_equity / self._peak
+        reward = self._shaper.reward(growth, dd - self._drawdown)
+        self._drawdown = dd
+        terminated = new_equity <= 0.0
+        truncated = not terminated and t >= self.stop - 1
+        return self._observation(), reward, terminated, truncated, self._info()
+
+    def _observation(self) -> npt.NDArray[np.float32]:
+        k = self._windows.shape[1]
+        obs = np.empty(k + N_STATE, dtype=np.float32)
+        obs[:k] = self._windows[self._t - self.start]
+        obs[k] = self._shares * self._close[self._t] / self._equity if self._equity > 0 else 0.0
+        obs[k + 1] = self._drawdown
+        return obs
+
+    def _info(self) -> dict[str, Any]:
+        equity = self._equity
+        value = self._shares * self._close[self._t]
+        return {
+            "t": self._t,
+            "equity": equity,
+            "cash": self._cash,
+            "shares": self._shares,
+            "position_value": value,
+            "position": value / equity if equity > 0 else 0.0,
+            "drawdown": self._drawdown,
+            "trades": self._trades,
+            "step_cost": self._last_cost,
+            "costs_paid": self._costs_paid,
+        }

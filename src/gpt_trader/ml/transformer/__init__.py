@@ -1,0 +1,1 @@
+"""The market transformer: attention biased by volume and volatility, temporal encoding, multi-asset."""

@@ -1,0 +1,119 @@
+"""`MarketTransformer`: a causal multi-asset transformer with Buy/Hold/Sell and forward-return heads.
+
+Input is a panel window: features (B, T, A, F) for A assets over T bars, and the calendar (B, T, 5) the assets
+share. Each layer attends over time within each asset (causal, volume/volatility-biased), then across assets
+at the same timestamp, then applies a feed-forward block; all sub-blocks are pre-norm residuals.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gpt_trader.ml.transformer.attention import CrossAssetAttention, MarketAttention
+from gpt_trader.ml.transformer.encoding import PositionalEncoding
+
+N_CLASSES = 3  # class index = label + 1: 0 Sell, 1 Hold, 2 Buy
+# Sequences up to this many steps are supported whatever max_seq_length says (the seed's memory claim).
+MIN_MAX_LEN = 1000
+
+
+class MarketTransformerLayer(nn.Module):
+    """One layer: temporal market attention, cross-asset attention, feed-forward."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, cross_asset: bool) -> None:
+        super().__init__()
+        self.norm_time = nn.LayerNorm(d_model)
+        self.time_attention = MarketAttention(d_model, n_heads)
+        self.norm_asset = nn.LayerNorm(d_model) if cross_asset else None
+        self.asset_attention = CrossAssetAttention(d_model, n_heads) if cross_asset else None
+        self.norm_ff = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, h: torch.Tensor, market: torch.Tensor, *, return_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """h: (B, T, A, d), market: (B*A, T, 2) -> (h, temporal attention weights (B, A, H, T, T) or None)."""
+        b, t, a, d = h.shape
+        per_asset = self.norm_time(h).permute(0, 2, 1, 3).reshape(b * a, t, d)
+        attended, weights = self.time_attention(per_asset, market, return_weights=return_weights)
+        h = h + self.dropout(attended.view(b, a, t, d).permute(0, 2, 1, 3))
+        if self.asset_attention is not None and self.norm_asset is not None and a > 1:
+            across = self.asset_attention(self.norm_asset(h).reshape(b * t, a, d))
+            h = h + self.dropout(across.view(b, t, a, d))
+        h = h + self.dropout(self.ff(self.norm_ff(h)))
+        if weights is not None:
+            weights = weights.view(b, a, *weights.shape[1:])
+        return h, weights
+
+
+class MarketTransformer(nn.Module):
+    """Causal transformer over a multi-asset window: per-step class logits and forward-return forecasts.
+
+    `market_features` are the indices, within the F input features, of the normalized log-volume and realized
+    volatility columns that bias the temporal attention.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_assets: int = 1,
+        *,
+        d_model: int = 512,
+        n_heads: int = 8,
+        n_layers: int = 6,
+        d_ff: int | None = None,
+        dropout: float = 0.1,
+        max_seq_length: int = 100,
+        market_features: tuple[int, int] = (0, 1),
+        cross_asset_attention: bool = True,
+    ) -> None:
+        super().__init__()
+        if not all(0 <= i < n_features for i in market_features):
+            raise ValueError(f"market_features {market_features} out of range for {n_features} features")
+        self.n_features = n_features
+        self.n_assets = n_assets
+        self.market_features = tuple(market_features)
+        self.max_len = max(MIN_MAX_LEN, max_seq_length)
+        self.input = nn.Linear(n_features, d_model)
+        self.asset_embedding = nn.Embedding(n_assets, d_model)
+        self.encoding = PositionalEncoding(d_model, self.max_len, dropout)
+        self.layers = nn.ModuleList(
+            MarketTransformerLayer(d_model, n_heads, d_ff or 4 * d_model, dropout, cross_asset_attention)
+            for _ in range(n_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.classifier = nn.Linear(d_model, N_CLASSES)
+        self.regressor = nn.Linear(d_model, 1)
+
+    def _run(
+        self, x: torch.Tensor, calendar: torch.Tensor, return_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        b, t, a, f = x.shape
+        if f != self.n_features or a != self.n_assets:
+            raise ValueError(
+                f"expected (B, T, {self.n_assets} assets, {self.n_features} features), got {tuple(x.shape)}"
+            )
+        market = x[..., list(self.market_features)].permute(0, 2, 1, 3).reshape(b * a, t, 2)
+        assets = torch.arange(a, device=x.device)
+        h = self.encoding(self.input(x) + self.asset_embedding(assets), calendar)
+        weights = []
+        for layer in self.layers:
+            h, w = layer(h, market, return_weights=return_weights)
+            if w is not None:
+                weights.append(w)
+        h = self.norm(h)
+        return self.classifier(h), self.regressor(h).squeeze(-1), weights
+
+    def forward(self, x: torch.Tensor, calendar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, A, F), calendar (B, T, 5) -> (logits (B, T, A, 3), standardized return forecast (B, T, A))."""
+        logits, expected, _ = self._run(x, calendar, return_weights=False)
+        return logits, expected
+
+    def forward_with_attention(
+        self, x: torch.Tensor, calendar: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As `forward`, plus temporal attention weights (layers, B, A, heads, T, T) for interpretation."""
+        logits, expected, weights = self._run(x, calendar, return_weights=True)
+        return logits, expected, torch.stack(weights)

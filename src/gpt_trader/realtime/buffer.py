@@ -1,0 +1,130 @@
+"""Per-symbol circular buffers (numpy columns): memory is fixed at construction whatever the input rate.
+
+The overflow policy is explicit: `overwrite` keeps the newest `capacity` events (the live view's choice),
+`drop_newest` keeps the oldest and refuses new ones, `raise` fails loudly. Every policy counts what it did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+OverflowPolicy = Literal["overwrite", "drop_newest", "raise"]
+KIND_TRADE = 0
+KIND_QUOTE = 1
+COLUMNS: dict[str, str] = {
+    "ts_event": "i8",
+    "ts_init": "i8",
+    "ts_corrected": "i8",  # ts_event moved onto our clock by the source's estimated offset
+    "price": "f8",
+    "size": "f8",
+    "bid": "f8",
+    "ask": "f8",
+    "bid_size": "f8",
+    "ask_size": "f8",
+    "kind": "u1",
+}
+
+
+class BufferOverflowError(RuntimeError):
+    """A `raise`-policy buffer is full."""
+
+
+@dataclass
+class BufferCounters:
+    """What a buffer did: accepted writes, events overwritten (lost from the view), events refused."""
+
+    written: int = 0
+    overwritten: int = 0
+    dropped: int = 0
+
+
+class TickRing:
+    """Fixed-capacity ring of ticks and quotes in columns; `snapshot()` returns them oldest first."""
+
+    def __init__(self, capacity: int, policy: OverflowPolicy = "overwrite") -> None:
+        if capacity <= 0:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        if policy not in ("overwrite", "drop_newest", "raise"):
+            raise ValueError(f"unknown overflow policy {policy!r}")
+        self.capacity = capacity
+        self.policy: OverflowPolicy = policy
+        self.columns: dict[str, npt.NDArray[np.generic]] = {
+            name: np.zeros(capacity, dtype=dtype) for name, dtype in COLUMNS.items()
+        }
+        self._head = 0  # next write position
+        self._size = 0
+        self.counters = BufferCounters()
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the columns (constant)."""
+        return sum(col.nbytes for col in self.columns.values())
+
+    def write(self, n: int, values: dict[str, Any]) -> int:
+        """Append `n` events given as arrays or scalars per column; returns how many were stored."""
+        if n <= 0:
+            return 0
+        free = self.capacity - self._size
+        if n > free and self.policy != "overwrite":
+            if self.policy == "raise":
+                raise BufferOverflowError(f"buffer full ({self.capacity} events); {n} more refused")
+            self.counters.dropped += n - free
+            if free == 0:
+                return 0
+            values = {k: (v[:free] if isinstance(v, np.ndarray | list) else v) for k, v in values.items()}
+            n = free
+        head, cap = self._head, self.capacity
+        if n == 1:  # one event (Binance-style feeds): scalar stores, no array conversion
+            for name, col in self.columns.items():
+                v = values.get(name, 0)
+                col[head] = v[0] if isinstance(v, list | np.ndarray) else v
+            self.counters.overwritten += self._size == cap
+            self._head = (head + 1) % cap
+            self._size = min(cap, self._size + 1)
+            self.counters.written += 1
+            return 1
+        if n <= cap - head:  # the common case: one contiguous slice per column
+            end = head + n
+            for name, col in self.columns.items():
+                col[head:end] = values.get(name, 0)
+            self.counters.overwritten += max(0, self._size + n - cap)
+            self._head = end % cap
+            self._size = min(cap, self._size + n)
+            self.counters.written += n
+            return n
+        skip = 0
+        if n > cap:  # only the newest `capacity` can survive
+            skip = n - cap
+            self.counters.overwritten += skip
+        m = n - skip
+        first = min(m, cap - head)
+        for name, col in self.columns.items():
+            v = values.get(name, 0)
+            if isinstance(v, np.ndarray | list):
+                arr = np.asarray(v)[skip:]
+                col[head : head + first] = arr[:first]
+                if m > first:
+                    col[: m - first] = arr[first:]
+            else:
+                col[head : head + first] = v
+                if m > first:
+                    col[: m - first] = v
+        self.counters.overwritten += max(0, self._size + m - cap)
+        self._head = (head + m) % cap
+        self._size = min(cap, self._size + m)
+        self.counters.written += m
+        return m
+
+    def snapshot(self, last: int | None = None) -> dict[str, npt.NDArray[np.generic]]:
+        """Copies of the newest `last` events (all by default), oldest first."""
+        k = self._size if last is None else max(0, min(last, self._size))
+        start = (self._head - k) % self.capacity
+        idx = (start + np.arange(k)) % self.capacity
+        return {name: col[idx] for name, col in self.columns.items()}

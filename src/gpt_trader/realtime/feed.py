@@ -1,0 +1,162 @@
+"""One websocket feed: connect, handshake, receive, reconnect with exponential backoff and full jitter.
+
+Frames go straight to the pipeline's `on_frame` coroutine in the receive loop (no queue to overflow: when the
+pipeline is busy, TCP pushes back on the exchange). A watchdog marks the feed stale after `stale_after_secs`
+without a message (failover can react) and aborts the connection after `reconnect_after_stale_secs`;
+websockets' own pings are the heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpt_trader.core.errors import SourceError
+from gpt_trader.realtime.clock import OffsetEstimator
+from gpt_trader.realtime.config import RealtimeConfig
+from gpt_trader.realtime.health import SourceHealth
+from gpt_trader.realtime.models import StreamConfig
+from gpt_trader.realtime.sources.base import StreamAdapter
+
+log = logging.getLogger(__name__)
+
+
+def backoff_delay(attempt: int, base_secs: float, max_secs: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(max, base * 2**attempt)] (AWS' recommendation)."""
+    return rng.uniform(0.0, min(max_secs, base_secs * (2 ** min(attempt, 30))))
+
+
+@dataclass
+class Shadow:
+    """A standby feed's recent trades of one symbol, for a gap-free handover when it becomes active."""
+
+    ticks: deque[tuple[int, float, float, Any]]
+    overflowed: bool = False
+
+
+@dataclass
+class Feed:
+    """Connection state of one configured stream."""
+
+    config: StreamConfig
+    adapter: StreamAdapter
+    url: str
+    priority: int
+    health: SourceHealth
+    estimator: OffsetEstimator
+    symbols: frozenset[str]
+    check_future: bool = True
+    stale: bool = False
+    connected_since_ns: int = 0
+    shadows: dict[str, Shadow] = field(default_factory=dict)
+    ws: Any = None
+
+    @property
+    def name(self) -> str:
+        """The feed's label."""
+        return self.config.label
+
+    @property
+    def healthy(self) -> bool:
+        """Connected and not stale."""
+        return self.health.connected and not self.stale
+
+    def shadow(self, symbol: str, capacity: int) -> Shadow:
+        """This feed's standby buffer for `symbol`."""
+        s = self.shadows.get(symbol)
+        if s is None:
+            s = self.shadows[symbol] = Shadow(deque(maxlen=capacity))
+        return s
+
+
+async def run_feed(
+    feed: Feed,
+    config: RealtimeConfig,
+    on_frame: Callable[[Feed, Any, int], Awaitable[None]],
+    on_state: Callable[[Feed, str], None],
+    stop: asyncio.Event,
+    *,
+    rng: random.Random | None = None,
+    now_ns: Callable[[], int] = time.time_ns,
+) -> None:
+    """Keep `feed` connected until `stop` is set."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+    rng = rng or random.Random()
+    attempt = 0
+    endpoint = feed.adapter.endpoint(feed.url, sorted(feed.symbols), feed.config.stream_types)
+    while not stop.is_set():
+        watchdog: asyncio.Task[None] | None = None
+        try:
+            async with connect(
+                endpoint,
+                proxy=None,
+                open_timeout=config.open_timeout_secs,
+                ping_interval=config.ping_interval_secs,
+                ping_timeout=config.ping_interval_secs * 2,
+                max_size=2**23,
+                max_queue=64,
+                compression=None,
+            ) as ws:
+                await feed.adapter.handshake(ws, sorted(feed.symbols), feed.config.stream_types)
+                attempt = 0
+                feed.ws = ws
+                feed.connected_since_ns = now_ns()
+                feed.health.last_message_ns = feed.connected_since_ns
+                feed.stale = False
+                on_state(feed, "connected")
+                watchdog = asyncio.create_task(_watchdog(feed, config, on_state, now_ns), name=f"watchdog-{feed.name}")
+                recv = ws.recv
+                while not stop.is_set():
+                    raw = await recv()
+                    await on_frame(feed, raw, now_ns())
+        except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError, SourceError, InvalidURI) as exc:
+            if isinstance(exc, InvalidURI):
+                raise SourceError(f"{feed.name}: invalid websocket URL {endpoint!r}") from None
+            log.warning("feed %s: %s: %s", feed.name, type(exc).__name__, exc)
+        except asyncio.CancelledError:
+            raise
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watchdog
+            was_connected = feed.health.connected
+            feed.ws = None
+            if was_connected:
+                on_state(feed, "disconnected")
+        if stop.is_set():
+            break
+        delay = backoff_delay(attempt, config.backoff_base_secs, config.backoff_max_secs, rng)
+        attempt += 1
+        feed.health.reconnects += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+
+
+async def _watchdog(
+    feed: Feed, config: RealtimeConfig, on_state: Callable[[Feed, str], None], now_ns: Callable[[], int]
+) -> None:
+    period = min(0.1, config.stale_after_secs / 4)
+    while True:
+        await asyncio.sleep(period)
+        quiet = (now_ns() - feed.health.last_message_ns) / 1e9
+        if quiet > config.stale_after_secs and not feed.stale:
+            feed.stale = True
+            feed.health.stale_events += 1
+            on_state(feed, "stale")
+        elif quiet <= config.stale_after_secs and feed.stale:
+            feed.stale = False
+            on_state(feed, "fresh")
+        if quiet > config.reconnect_after_stale_secs and feed.ws is not None:
+            log.warning("feed %s: no message for %.1fs; reconnecting", feed.name, quiet)
+            feed.ws.transport.abort()  # recv() raises ConnectionClosed and the reconnect loop takes over
+            return

@@ -1,0 +1,136 @@
+"""The real-time vocabulary: sources, stream types, stream configs and the columnar frames adapters produce.
+
+Adapters parse a websocket frame into a `ParsedFrame` of plain Python lists (one entry per message, columnar) so the
+hot path never builds one object per tick; timestamps are integer nanoseconds since the Unix epoch (UTC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class DataSource(StrEnum):
+    """Where a stream comes from. REPLAY streams the bundled real bars as ticks; SIMULATED streams seeded bars."""
+
+    ALPACA = "alpaca"
+    BINANCE = "binance"
+    POLYGON = "polygon"
+    IEX = "iex"
+    SIMULATED = "simulated"
+    REPLAY = "replay"
+
+
+class StreamType(StrEnum):
+    """What to subscribe to."""
+
+    TRADES = "trades"
+    QUOTES = "quotes"
+    BARS = "bars"
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One source's subscription: symbols and stream types; earlier configs win failover priority.
+
+    `url` overrides the endpoint (default: the provider's production URL, or $GPT_TRADER_REALTIME__ENDPOINTS__<SOURCE>);
+    `priority` breaks ties explicitly (lower is preferred; default: order in the list).
+    """
+
+    source: DataSource
+    symbols: list[str]
+    stream_types: list[StreamType] = field(default_factory=lambda: [StreamType.TRADES, StreamType.QUOTES])
+    url: str | None = None
+    priority: int | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.symbols:
+            raise ValueError(f"StreamConfig for {self.source} needs at least one symbol")
+        object.__setattr__(self, "source", DataSource(self.source))
+        object.__setattr__(self, "symbols", [s.strip().upper() for s in self.symbols])
+        object.__setattr__(self, "stream_types", [StreamType(t) for t in self.stream_types])
+
+    @property
+    def label(self) -> str:
+        """A unique, readable name for this feed (metrics label, log name)."""
+        return self.name or self.source.value
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """One unusable message: why, and the raw text (truncated) for the dead-letter stream."""
+
+    reason: str
+    detail: str
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderBar:
+    """A bar the provider computed (Alpaca `b`, Polygon `A`/`AM`, Binance closed kline)."""
+
+    symbol: str
+    ts_ns: int
+    timeframe_secs: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    vwap: float
+    trades: int
+
+
+@dataclass(slots=True)
+class ParsedFrame:
+    """Everything in one websocket frame, columnar. Trade ids are whatever the provider uses (int or str)."""
+
+    t_symbol: list[str] = field(default_factory=list)
+    t_ts: list[int] = field(default_factory=list)
+    t_price: list[float] = field(default_factory=list)
+    t_size: list[float] = field(default_factory=list)
+    t_id: list[Any] = field(default_factory=list)
+    q_symbol: list[str] = field(default_factory=list)
+    q_ts: list[int] = field(default_factory=list)
+    q_bid: list[float] = field(default_factory=list)
+    q_ask: list[float] = field(default_factory=list)
+    q_bid_size: list[float] = field(default_factory=list)
+    q_ask_size: list[float] = field(default_factory=list)
+    bars: list[ProviderBar] = field(default_factory=list)
+    control: list[dict[str, Any]] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def n_trades(self) -> int:
+        """Number of trades in the frame."""
+        return len(self.t_ts)
+
+    @property
+    def n_quotes(self) -> int:
+        """Number of quotes in the frame."""
+        return len(self.q_ts)
+
+    def add_trade(self, symbol: str, ts: int, price: float, size: float, trade_id: Any) -> None:
+        """Append one trade (slow path: fallback parsing and tests)."""
+        self.t_symbol.append(symbol)
+        self.t_ts.append(ts)
+        self.t_price.append(price)
+        self.t_size.append(size)
+        self.t_id.append(trade_id)
+
+    def add_quote(self, symbol: str, ts: int, bid: float, ask: float, bid_size: float, ask_size: float) -> None:
+        """Append one quote."""
+        self.q_symbol.append(symbol)
+        self.q_ts.append(ts)
+        self.q_bid.append(bid)
+        self.q_ask.append(ask)
+        self.q_bid_size.append(bid_size)
+        self.q_ask_size.append(ask_size)
+
+
+def truncate_raw(raw: bytes | str, limit: int = 2048) -> str:
+    """The raw message as text, cut to `limit` characters for dead letters (never raises)."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes | bytearray | memoryview) else str(raw)
+    return text if len(text) <= limit else text[:limit] + "...(truncated)"

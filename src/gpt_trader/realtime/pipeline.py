@@ -1,0 +1,998 @@
+"""`RealtimePipeline`: websocket feeds -> normalize/validate -> dedup -> clock offset -> bars + buffers -> bus.
+
+Per frame, in the feed's receive loop: parse (pure adapter), count and dead-letter bad messages, validate the
+trades as arrays (symbol subscribed, finite positive price, sane size, timestamp not in the source's future),
+drop duplicate trade ids, then route each symbol's trades: the symbol's *active* feed (highest priority that is
+connected and fresh) feeds the bars and the live buffer; standby feeds fill a bounded shadow used for a gap-free
+handover on failover. Feed loss opens a gap (bars held back from `final`); it closes at the next trade and is
+backfilled from the historical API once its windows have closed.
+
+Bus layout (stream names under the bus prefix): `ticks:<SYM>` (one entry per symbol per flush: a micro-batch of
+trades as orjson columns), `bars:<tf>:<SYM>` (one entry per emitted bar revision), `deadletter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from gpt_trader.core.errors import ConfigError, SourceError
+from gpt_trader.realtime.bars import BarAggregator, Gap, LiveBar
+from gpt_trader.realtime.buffer import KIND_QUOTE, KIND_TRADE, TickRing
+from gpt_trader.realtime.bus import Bus, InProcessBus
+from gpt_trader.realtime.clock import OffsetEstimator
+from gpt_trader.realtime.config import RealtimeConfig, StreamEndpoints
+from gpt_trader.realtime.deadletter import DeadLetters, tick_raw
+from gpt_trader.realtime.feed import Feed, run_feed
+from gpt_trader.realtime.health import RealtimeMetrics, SourceHealth, update_disagreement
+from gpt_trader.realtime.models import DataSource, ParsedFrame, StreamConfig
+from gpt_trader.realtime.timestamps import datetime_to_ns, ns_to_datetime
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from gpt_trader.core.clock import Clock
+    from gpt_trader.data.sources.base import HistoricalSource
+    from gpt_trader.realtime.exchange import LocalExchange
+
+log = logging.getLogger(__name__)
+_NS = 1_000_000_000
+_LOCAL_SOURCES = (DataSource.REPLAY, DataSource.SIMULATED)
+
+
+class _Dedup:
+    """Recently seen trade ids of one symbol, bounded: a set plus the insertion order for eviction."""
+
+    __slots__ = ("capacity", "order", "seen")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.seen: set[Any] = set()
+        self.order: deque[Any] = deque()
+
+    def fresh(self, ids: list[Any]) -> list[int] | None:
+        """Indices of ids not seen before (None = all fresh, the common case); records them."""
+        seen = self.seen
+        dup: list[int] | None = None
+        if not seen.isdisjoint(ids) or len(set(ids)) != len(ids):
+            dup = []
+            keep: list[int] = []
+            batch: set[Any] = set()
+            for i, x in enumerate(ids):
+                if x in seen or x in batch:
+                    dup.append(i)
+                else:
+                    batch.add(x)
+                    keep.append(i)
+            ids = [ids[i] for i in keep]
+            result: list[int] | None = keep
+        else:
+            result = None
+        seen.update(ids)
+        self.order.extend(ids)
+        while len(self.order) > self.capacity:
+            seen.discard(self.order.popleft())
+        return result
+
+
+class LatencyRecorder:
+    """The last `capacity` latency samples in nanoseconds (fixed memory), for percentiles."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.samples = np.zeros(capacity, dtype=np.int64)
+        self.count = 0
+
+    def add(self, value_ns: int) -> None:
+        """Record one sample."""
+        self.samples[self.count % len(self.samples)] = value_ns
+        self.count += 1
+
+    def percentiles(self, qs: Sequence[float] = (50, 99, 99.9)) -> dict[float, float]:
+        """Percentiles in milliseconds (NaN when empty)."""
+        n = min(self.count, len(self.samples))
+        if n == 0:
+            return {q: math.nan for q in qs}
+        values = np.percentile(self.samples[:n], list(qs)) / 1e6
+        return dict(zip(qs, values.tolist(), strict=True))
+
+
+class RealtimePipeline:
+    """The seed's real-time pipeline: `await start()`, `get_live_data(symbol)`, `await stop()`.
+
+    `configs` are in failover priority order (or set `StreamConfig.priority`). `history` backfills gaps: one
+    historical source for every symbol or a mapping symbol -> source (replay defaults to the bundled data).
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[StreamConfig],
+        config: RealtimeConfig | None = None,
+        *,
+        bus: Bus | None = None,
+        registry: Any | None = None,
+        history: HistoricalSource | Mapping[str, HistoricalSource] | None = None,
+        clock: Clock | None = None,
+        environ: Mapping[str, str] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not configs:
+            raise ConfigError("RealtimePipeline needs at least one StreamConfig")
+        if config is None:
+            config = RealtimeConfig(endpoints=StreamEndpoints.from_environ(environ))
+        self.config = config
+        self.configs = list(configs)
+        self._environ = environ
+        self._now_ns: Callable[[], int] = (lambda: datetime_to_ns(clock.now())) if clock is not None else time.time_ns
+        self._rng = random.Random(seed)
+        self.bus: Bus = bus if bus is not None else self._default_bus()
+        self.metrics = RealtimeMetrics(registry)
+        self.dead_letters = DeadLetters()
+        self.aggregators = [
+            BarAggregator(tf, int(config.lateness_ms * 1_000_000), source="stream") for tf in config.timeframes
+        ]
+        self.latency = LatencyRecorder()  # frame receipt -> bars updated
+        self.exchange_latency = LatencyRecorder()  # exchange time (offset-corrected) -> bars updated
+        self.bar_delay = LatencyRecorder(50_000)  # bar publish time minus window end (ms), provisional emissions
+        self._history = history
+        self._feeds: list[Feed] = []
+        self._routes: dict[str, list[Feed]] = {}
+        self._active: dict[str, Feed | None] = {}
+        self._last_active_ts: dict[str, int] = {}
+        self._last_active_tick: dict[str, tuple[int, float, float, int]] = {}
+        self._tick_counters: dict[tuple[str, str], Any] = {}
+        self._last_trade_wall: dict[str, int] = {}
+        self._recent_active: dict[str, deque[tuple[int, float, float]]] = {}
+        self._quiet_ns = int(config.quiet_close_ms * 1_000_000)
+        self._open_gaps: dict[str, list[Gap]] = {}
+        self._buffers: dict[str, TickRing] = {}
+        self._quote_state: dict[str, tuple[float, float, float, float]] = {}
+        self._last_price: dict[str, float] = {}
+        self._dedup: dict[str, _Dedup] = {}
+        self._bars: dict[tuple[str, str], dict[int, LiveBar]] = {}
+        self._listeners: list[Callable[[LiveBar], Any]] = []
+        self._pending_ticks: dict[str, list[tuple[Any, ...]]] = {}
+        self._pending_count = 0
+        self._pending_entries: dict[str, list[dict[str, Any]]] = {}
+        self._flushed = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._backfills: set[asyncio.Task[Any]] = set()
+        self._exchanges: list[LocalExchange] = []
+        self._switched_at_ns: dict[str, int] = {}
+        self.ticks_accepted = 0
+        self.ticks_published = 0
+        self.started = False
+
+    # --- construction helpers -----------------------------------------------------------------------------------
+    def _default_bus(self) -> Bus:
+        if self.config.bus == "redis":
+            from gpt_trader.realtime.bus import RedisStreamsBus
+
+            return RedisStreamsBus(
+                self.config.redis_url, maxlen=self.config.bus_maxlen, prefix=self.config.bus_prefix,
+                ttl_secs=self.config.redis_ttl_secs,
+            )  # fmt: skip
+        return InProcessBus(maxlen=self.config.bus_maxlen, prefix=self.config.bus_prefix)
+
+    def _adapter(self, sc: StreamConfig) -> tuple[Any, str, bool]:
+        """(adapter, base URL, check future timestamps) for one stream config."""
+        endpoints = self.config.endpoints
+        src = sc.source
+        if src == DataSource.ALPACA or src in _LOCAL_SOURCES:
+            from gpt_trader.data.sources.credentials import AlpacaCredentials, read_alpaca_credentials
+            from gpt_trader.realtime.sources.alpaca import AlpacaAdapter
+
+            if src in _LOCAL_SOURCES:
+                from pydantic import SecretStr
+
+                creds = AlpacaCredentials(key_id=SecretStr("local"), secret_key=SecretStr("local"))
+                return AlpacaAdapter(creds), sc.url or "", self.config.replay.timestamps == "now"
+            return AlpacaAdapter(read_alpaca_credentials(self._environ)), sc.url or endpoints.alpaca, True
+        if src == DataSource.BINANCE:
+            from gpt_trader.realtime.sources.binance import BinanceAdapter
+
+            return BinanceAdapter(), sc.url or endpoints.binance, True
+        if src == DataSource.POLYGON:
+            from gpt_trader.data.sources.credentials import read_polygon_key
+            from gpt_trader.realtime.sources.polygon import PolygonAdapter
+
+            return PolygonAdapter(read_polygon_key(self._environ)), sc.url or endpoints.polygon, True
+        if src == DataSource.IEX:
+            from gpt_trader.realtime.sources.iex import IexAdapter
+
+            return IexAdapter(), sc.url or endpoints.iex, True
+        raise ConfigError(f"unknown data source {src!r}")
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+    async def start(self, wait_for_data: bool = True) -> None:
+        """Connect every feed; with `wait_for_data`, return once each symbol has a trade (or the start timeout)."""
+        if self.started:
+            return
+        self._stop.clear()
+        await self._build_feeds()
+        for feed in self._feeds:
+            self._tasks.append(
+                asyncio.create_task(
+                    run_feed(
+                        feed,
+                        self.config,
+                        self._on_frame,
+                        self._on_state,
+                        self._stop,
+                        rng=self._rng,
+                        now_ns=self._now_ns,
+                    ),
+                    name=f"feed-{feed.name}",
+                )
+            )
+        self._tasks.append(asyncio.create_task(self._ticker(), name="pipeline-ticker"))
+        self._tasks.append(asyncio.create_task(self._flusher(), name="pipeline-flusher"))
+        self.started = True
+        if wait_for_data and self.config.start_timeout_secs > 0:
+            deadline = time.monotonic() + self.config.start_timeout_secs
+            while time.monotonic() < deadline:
+                if all(self._last_price.get(s) is not None for s in self._routes):
+                    break
+                self._raise_if_failed()
+                await asyncio.sleep(0.01)
+            else:
+                log.warning(
+                    "pipeline: no trades yet for %s after %.1fs",
+                    [s for s in self._routes if s not in self._last_price],
+                    self.config.start_timeout_secs,
+                )
+
+    async def _build_feeds(self) -> None:
+        """Create the feeds (and any embedded exchange) in priority order; no connection yet."""
+        if self._feeds:
+            return
+        order = sorted(
+            enumerate(self.configs), key=lambda ic: (ic[1].priority if ic[1].priority is not None else ic[0], ic[0])
+        )
+        names: set[str] = set()
+        for rank, (_, sc) in enumerate(order):
+            adapter, url, check_future = self._adapter(sc)
+            if sc.source in _LOCAL_SOURCES and not sc.url:
+                url = await self._start_local_exchange(sc)
+            label = sc.label if sc.label not in names else f"{sc.label}-{rank}"
+            names.add(label)
+            if label != sc.label:
+                sc = StreamConfig(sc.source, sc.symbols, sc.stream_types, sc.url, sc.priority, label)
+            feed = Feed(
+                sc, adapter, url, rank, SourceHealth(label), OffsetEstimator(self.config.offset_window),
+                frozenset(sc.symbols), check_future and self.config.max_future_secs is not None,
+            )  # fmt: skip
+            self._feeds.append(feed)
+            for symbol in sc.symbols:
+                self._routes.setdefault(symbol, []).append(feed)
+                self._active.setdefault(symbol, None)
+                self._buffers.setdefault(symbol, TickRing(self.config.buffer_size, self.config.overflow_policy))
+                self._dedup.setdefault(symbol, _Dedup(self.config.dedup_window))
+
+    def _raise_if_failed(self) -> None:
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def _start_local_exchange(self, sc: StreamConfig) -> str:
+        from gpt_trader.realtime.exchange import ExchangeConfig, LocalExchange
+
+        r = self.config.replay
+        exchange = LocalExchange(
+            ExchangeConfig(
+                feed="replay" if sc.source == DataSource.REPLAY else "simulated",
+                rate=r.rate,
+                ticks_per_bar=r.ticks_per_bar,
+                batch=r.batch,
+                timestamps=r.timestamps,
+                quote_every=r.quote_every,
+            )
+        )
+        await exchange.start()
+        self._exchanges.append(exchange)
+        if self._history is None and sc.source == DataSource.REPLAY and r.timestamps == "original":
+            from gpt_trader.data.sources.bundled import BundledSource
+
+            self._history = BundledSource()  # replayed real bars are their own history
+        return exchange.url("alpaca")
+
+    async def stop(self) -> None:
+        """Disconnect, flush the bus writer, stop any embedded exchange. Open bars stay open (see `flush_bars`)."""
+        if not self.started:
+            return
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in [*self._tasks, *self._backfills]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self._flush()
+        for exchange in self._exchanges:
+            await exchange.stop()
+        self._exchanges.clear()
+        self.started = False
+
+    async def close(self) -> None:
+        """Stop and release the bus."""
+        await self.stop()
+        await self.bus.close()
+
+    async def __aenter__(self) -> RealtimePipeline:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- ingest -------------------------------------------------------------------------------------------------
+    async def _on_frame(self, feed: Feed, raw: Any, recv_ns: int) -> None:
+        health = feed.health
+        health.messages += 1
+        health.last_message_ns = recv_ns
+        adapter = feed.adapter
+        frame: ParsedFrame = adapter.parse(raw, recv_ns) if adapter.name == "binance" else adapter.parse(raw)  # type: ignore[call-arg]
+        if frame.rejects:
+            for r in frame.rejects:
+                self._dead_letter(feed, r.reason, r.detail, r.raw, recv_ns)
+        if frame.t_ts:
+            self._ingest_trades(feed, frame, recv_ns)
+        if frame.q_ts:
+            self._ingest_quotes(feed, frame, recv_ns)
+        if frame.control:
+            for c in frame.control:
+                if c.get("T") == "error" or c.get("status") in ("auth_failed", "error") or "code" in c:
+                    self._dead_letter(feed, "provider_error", str(c), orjson.dumps(c).decode(), recv_ns)
+        if frame.bars and self.config.publish_ticks:
+            for b in frame.bars:
+                self._queue_entry(f"provider_bars:{b.symbol}", {
+                    "ts": str(b.ts_ns), "tf_secs": str(b.timeframe_secs), "open": repr(b.open), "high": repr(b.high),
+                    "low": repr(b.low), "close": repr(b.close), "volume": repr(b.volume), "source": feed.name,
+                })  # fmt: skip
+        if self._pending_count >= self.config.max_pending_ticks:
+            # Backpressure instead of loss: wait for the writer; TCP then slows the exchange down.
+            self._flushed.clear()
+            await self._flushed.wait()
+
+    def _dead_letter(self, feed: Feed, reason: str, detail: str, raw: str, wall_ns: int) -> None:
+        feed.health.rejects += 1
+        self.metrics.rejects.labels(feed.name, reason).inc()
+        letter = self.dead_letters.add(feed.name, reason, detail, raw, wall_ns)
+        self._queue_entry("deadletter", letter.to_fields())
+
+    def _validate(self, feed: Feed, frame: ParsedFrame, recv_ns: int) -> list[int] | None:
+        """Indices of valid trades (None = all valid); invalid ones are dead-lettered with the reason."""
+        cfg = self.config
+        if len(frame.t_ts) < 8:
+            return self._validate_small(feed, frame, recv_ns)
+        px = np.asarray(frame.t_price, dtype=np.float64)
+        sz = np.asarray(frame.t_size, dtype=np.float64)
+        ts = np.asarray(frame.t_ts, dtype=np.int64) if frame.t_ts else np.empty(0, dtype=np.int64)
+        with np.errstate(invalid="ignore"):
+            bad_price = ~((px > 0) & (px < cfg.max_price))  # NaN compares False: refused
+            bad_size = ~((sz >= 0) & (sz <= cfg.max_trade_size))
+        bad_ts = ts <= 0
+        if feed.check_future and cfg.max_future_secs is not None and feed.estimator.offset_ns is not None:
+            now_src = recv_ns - feed.estimator.offset_ns
+            bad_ts |= ts > now_src + int(cfg.max_future_secs * _NS)
+        symbols = feed.symbols
+        syms = frame.t_symbol
+        first = syms[0]
+        if syms.count(first) == len(syms):
+            bad_sym = np.full(len(syms), first not in symbols)
+        elif symbols.issuperset(syms):
+            bad_sym = np.zeros(len(syms), dtype=bool)
+        else:
+            bad_sym = np.fromiter((s not in symbols for s in syms), dtype=bool, count=len(syms))
+        bad = bad_price | bad_size | bad_ts | bad_sym
+        if not bad.any():
+            return None
+        keep: list[int] = []
+        for i in range(len(syms)):
+            if not bad[i]:
+                keep.append(i)
+                continue
+            reason = (
+                "unknown_symbol"
+                if bad_sym[i]
+                else "bad_price"
+                if bad_price[i]
+                else "bad_size"
+                if bad_size[i]
+                else "bad_timestamp"
+            )
+            self._dead_letter(
+                feed, reason, f"{syms[i]!r} price={px[i]!r} size={sz[i]!r} ts={int(ts[i])}",
+                tick_raw(syms[i], int(ts[i]), float(px[i]), float(sz[i]), frame.t_id[i]), recv_ns,
+            )  # fmt: skip
+        return keep
+
+    def _validate_small(self, feed: Feed, frame: ParsedFrame, recv_ns: int) -> list[int] | None:
+        """`_validate` for a few trades (Binance sends one per frame): plain Python beats numpy's call overhead."""
+        cfg = self.config
+        max_price, max_size = cfg.max_price, cfg.max_trade_size
+        limit = None
+        if feed.check_future and cfg.max_future_secs is not None and feed.estimator.offset_ns is not None:
+            limit = recv_ns - feed.estimator.offset_ns + int(cfg.max_future_secs * _NS)
+        keep: list[int] = []
+        bad = False
+        for i, (sym, t, p, z) in enumerate(zip(frame.t_symbol, frame.t_ts, frame.t_price, frame.t_size, strict=True)):
+            reason = (
+                "unknown_symbol" if sym not in feed.symbols
+                else "bad_price" if not 0 < p < max_price  # NaN fails every comparison: refused
+                else "bad_size" if not 0 <= z <= max_size
+                else "bad_timestamp" if t <= 0 or (limit is not None and t > limit)
+                else None
+            )  # fmt: skip
+            if reason is None:
+                keep.append(i)
+                continue
+            bad = True
+            self._dead_letter(
+                feed, reason, f"{sym!r} price={p!r} size={z!r} ts={t}", tick_raw(sym, t, p, z, frame.t_id[i]), recv_ns
+            )
+        return keep if bad else None
+
+    def _ingest_trades(self, feed: Feed, frame: ParsedFrame, recv_ns: int) -> None:
+        keep = self._validate(feed, frame, recv_ns)
+        syms, ts, px, sz, ids = frame.t_symbol, frame.t_ts, frame.t_price, frame.t_size, frame.t_id
+        if keep is not None:
+            if not keep:
+                return
+            syms = [syms[i] for i in keep]
+            ts = [ts[i] for i in keep]
+            px = [px[i] for i in keep]
+            sz = [sz[i] for i in keep]
+            ids = [ids[i] for i in keep]
+        est = feed.estimator
+        est.observe(recv_ns, max(ts))
+        offset = est.offset_ns or 0
+        delay = est.last_delay_ns
+        if delay is not None:
+            feed.health.observe_delay(delay)
+        first = syms[0]
+        if syms.count(first) == len(syms):
+            groups: Iterable[tuple[str, list[int] | None]] = ((first, None),)
+        else:
+            # A frame holds few symbols: one C-speed pass per symbol beats a Python loop appending per tick.
+            groups = [(sym, [i for i, s in enumerate(syms) if s == sym]) for sym in dict.fromkeys(syms)]
+        for symbol, idx in groups:
+            if idx is None:
+                g_ts, g_px, g_sz, g_id = ts, px, sz, ids
+            else:
+                g_ts = [ts[i] for i in idx]
+                g_px = [px[i] for i in idx]
+                g_sz = [sz[i] for i in idx]
+                g_id = [ids[i] for i in idx]
+            self._route_trades(feed, symbol, g_ts, g_px, g_sz, g_id, recv_ns, offset)
+        done = self._now_ns()
+        self.latency.add(done - recv_ns)
+        if est.offset_ns is not None:
+            self.exchange_latency.add(done - (max(ts) + est.offset_ns))
+
+    def _route_trades(
+        self,
+        feed: Feed,
+        symbol: str,
+        ts: list[int],
+        px: list[float],
+        sz: list[float],
+        ids: list[Any],
+        recv_ns: int,
+        offset: int,
+    ) -> None:
+        feed.health.last_price[symbol] = px[-1]
+        active = self._active.get(symbol)
+        if active is None and feed.healthy and self._routes[symbol][0] is feed:
+            self._switch(symbol, feed)  # first data on the primary
+            active = feed
+        if active is not feed:
+            if active is None and feed.healthy:
+                self._reroute(symbol)
+                active = self._active.get(symbol)
+            if active is not feed:
+                shadow = feed.shadow(symbol, self.config.shadow_ticks)
+                if len(shadow.ticks) + len(ts) > (shadow.ticks.maxlen or 0):
+                    shadow.overflowed = True
+                shadow.ticks.extend(zip(ts, px, sz, ids, strict=True))
+                return
+        self._aggregate(feed, symbol, ts, px, sz, ids, recv_ns, offset)
+
+    def _aggregate(
+        self,
+        feed: Feed,
+        symbol: str,
+        ts: list[int],
+        px: list[float],
+        sz: list[float],
+        ids: list[Any],
+        recv_ns: int,
+        offset: int,
+    ) -> None:
+        fresh = self._dedup[symbol].fresh(ids)
+        if fresh is not None:
+            for i in sorted(set(range(len(ids))) - set(fresh)):
+                self._dead_letter(
+                    feed, "duplicate", f"trade id {ids[i]!r}", tick_raw(symbol, ts[i], px[i], sz[i], ids[i]), recv_ns
+                )
+            if not fresh:
+                return
+            ts, px, sz, ids = (
+                [ts[i] for i in fresh],
+                [px[i] for i in fresh],
+                [sz[i] for i in fresh],
+                [ids[i] for i in fresh],
+            )
+        gaps = self._open_gaps.pop(symbol, None)
+        if gaps:
+            first = min(ts)
+            for agg, gap in zip(self.aggregators, gaps, strict=True):
+                agg.close_gap(gap, first)
+        bar_ts = ts if self.config.bar_time == "exchange" else [t + offset for t in ts]
+        n = len(ts)
+        if n < 8:  # lists: the aggregator's scalar path and the ring's row writes are cheaper than numpy here
+            ts_a: Any = bar_ts
+            px_a: Any = px
+            sz_a: Any = sz
+        else:
+            ts_a = np.asarray(bar_ts, dtype=np.int64)
+            px_a = np.asarray(px, dtype=np.float64)
+            sz_a = np.asarray(sz, dtype=np.float64)
+        late_all: set[int] = set()
+        for agg in self.aggregators:
+            late = agg.add(symbol, ts_a, px_a, sz_a, feed.name)
+            if late:
+                late_all.update(late)
+        if late_all:
+            # Late for one timeframe only is still counted in the others; dead-letter it once, with the reason.
+            for i in sorted(late_all):
+                self._dead_letter(
+                    feed,
+                    "late",
+                    f"ts {ts[i]} behind the watermark",
+                    tick_raw(symbol, ts[i], px[i], sz[i], ids[i]),
+                    recv_ns,
+                )
+        accepted = n - len(late_all)
+        self.ticks_accepted += accepted
+        feed.health.ticks += accepted
+        counter = self._tick_counters.get((feed.name, symbol))
+        if counter is None:
+            counter = self._tick_counters[(feed.name, symbol)] = self.metrics.ticks.labels(feed.name, symbol)
+        counter.inc(accepted)
+        i_last = max(range(n), key=ts.__getitem__)
+        if ts[i_last] >= self._last_active_ts.get(symbol, 0):
+            self._last_active_ts[symbol] = ts[i_last]
+            self._last_active_tick[symbol] = (ts[i_last], px[i_last], sz[i_last], feed.adapter.ts_precision_ns)
+        self._last_price[symbol] = px[-1]
+        self._last_trade_wall[symbol] = recv_ns
+        if len(self._routes[symbol]) > 1:  # remembered only where a handover can happen
+            recent = self._recent_active.get(symbol)
+            if recent is None:
+                recent = self._recent_active[symbol] = deque(maxlen=4096)
+            recent.extend(zip([t // 1_000_000 for t in ts], px, sz, strict=True))
+        bid, ask, bsz, asz = self._quote_state.get(symbol, (math.nan, math.nan, math.nan, math.nan))
+        ring = self._buffers[symbol]
+        before = ring.counters.overwritten + ring.counters.dropped
+        ring.write(
+            n,
+            {"ts_event": ts, "ts_corrected": [t + offset for t in ts] if offset else ts, "ts_init": recv_ns,
+             "price": px_a, "size": sz_a, "bid": bid, "ask": ask, "bid_size": bsz, "ask_size": asz, "kind": KIND_TRADE},
+        )  # fmt: skip
+        lost = ring.counters.overwritten + ring.counters.dropped - before
+        if lost:
+            self.metrics.overflow.labels(ring.policy).inc(lost)
+        if self.config.publish_ticks:
+            self._pending_ticks.setdefault(symbol, []).append((bar_ts, px, sz, recv_ns, feed.name))
+            self._pending_count += n
+        self._advance(symbol, feed)
+
+    def _ingest_quotes(self, feed: Feed, frame: ParsedFrame, recv_ns: int) -> None:
+        qs = frame.q_symbol
+        for i, symbol in enumerate(qs):
+            bid, ask = frame.q_bid[i], frame.q_ask[i]
+            ok = (
+                symbol in feed.symbols
+                and math.isfinite(bid)
+                and math.isfinite(ask)
+                and 0 < bid <= ask < self.config.max_price
+            )
+            if not ok:
+                self._dead_letter(
+                    feed, "bad_quote", f"{symbol!r} bid={bid!r} ask={ask!r}",
+                    orjson.dumps({"symbol": symbol, "bid": bid, "ask": ask}).decode(), recv_ns,
+                )  # fmt: skip
+                continue
+            if self._active.get(symbol) not in (feed, None):
+                continue
+            state = (bid, ask, frame.q_bid_size[i], frame.q_ask_size[i])
+            self._quote_state[symbol] = state
+            self._buffers[symbol].write(
+                1,
+                {"ts_event": frame.q_ts[i], "ts_corrected": frame.q_ts[i] + (feed.estimator.offset_ns or 0),
+                 "ts_init": recv_ns, "price": self._last_price.get(symbol, math.nan), "size": 0.0,
+                 "bid": state[0], "ask": state[1], "bid_size": state[2], "ask_size": state[3], "kind": KIND_QUOTE},
+            )  # fmt: skip
+            self.metrics.quotes.labels(feed.name).inc()
+
+    # --- bars ---------------------------------------------------------------------------------------------------
+    def _source_now(self, feed: Feed | None, wall_ns: int, symbol: str | None = None) -> int | None:
+        """The source's clock, used to close windows only while `symbol` is quiet.
+
+        While trades keep arriving, event time alone moves the frontier: a client that falls behind (frames queued
+        in the socket) must not close windows by the exchange's clock before their trades are read, or it would
+        refuse its own backlog as late.
+        """
+        if feed is None:
+            return None
+        if symbol is not None and wall_ns - self._last_trade_wall.get(symbol, 0) < self._quiet_ns:
+            return None
+        delay = feed.estimator.last_delay_ns
+        if delay is not None and delay > self._quiet_ns:
+            return None  # the last frame was read late: frames are queued, so the clock is ahead of what we have read
+        now = feed.estimator.source_now_ns(wall_ns)
+        if now is not None and self.config.bar_time == "corrected":
+            return wall_ns
+        return now
+
+    def _advance(self, symbol: str, feed: Feed | None, wall_ns: int | None = None) -> None:
+        wall = self._now_ns() if wall_ns is None else wall_ns
+        src_now = self._source_now(feed if feed is not None else self._active.get(symbol), wall, symbol)
+        for agg in self.aggregators:
+            for bar in agg.advance(symbol, src_now, wall):
+                self._emit_bar(bar, src_now)
+
+    def _emit_bar(self, bar: LiveBar, src_now: int | None) -> None:
+        self._bars.setdefault((bar.symbol, bar.timeframe), {})[bar.ts_ns] = bar
+        recent = self._bars[(bar.symbol, bar.timeframe)]
+        if len(recent) > self.config.recent_bars:
+            for key in sorted(recent)[: len(recent) - self.config.recent_bars]:
+                del recent[key]
+        self.metrics.bars.labels(bar.timeframe, bar.status).inc()
+        if bar.revision == 0 and src_now is not None and not bar.backfilled:
+            width = next(a.width for a in self.aggregators if a.label == bar.timeframe)
+            self.bar_delay.add(src_now - (bar.ts_ns + width))
+        self._queue_entry(f"bars:{bar.timeframe}:{bar.symbol}", bar.to_fields())
+        for listener in self._listeners:
+            listener(bar)
+
+    def add_bar_listener(self, listener: Callable[[LiveBar], Any]) -> None:
+        """Call `listener(bar)` for every emitted bar revision (in the event loop; keep it quick)."""
+        self._listeners.append(listener)
+
+    def flush_bars(self) -> list[LiveBar]:
+        """Finalize every open window now (end of a replay); returns the bars."""
+        wall = self._now_ns()
+        out: list[LiveBar] = []
+        for agg in self.aggregators:
+            for bar in agg.flush(None, wall):
+                self._emit_bar(bar, None)
+                out.append(bar)
+        return out
+
+    # --- failover, gaps, backfill -------------------------------------------------------------------------------
+    def _on_state(self, feed: Feed, state: str) -> None:
+        feed.health.connected = state not in ("disconnected",) and (feed.ws is not None or state == "connected")
+        if state == "disconnected":
+            feed.health.connected = False
+            feed.health.gaps += 1
+            self.metrics.reconnects.labels(feed.name).inc()
+            for shadow in feed.shadows.values():
+                shadow.ticks.clear()
+                shadow.overflowed = False
+        for symbol in feed.symbols:
+            self._reroute(symbol)
+
+    def _reroute(self, symbol: str) -> None:
+        routes = self._routes.get(symbol, [])
+        current = self._active.get(symbol)
+        best = next((f for f in routes if f.healthy), None)
+        if best is current:
+            return
+        if best is not None and current is not None and current.healthy and best.priority < current.priority:
+            # Failback: only once the recovered primary has been fresh for a while.
+            since = self._now_ns() - best.connected_since_ns
+            if since < self.config.failback_after_secs * _NS:
+                return
+        self._switch(symbol, best)
+
+    def _switch(self, symbol: str, feed: Feed | None) -> None:
+        old = self._active.get(symbol)
+        self._active[symbol] = feed
+        last = self._last_active_ts.get(symbol)
+        if old is not None:
+            self.metrics.failovers.labels(symbol).inc()
+            log.info("symbol %s: active source %s -> %s", symbol, old.name, feed.name if feed else None)
+        if last is None:
+            if feed is not None:
+                self._handover(symbol, feed, None)
+            return
+        if feed is None:
+            if symbol not in self._open_gaps:
+                wall = self._now_ns()
+                self._open_gaps[symbol] = [agg.open_gap(symbol, last, wall) for agg in self.aggregators]
+            return
+        self._handover(symbol, feed, last)
+
+    def _handover(self, symbol: str, feed: Feed, last: int | None) -> None:
+        """Replay the new active feed's shadow after `last`; open a gap where it cannot cover."""
+        shadow = feed.shadows.get(symbol)
+        ticks = self._after_last(symbol, feed, list(shadow.ticks), last) if shadow else []
+        covered = bool(
+            shadow and shadow.ticks and not shadow.overflowed and (last is None or shadow.ticks[0][0] <= last)
+        )
+        if last is not None and not covered and symbol not in self._open_gaps:
+            wall = self._now_ns()
+            self._open_gaps[symbol] = [agg.open_gap(symbol, last, wall) for agg in self.aggregators]
+        if shadow:
+            shadow.ticks.clear()
+            shadow.overflowed = False
+        if ticks:
+            ticks.sort(key=lambda t: t[0])
+            ts, px, sz, ids = (list(c) for c in zip(*ticks, strict=True))
+            self._aggregate(feed, symbol, ts, px, sz, ids, self._now_ns(), feed.estimator.offset_ns or 0)
+
+    def _after_last(
+        self, symbol: str, feed: Feed, ticks: list[tuple[int, float, float, Any]], last: int | None
+    ) -> list[tuple[int, float, float, Any]]:
+        """The shadow ticks that come after the last aggregated trade.
+
+        Feeds stamp at different precisions (Alpaca ns, the others ms) and number trades differently, so the same
+        trade is recognized by (millisecond, price, size) against the recently aggregated ones; anything older
+        than the last aggregated trade's millisecond is already counted.
+        """
+        if last is None:
+            return ticks
+        recent = set(self._recent_active.get(symbol, ()))
+        bucket = last // 1_000_000
+        out = [t for t in ticks if t[0] // 1_000_000 >= bucket and (t[0] // 1_000_000, t[1], t[2]) not in recent]
+        out.sort(key=lambda t: t[0])
+        return out
+
+    def _history_for(self, symbol: str) -> HistoricalSource | None:
+        h = self._history
+        if h is None:
+            return None
+        if isinstance(h, Mapping):
+            return h.get(symbol)
+        return h
+
+    def _check_gaps(self, wall: int) -> None:
+        for agg in self.aggregators:
+            for gap in agg.pending_gaps():
+                if any(gap is g for gs in self._open_gaps.values() for g in gs) or getattr(gap, "_started", False):
+                    continue
+                src_now = self._source_now(self._active.get(gap.symbol), wall, gap.symbol)
+                timed_out = (
+                    wall - gap.opened_wall_ns > self.config.backfill_timeout_secs * _NS and gap.end_ns is not None
+                )
+                if timed_out:
+                    agg.resolve_gap(gap, None)
+                    continue
+                if agg.gap_ready(gap, src_now):
+                    gap._started = True  # type: ignore[attr-defined]
+                    task = asyncio.create_task(self._backfill(agg, gap))
+                    self._backfills.add(task)
+                    task.add_done_callback(self._backfills.discard)
+
+    async def _backfill(self, agg: BarAggregator, gap: Gap) -> None:
+        source = self._history_for(gap.symbol)
+        bars: list[tuple[int, float, float, float, float, float]] | None = None
+        if source is not None:
+            first, last_end = agg.gap_windows(gap)
+            try:
+                from gpt_trader.realtime.replay import canonical_symbol
+
+                name = canonical_symbol(gap.symbol) if getattr(source, "name", "") == "bundled" else gap.symbol
+                frame = await asyncio.wait_for(
+                    asyncio.to_thread(
+                        source.fetch, name, ns_to_datetime(first), ns_to_datetime(last_end), agg.timeframe
+                    ),
+                    self.config.backfill_timeout_secs,
+                )
+                ts = frame["ts"].dt.epoch("ns").to_list()
+                cols = [frame[c].to_list() for c in ("open", "high", "low", "close", "volume")]
+                bars = list(zip(ts, *cols, strict=True))
+            except (SourceError, TimeoutError, OSError, ValueError) as exc:
+                log.warning("backfill %s %s failed: %s", gap.symbol, agg.label, exc)
+        filled = agg.resolve_gap(gap, bars)
+        log.info("backfill %s %s: %d window(s) filled", gap.symbol, agg.label, filled)
+        self._advance(gap.symbol, None)
+
+    # --- periodic work ------------------------------------------------------------------------------------------
+    async def _ticker(self) -> None:
+        period = self.config.tick_interval_ms / 1000
+        while not self._stop.is_set():
+            await asyncio.sleep(period)
+            wall = self._now_ns()
+            for symbol in self._routes:
+                self._advance(symbol, None, wall)
+                if self._active.get(symbol) is None or not self._active[symbol].healthy:  # type: ignore[union-attr]
+                    self._reroute(symbol)
+                elif self._routes[symbol][0] is not self._active[symbol]:
+                    self._reroute(symbol)  # failback check
+            self._check_gaps(wall)
+            healths = [f.health for f in self._feeds]
+            for symbol in self._routes:
+                update_disagreement([f.health for f in self._routes[symbol]], symbol)
+            for f in self._feeds:
+                h = f.health
+                self.metrics.health.labels(f.name).set(h.score(wall, stale_after_secs=self.config.stale_after_secs))
+                if f.estimator.offset_ns is not None:
+                    self.metrics.clock_offset.labels(f.name).set(f.estimator.offset_ns / 1e9)
+                    self.metrics.exchange_to_receive.labels(f.name).observe(max(0.0, h.delay_ewma_ns / 1e9))
+                if f.estimator.last_sample_ns is not None:
+                    self.metrics.raw_delay.labels(f.name).set(f.estimator.last_sample_ns / 1e9)
+            del healths
+
+    def _queue_entry(self, stream: str, fields: dict[str, Any]) -> None:
+        self._pending_entries.setdefault(stream, []).append(fields)
+        self._pending_count += 1
+
+    async def _flusher(self) -> None:
+        period = self.config.flush_interval_ms / 1000
+        while not self._stop.is_set():
+            await asyncio.sleep(period)
+            try:
+                await self._flush()
+            except Exception as exc:
+                log.warning("bus flush failed: %s", exc)
+                await asyncio.sleep(min(1.0, period * 20))
+
+    async def _flush(self) -> None:
+        batches = self._pending_entries
+        ticks = self._pending_ticks
+        if not batches and not ticks:
+            self._flushed.set()
+            return
+        self._pending_entries, self._pending_ticks = {}, {}
+        n_ticks = 0
+        for symbol, parts in ticks.items():
+            ts = np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts])
+            n_ticks += len(ts)
+            payload = orjson.dumps(
+                {
+                    "symbol": symbol, "n": len(ts), "ts_event": ts,
+                    "price": np.concatenate([np.asarray(p[1], dtype=np.float64) for p in parts]),
+                    "size": np.concatenate([np.asarray(p[2], dtype=np.float64) for p in parts]),
+                    "ts_init": np.concatenate([np.full(len(p[0]), p[3], dtype=np.int64) for p in parts]),
+                    "source": parts[-1][4],
+                },
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )  # fmt: skip
+            batches.setdefault(f"ticks:{symbol}", []).append({"n": len(ts), "data": payload})
+        try:
+            await self.bus.publish(batches)
+        except Exception:
+            # Put them back (ahead of newer ones) so a transient outage loses nothing.
+            for stream, entries in self._pending_entries.items():
+                batches.setdefault(stream, []).extend(entries)
+            self._pending_entries = batches
+            raise
+        self.ticks_published += n_ticks
+        self._pending_count = sum(len(v) for v in self._pending_entries.values()) + sum(
+            len(p[0]) for parts in self._pending_ticks.values() for p in parts
+        )
+        self._flushed.set()
+
+    # --- reading ------------------------------------------------------------------------------------------------
+    def get_live_data(self, symbol: str, last: int | None = None) -> pd.DataFrame:
+        """Recent trades and quotes of `symbol`, oldest first: ts_event (exchange clock), ts_corrected (exchange time
+        on our clock, by the estimated offset), ts_init (received), price, size, bid, ask, their sizes, event.
+
+        Quote rows carry the last trade price and size 0; trade rows carry the top of book in force. Empty (with
+        the columns) before the first event.
+        """
+        import pandas as pd
+
+        symbol = symbol.upper()
+        ring = self._buffers.get(symbol)
+        if ring is None:
+            raise KeyError(f"{symbol!r} is not subscribed; symbols: {sorted(self._buffers)}")
+        snap = ring.snapshot(last)
+        frame = pd.DataFrame(
+            {
+                "ts_event": pd.to_datetime(snap["ts_event"], unit="ns", utc=True),
+                "ts_corrected": pd.to_datetime(snap["ts_corrected"], unit="ns", utc=True),
+                "ts_init": pd.to_datetime(snap["ts_init"], unit="ns", utc=True),
+                "price": snap["price"], "size": snap["size"], "bid": snap["bid"], "ask": snap["ask"],
+                "bid_size": snap["bid_size"], "ask_size": snap["ask_size"],
+                "event": np.where(snap["kind"] == KIND_TRADE, "trade", "quote"),
+            }
+        )  # fmt: skip
+        frame["symbol"] = symbol
+        return frame
+
+    def get_bars(self, symbol: str, timeframe: str | None = None, include_open: bool = True) -> pd.DataFrame:
+        """Recent bars (latest revision per window), plus the open windows as provisional rows."""
+        import pandas as pd
+
+        symbol = symbol.upper()
+        tf = timeframe or self.aggregators[0].label
+        bars = dict(self._bars.get((symbol, tf), {}))
+        if include_open:
+            agg = next((a for a in self.aggregators if a.label == tf), None)
+            if agg is None:
+                raise KeyError(f"no {tf} bars; timeframes: {[a.label for a in self.aggregators]}")
+            for bar in agg.open_windows(symbol):
+                bars.setdefault(bar.ts_ns, bar)
+        rows = [bars[k] for k in sorted(bars)]
+        cols = [
+            "ts",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "vwap",
+            "trades",
+            "status",
+            "gap",
+            "backfilled",
+            "revision",
+            "source",
+        ]
+        return pd.DataFrame(
+            [[pd.Timestamp(b.ts_ns, unit="ns", tz="UTC"), b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trades,
+              b.status, b.gap, b.backfilled, b.revision, b.source] for b in rows],
+            columns=cols,
+        )  # fmt: skip
+
+    def final_bars(self, symbol: str, timeframe: str | None = None) -> list[LiveBar]:
+        """Final bars still held in memory (the newest `recent_bars`), oldest first."""
+        tf = timeframe or self.aggregators[0].label
+        held = self._bars.get((symbol.upper(), tf), {})
+        return [held[k] for k in sorted(held) if held[k].final]
+
+    def active_source(self, symbol: str) -> str | None:
+        """Name of the feed now feeding `symbol`'s bars."""
+        feed = self._active.get(symbol.upper())
+        return feed.name if feed else None
+
+    @property
+    def feeds(self) -> list[Feed]:
+        """The configured feeds, in priority order."""
+        return list(self._feeds)
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Per-source health: score, connection, staleness, delay, offset, gaps, disagreement."""
+        wall = self._now_ns()
+        return {
+            f.name: {
+                "score": f.health.score(wall, stale_after_secs=self.config.stale_after_secs),
+                "connected": f.health.connected,
+                "stale": f.stale,
+                "staleness_secs": f.health.staleness_secs(wall),
+                "delay_ms": f.health.delay_ewma_ns / 1e6,
+                "clock_offset_ms": None if f.estimator.offset_ns is None else f.estimator.offset_ns / 1e6,
+                "reconnects": f.health.reconnects,
+                "gaps": f.health.gaps,
+                "ticks": f.health.ticks,
+                "rejects": f.health.rejects,
+                "disagreement_bps": f.health.disagreement_bps,
+            }
+            for f in self._feeds
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for dashboards, tests and benchmarks."""
+        return {
+            "ticks_accepted": self.ticks_accepted,
+            "ticks_published": self.ticks_published,
+            "dead_letters": self.dead_letters.by_reason(),
+            "bars": {a.label: vars(a.counters).copy() for a in self.aggregators},
+            "buffers": {s: vars(r.counters).copy() for s, r in self._buffers.items()},
+            "latency_ms": self.latency.percentiles(),
+            "pending_gaps": sum(len(a.pending_gaps()) for a in self.aggregators),
+        }

@@ -1,0 +1,182 @@
+"""Binance spot combined streams (wss://stream.binance.com:9443/stream?streams=<a>/<b>).
+
+Wire format: each frame is one event wrapped as `{"stream": "<symbol>@<kind>", "data": {...}}`; prices and
+quantities are strings, times are milliseconds. We use `<s>@trade` (trades), `<s>@bookTicker` (top of book; the
+spot payload has no event type or time, so it is dispatched by stream name and stamped on receipt) and
+`<s>@kline_<i>` (closed klines). `{"result": null, "id": n}` acknowledges a SUBSCRIBE request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import orjson
+
+from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, truncate_raw
+from gpt_trader.realtime.sources.base import Connection
+
+NAME = "binance"
+DEFAULT_URL = "wss://stream.binance.com:9443"
+_MS = 1_000_000
+_INTERVAL_SECS = {
+    "1s": 1,
+    "1m": 60,
+    "3m": 180,
+    "5m": 300,
+    "15m": 900,
+    "30m": 1800,
+    "1h": 3600,
+    "4h": 14400,
+    "1d": 86400,
+}
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    stream: str
+    data: msgspec.Raw
+
+
+class _Trade(msgspec.Struct, gc=False):
+    s: str
+    t: int
+    p: float
+    q: float
+    T: int
+    e: str = "trade"
+
+
+class _AggTrade(msgspec.Struct, gc=False):
+    s: str
+    a: int
+    p: float
+    q: float
+    T: int
+
+
+class _BookTicker(msgspec.Struct, gc=False):
+    s: str
+    b: float
+    B: float
+    a: float
+    A: float
+    u: int = 0
+    T: int = 0  # futures payloads carry a transaction time; spot does not
+
+
+class _Kline(msgspec.Struct, gc=False):
+    t: int
+    s: str
+    i: str
+    o: float
+    h: float
+    l: float  # noqa: E741
+    c: float
+    v: float
+    n: int
+    x: bool
+    q: float = 0.0
+
+
+class _KlineEvent(msgspec.Struct, gc=False):
+    s: str
+    k: _Kline
+
+
+# strict=False: Binance sends numbers as strings ("0.001"); msgspec converts them in C.
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_TRADE = msgspec.json.Decoder(_Trade, strict=False)
+_AGG = msgspec.json.Decoder(_AggTrade, strict=False)
+_BOOK = msgspec.json.Decoder(_BookTicker, strict=False)
+_KLINE = msgspec.json.Decoder(_KlineEvent, strict=False)
+
+
+def stream_names(symbols: Sequence[str], stream_types: Sequence[StreamType], kline_interval: str = "1m") -> list[str]:
+    """Binance stream names for our subscription (symbols are lower case on the wire)."""
+    names: list[str] = []
+    for symbol in symbols:
+        s = symbol.lower().replace("/", "")
+        for kind in stream_types:
+            names.append(
+                {StreamType.TRADES: f"{s}@trade", StreamType.QUOTES: f"{s}@bookTicker"}.get(
+                    kind, f"{s}@kline_{kline_interval}"
+                )
+            )
+    return names
+
+
+def parse_frame(raw: bytes | str, recv_ns: int = 0) -> ParsedFrame:
+    """Parse one combined-stream frame; `recv_ns` stamps bookTicker updates, which carry no exchange time."""
+    frame = ParsedFrame()
+    try:
+        env = _ENVELOPE.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return _parse_control(raw, frame)
+    stream = env.stream
+    kind = stream[stream.find("@") + 1 :]
+    try:
+        if kind == "trade":
+            m = _TRADE.decode(env.data)
+            frame.add_trade(m.s, m.T * _MS, m.p, m.q, m.t)
+        elif kind == "bookTicker":
+            b = _BOOK.decode(env.data)
+            frame.add_quote(b.s, b.T * _MS if b.T else recv_ns, b.b, b.a, b.B, b.A)
+        elif kind == "aggTrade":
+            a = _AGG.decode(env.data)
+            frame.add_trade(a.s, a.T * _MS, a.p, a.q, -a.a - 1)  # negative: never collides with trade ids
+        elif kind.startswith("kline_"):
+            k = _KLINE.decode(env.data).k
+            if k.x:  # only closed klines are bars; open ones are still changing
+                vwap = k.q / k.v if k.v else k.c
+                frame.bars.append(
+                    ProviderBar(k.s, k.t * _MS, _INTERVAL_SECS.get(k.i, 60), k.o, k.h, k.l, k.c, k.v, vwap, k.n)
+                )
+        else:
+            frame.rejects.append(Reject("unknown_event", f"unknown stream kind {kind!r}", truncate_raw(raw)))
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        frame.rejects.append(Reject("invalid_message", f"{stream}: {exc}", truncate_raw(raw)))
+    return frame
+
+
+def _parse_control(raw: bytes | str, frame: ParsedFrame) -> ParsedFrame:
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        frame.rejects.append(Reject("malformed_json", str(exc), truncate_raw(raw)))
+        return frame
+    if (isinstance(payload, dict) and ("result" in payload or ("code" in payload and "msg" in payload))) or (
+        isinstance(payload, dict) and payload.get("e") == "serverShutdown"
+    ):
+        frame.control.append(payload)
+    else:
+        frame.rejects.append(Reject("malformed_frame", "not a combined-stream envelope", truncate_raw(raw)))
+    return frame
+
+
+class BinanceAdapter:
+    """Binance combined streams: the subscription is in the URL, so there is no handshake."""
+
+    name = NAME
+    ts_precision_ns = 1_000_000  # millisecond timestamps on the wire
+
+    def __init__(self, kline_interval: str = "1m") -> None:
+        self.kline_interval = kline_interval
+
+    def endpoint(self, base_url: str, symbols: Sequence[str], stream_types: Sequence[StreamType]) -> str:
+        """`<base>/stream?streams=a@trade/b@bookTicker`."""
+        names = "/".join(stream_names(symbols, stream_types, self.kline_interval))
+        return f"{base_url.rstrip('/')}/stream?streams={names}"
+
+    async def handshake(self, ws: Connection, symbols: Sequence[str], stream_types: Sequence[StreamType]) -> None:
+        """Nothing to do: Binance market streams are public and subscribed by URL."""
+        return None
+
+    def parse(self, raw: bytes | str, recv_ns: int = 0) -> ParsedFrame:
+        """See `parse_frame`."""
+        return parse_frame(raw, recv_ns)
+
+
+def control_reply(request: Any) -> bytes:
+    """The server's reply to a SUBSCRIBE/UNSUBSCRIBE request (used by the local exchange)."""
+    return orjson.dumps({"result": None, "id": request.get("id") if isinstance(request, dict) else None})

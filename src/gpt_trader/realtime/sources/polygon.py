@@ -1,0 +1,175 @@
+"""Polygon stocks websocket (wss://socket.polygon.io/stocks).
+
+Wire format: JSON arrays of events tagged by `ev`: `status` (connected, auth_success/auth_failed, success),
+`T` trades (`sym`, `i` id string, `x` exchange, `p`, `s`, `t` Unix ms), `Q` quotes (`bp`/`bs`/`ap`/`as`),
+`A`/`AM` second/minute aggregates (`s`/`e` window start/end ms). Client sends `{"action":"auth","params":KEY}`
+then `{"action":"subscribe","params":"T.AAPL,Q.AAPL"}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import orjson
+from pydantic import SecretStr
+
+from gpt_trader.core.errors import SourceError
+from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, truncate_raw
+from gpt_trader.realtime.sources.base import Connection, recv_json
+
+NAME = "polygon"
+DEFAULT_URL = "wss://socket.polygon.io/stocks"
+_MS = 1_000_000
+
+
+class _Trade(msgspec.Struct, tag_field="ev", tag="T", gc=False):
+    sym: str
+    p: float
+    s: float
+    t: int
+    i: str | int = ""
+    x: int = 0
+
+
+class _Quote(msgspec.Struct, tag_field="ev", tag="Q", gc=False):
+    sym: str
+    t: int
+    bp: float
+    ap: float
+    bs: float = 0.0
+    as_: float = msgspec.field(default=0.0, name="as")
+
+
+class _Second(msgspec.Struct, tag_field="ev", tag="A", gc=False):
+    sym: str
+    o: float
+    h: float
+    l: float  # noqa: E741
+    c: float
+    v: float
+    s: int
+    e: int
+    vw: float = 0.0
+    z: int = 0
+
+
+class _Minute(_Second, tag="AM"):
+    pass
+
+
+class _Status(msgspec.Struct, tag_field="ev", tag="status"):
+    status: str = ""
+    message: str = ""
+
+
+_KNOWN = _Trade | _Quote | _Second | _Minute | _Status
+_DECODER = msgspec.json.Decoder(list[_KNOWN])
+_TAGS = {"T", "Q", "A", "AM", "status"}
+
+
+def parse_frame(raw: bytes | str) -> ParsedFrame:
+    """Parse one Polygon frame (an array of events)."""
+    frame = ParsedFrame()
+    try:
+        events = _DECODER.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return _parse_slow(raw, frame)
+    trades = [e for e in events if type(e) is _Trade]
+    if trades:
+        frame.t_symbol.extend([e.sym for e in trades])
+        frame.t_ts.extend([e.t * _MS for e in trades])
+        frame.t_price.extend([e.p for e in trades])
+        frame.t_size.extend([e.s for e in trades])
+        frame.t_id.extend([hash((e.x, e.i)) for e in trades])  # ints: not GC-tracked in the dedup window
+    if len(trades) != len(events):
+        for e in events:
+            if type(e) is not _Trade:
+                _add_other(frame, e)
+    return frame
+
+
+def _add_other(frame: ParsedFrame, e: Any) -> None:
+    kind = type(e)
+    if kind is _Trade:
+        frame.add_trade(e.sym, e.t * _MS, e.p, e.s, hash((e.x, e.i)))
+    elif kind is _Quote:
+        frame.add_quote(e.sym, e.t * _MS, e.bp, e.ap, e.bs, e.as_)
+    elif kind in (_Second, _Minute):
+        secs = max(1, (e.e - e.s) // 1000)
+        frame.bars.append(ProviderBar(e.sym, e.s * _MS, secs, e.o, e.h, e.l, e.c, e.v, e.vw or e.c, e.z))
+    elif kind is _Status:
+        frame.control.append({"ev": "status", "status": e.status, "message": e.message})
+
+
+def _parse_slow(raw: bytes | str, frame: ParsedFrame) -> ParsedFrame:
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        frame.rejects.append(Reject("malformed_json", str(exc), truncate_raw(raw)))
+        return frame
+    if isinstance(payload, dict):
+        payload = [payload]
+    if not isinstance(payload, list):
+        frame.rejects.append(Reject("malformed_frame", "frame is not a JSON array", truncate_raw(raw)))
+        return frame
+    for item in payload:
+        if not isinstance(item, dict):
+            frame.rejects.append(
+                Reject("malformed_message", "event is not an object", truncate_raw(orjson.dumps(item)))
+            )
+            continue
+        try:
+            event = msgspec.convert(item, _KNOWN)
+        except msgspec.ValidationError as exc:
+            tag = item.get("ev")
+            reason = "invalid_message" if isinstance(tag, str) and tag in _TAGS else "unknown_event"
+            frame.rejects.append(Reject(reason, str(exc), truncate_raw(orjson.dumps(item))))
+            continue
+        _add_other(frame, event)
+    return frame
+
+
+_CHANNEL = {StreamType.TRADES: "T", StreamType.QUOTES: "Q", StreamType.BARS: "A"}
+
+
+class PolygonAdapter:
+    """Polygon stocks cluster: auth with the API key, subscribe to `T.`/`Q.`/`A.` channels."""
+
+    name = NAME
+    ts_precision_ns = 1_000_000  # millisecond timestamps on the wire
+
+    def __init__(self, api_key: SecretStr, *, handshake_timeout_secs: float = 10.0) -> None:
+        self._key = api_key
+        self._timeout = handshake_timeout_secs
+
+    def __repr__(self) -> str:
+        return "PolygonAdapter(api_key=***)"
+
+    def endpoint(self, base_url: str, symbols: Sequence[str], stream_types: Sequence[StreamType]) -> str:
+        """The cluster URL, as configured."""
+        return base_url
+
+    async def handshake(self, ws: Connection, symbols: Sequence[str], stream_types: Sequence[StreamType]) -> None:
+        """`connected` -> auth -> `auth_success` -> subscribe -> `success`."""
+        await self._expect(ws, "connected")
+        await ws.send(orjson.dumps({"action": "auth", "params": self._key.get_secret_value()}).decode())
+        await self._expect(ws, "auth_success")
+        params = ",".join(f"{_CHANNEL[k]}.{s}" for k in stream_types for s in symbols)
+        await ws.send(orjson.dumps({"action": "subscribe", "params": params}).decode())
+        await self._expect(ws, "success")
+
+    async def _expect(self, ws: Connection, status: str) -> None:
+        reply = await recv_json(ws, NAME, self._timeout)
+        for item in reply if isinstance(reply, list) else [reply]:
+            if isinstance(item, dict) and item.get("ev") == "status":
+                if item.get("status") == status:
+                    return
+                if item.get("status") in ("auth_failed", "error"):
+                    raise SourceError(f"polygon: {item.get('status')}: {item.get('message')}")
+        raise SourceError(f"polygon: expected status {status!r} during the handshake, got {reply!r:.200}")
+
+    def parse(self, raw: bytes | str) -> ParsedFrame:
+        """See `parse_frame`."""
+        return parse_frame(raw)

@@ -1,0 +1,1 @@
+"""MLflow: run tracking, provenance, registration and champion/challenger promotion."""

@@ -1,0 +1,182 @@
+"""The promotion gate: a challenger replaces the champion only on evidence.
+
+`decide_promotion` is pure: it weighs sanity checks and held-out metrics measured on the same, most recent window
+for both models. `check_model` gathers the sanity evidence for any MLflow pyfunc model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gpt_trader.registry.config import PromotionConfig
+
+
+@dataclass(frozen=True, slots=True)
+class SanityCheck:
+    """Whether a registered model is fit to serve: it loads, predicts finite values in time, with a signature."""
+
+    loads: bool
+    predicts: bool = False
+    finite: bool = False
+    has_signature: bool = False
+    latency_p99_ms: float = math.inf
+    error: str | None = None
+
+    def failures(self, latency_budget_ms: float) -> list[str]:
+        """Human-readable reasons this model must not serve; empty when it is fit."""
+        if not self.loads:
+            return [f"does not load: {self.error}"]
+        problems = []
+        if not self.predicts:
+            problems.append(f"cannot predict on its input example: {self.error}")
+        elif not self.finite:
+            problems.append("predictions contain NaN or infinite values")
+        if not self.has_signature:
+            problems.append("has no model signature")
+        if self.predicts and self.latency_p99_ms > latency_budget_ms:
+            problems.append(f"p99 latency {self.latency_p99_ms:.2f} ms exceeds the {latency_budget_ms:g} ms budget")
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What is known about one model version: its sanity and its metrics on the evaluation window."""
+
+    version: str
+    sanity: SanityCheck
+    metrics: dict[str, float] = field(default_factory=dict)
+    window: str = ""
+    # Why metrics are missing (e.g. the model could not predict the window), for the decision's reasons.
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionDecision:
+    """The gate's verdict and every reason behind it."""
+
+    promote: bool
+    reasons: tuple[str, ...]
+    challenger_version: str
+    champion_version: str | None
+
+    def as_tags(self) -> dict[str, str]:
+        """The decision as MLflow version tags (values are strings, reasons joined)."""
+        return {
+            "promotion.decision": "promoted" if self.promote else "rejected",
+            "promotion.reasons": "; ".join(self.reasons)[:5000],
+            "promotion.against": self.champion_version or "none",
+        }
+
+
+def decide_promotion(challenger: Evidence, champion: Evidence | None, config: PromotionConfig) -> PromotionDecision:
+    """Promote only a sane challenger that beats the champion by the margin (and buy-and-hold, if required).
+
+    A champion that is itself broken is replaced by any sane challenger; the first model ever needs only sanity
+    and, where configured, to beat buy-and-hold.
+    """
+    reasons: list[str] = []
+    champ_version = champion.version if champion else None
+    problems = challenger.sanity.failures(config.latency_budget_ms)
+    if problems:
+        return PromotionDecision(False, tuple(f"challenger {p}" for p in problems), challenger.version, champ_version)
+    if champion is not None and champion.window != challenger.window:
+        return PromotionDecision(
+            False,
+            (f"models were scored on different windows ({challenger.window!r} vs {champion.window!r})",),
+            challenger.version,
+            champ_version,
+        )
+    score = challenger.metrics.get(config.metric)
+    if score is None or not math.isfinite(score):
+        return PromotionDecision(
+            False,
+            (f"challenger has no finite {config.metric!r} on the evaluation window", *challenger.notes),
+            challenger.version,
+            champ_version,
+        )
+    sign = 1.0 if config.higher_is_better else -1.0
+    ok = True
+    if config.require_beat_buy_and_hold:
+        baseline = challenger.metrics.get(config.baseline_metric)
+        if baseline is None or not math.isfinite(baseline):
+            ok = False
+            reasons.append(f"no buy-and-hold {config.baseline_metric!r} to compare with")
+        elif sign * (score - baseline) <= 0:
+            ok = False
+            reasons.append(f"{config.metric} {score:.4f} does not beat buy-and-hold {baseline:.4f}")
+        else:
+            reasons.append(f"{config.metric} {score:.4f} beats buy-and-hold {baseline:.4f}")
+    if champion is None:
+        reasons.append("no current champion")
+    elif champion.sanity.failures(config.latency_budget_ms):
+        reasons.append(
+            f"current champion v{champion.version} is unfit: {champion.sanity.failures(config.latency_budget_ms)[0]}"
+        )
+    else:
+        incumbent = champion.metrics.get(config.metric)
+        if incumbent is None or not math.isfinite(incumbent):
+            reasons.append(f"champion v{champion.version} has no finite {config.metric!r}; challenger wins by default")
+        elif sign * (score - incumbent) > config.min_improvement:
+            reasons.append(
+                f"{config.metric} {score:.4f} beats champion v{champion.version} {incumbent:.4f} "
+                f"by more than {config.min_improvement:g}"
+            )
+        else:
+            ok = False
+            reasons.append(
+                f"{config.metric} {score:.4f} vs champion v{champion.version} {incumbent:.4f}: "
+                f"improvement within the {config.min_improvement:g} margin"
+            )
+    return PromotionDecision(ok, tuple(reasons), challenger.version, champ_version)
+
+
+def check_model(model_uri: str, *, n_timings: int = 50, input_example: Any = None) -> SanityCheck:
+    """Load a pyfunc model and predict on its input example: does it load, predict finite values, and how fast."""
+    import mlflow.pyfunc
+
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except Exception as exc:  # any loader failure means the model cannot serve
+        return SanityCheck(loads=False, error=f"{type(exc).__name__}: {exc}")
+    return check_loaded_model(model, n_timings=n_timings, input_example=input_example)
+
+
+def check_loaded_model(model: Any, *, n_timings: int = 50, input_example: Any = None) -> SanityCheck:
+    """`check_model` on an already loaded pyfunc model (scoring loads each model once)."""
+    has_signature = model.metadata.signature is not None
+    example = input_example if input_example is not None else model.input_example
+    if example is None:
+        return SanityCheck(True, has_signature=has_signature, error="no input example was logged with the model")
+    try:
+        output = model.predict(example)
+        timings = []
+        for _ in range(n_timings):
+            start = time.perf_counter()
+            model.predict(example)
+            timings.append((time.perf_counter() - start) * 1000)
+    except Exception as exc:
+        return SanityCheck(True, has_signature=has_signature, error=f"{type(exc).__name__}: {exc}")
+    return SanityCheck(
+        loads=True,
+        predicts=True,
+        finite=_all_finite(output),
+        has_signature=has_signature,
+        latency_p99_ms=float(np.percentile(timings, 99)),
+    )
+
+
+def _all_finite(output: Any) -> bool:
+    import pandas as pd
+
+    if isinstance(output, pd.DataFrame):
+        numeric = output.select_dtypes(include="number")
+        return bool(np.isfinite(numeric.to_numpy(dtype=float)).all()) if numeric.size else True
+    if isinstance(output, dict):
+        return all(_all_finite(v) for v in output.values())
+    array = np.asarray(output)
+    return bool(np.isfinite(array.astype(float)).all()) if array.dtype.kind in "fiub" else True

@@ -1,0 +1,1 @@
+"""Serving: champion models from the registry, hot swap, and incremental live features."""

@@ -1,0 +1,1 @@
+"""Trading: the one cost model, signals, risk, sizing, portfolio and execution."""

@@ -1,0 +1,304 @@
+"""Pre-trade risk checks and the kill-switch.
+
+`RiskManager.check_order` decides on one order given the portfolio, the order's reference price and the clock;
+every rejection carries a machine-readable `RejectCode` and a human message, and is logged. `check_limits`
+watches equity: a breach of the daily loss limit or of the maximum drawdown halts trading (latched until
+`reset_kill_switch`) and returns market orders that flatten every position; those orders bypass `check_order`
+on purpose, since the kill-switch must be able to act when everything else is refused.
+
+An external market-condition input (the scaling classifier, an operator) sets ACTIVE / REDUCING / HALTED
+through `set_state`; REDUCING lets only orders that shrink a position through.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+from gpt_trader.core.clock import Clock
+from gpt_trader.trading.config import RiskConfig
+from gpt_trader.trading.portfolio import Portfolio
+from gpt_trader.trading.types import Order, OrderType, Side, TradingState, to_decimal
+
+log = logging.getLogger(__name__)
+
+
+class RejectCode(StrEnum):
+    """Why an order was refused (stable strings for metrics, alerts and the audit log)."""
+
+    HALTED = "halted"
+    REDUCE_ONLY = "reduce_only"
+    STALE_DATA = "stale_data"
+    NO_PRICE = "no_price"
+    MAX_POSITION = "max_position"
+    MAX_GROSS_EXPOSURE = "max_gross_exposure"
+    MAX_ORDER_NOTIONAL = "max_order_notional"
+    MAX_LOSS_PER_TRADE = "max_loss_per_trade"
+    RATE_LIMIT = "rate_limit"
+
+
+class HaltReason(StrEnum):
+    """Why trading stopped."""
+
+    DAILY_LOSS = "daily_loss_limit"
+    MAX_DRAWDOWN = "max_drawdown"
+    EXTERNAL = "external"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One failed rule: `code` for machines, `message` for people."""
+
+    code: RejectCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RiskDecision:
+    """The verdict on one order: approved when no rule failed."""
+
+    order: Order
+    rejections: tuple[Rejection, ...] = ()
+
+    @property
+    def approved(self) -> bool:
+        """True when every rule passed."""
+        return not self.rejections
+
+    @property
+    def codes(self) -> tuple[RejectCode, ...]:
+        """The codes of the failed rules."""
+        return tuple(r.code for r in self.rejections)
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitch:
+    """A kill-switch trip: why, and the orders that flatten the book."""
+
+    reason: HaltReason
+    message: str
+    flatten_orders: tuple[Order, ...]
+
+
+def is_risk_reducing(current: Decimal, signed_quantity: Decimal) -> bool:
+    """Whether trading `signed_quantity` shrinks |position| without flipping its side."""
+    new = current + signed_quantity
+    return current != 0 and abs(new) < abs(current) and (new == 0 or (new > 0) == (current > 0))
+
+
+class RiskManager:
+    """Stateful guard over the order flow: limits, trading state, kill-switch, rate limit and stale data."""
+
+    def __init__(self, config: RiskConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.state = TradingState.ACTIVE
+        self.halt_reason: HaltReason | None = None
+        self._killed = False
+        self._submissions: deque[datetime] = deque()
+        self._last_bar: dict[str, datetime] = {}
+        self._peak_equity: Decimal | None = None
+        self._day: date | None = None
+        self._day_start_equity: Decimal | None = None
+
+    # --- inputs ----------------------------------------------------------------------------------------------
+    def set_state(self, state: TradingState, reason: str = "") -> None:
+        """External market-condition input; cannot lift a kill-switch halt (use `reset_kill_switch`)."""
+        if self._killed and state is not TradingState.HALTED:
+            log.warning("risk: ignoring request to set %s while the kill-switch is latched (%s)", state, reason)
+            return
+        if state is not self.state:
+            log.warning("risk: trading state %s -> %s (%s)", self.state, state, reason or "external")
+        self.state = state
+        self.halt_reason = HaltReason.EXTERNAL if state is TradingState.HALTED and not self._killed else None
+
+    def reset_kill_switch(self, *, equity: Decimal) -> None:
+        """A person's decision to trade again: unlatch, go ACTIVE, and restart peak/day baselines at `equity`."""
+        self._killed = False
+        self.state = TradingState.ACTIVE
+        self.halt_reason = None
+        self._peak_equity = equity
+        self._day = self.clock.now().date()
+        self._day_start_equity = equity
+        log.warning("risk: kill-switch reset at equity %s", equity)
+
+    def on_bar(self, symbol: str, bar_ts: datetime) -> None:
+        """Note the newest bar time for `symbol` (feeds the stale-data guard)."""
+        last = self._last_bar.get(symbol)
+        if last is None or bar_ts > last:
+            self._last_bar[symbol] = bar_ts
+
+    def seed(self, *, peak_equity: Decimal, day_start_equity: Decimal, day: date) -> None:
+        """Restore the drawdown peak and the day's opening equity after a restart (from the equity curve)."""
+        self._peak_equity, self._day_start_equity, self._day = peak_equity, day_start_equity, day
+
+    @property
+    def killed(self) -> bool:
+        """Whether the kill-switch is latched."""
+        return self._killed
+
+    # --- pre-trade check -------------------------------------------------------------------------------------
+    def check_order(self, order: Order, portfolio: Portfolio, price: Decimal | None = None) -> RiskDecision:
+        """Approve or reject `order` against every rule; approval counts toward the rate limit."""
+        price = price if price is not None else portfolio.marks.get(order.symbol)
+        if price is None and order.limit_price is not None:
+            price = order.limit_price
+        current = portfolio.quantity(order.symbol)
+        reducing = is_risk_reducing(current, order.signed_quantity)
+        rejections = [*self._state_rules(order, reducing), *self._stale_rule(order, reducing)]
+        if price is None or price <= 0:
+            rejections.append(Rejection(RejectCode.NO_PRICE, f"{order.symbol}: no reference price to value the order"))
+        elif not reducing:
+            rejections += self._exposure_rules(order, portfolio, price, current)
+        rejections += self._rate_rule()
+        decision = RiskDecision(order, tuple(rejections))
+        if decision.approved:
+            self._submissions.append(self.clock.now())
+        else:
+            for r in decision.rejections:
+                log.warning("risk: rejected %s [%s] %s", order.client_order_id, r.code, r.message)
+        return decision
+
+    def _state_rules(self, order: Order, reducing: bool) -> list[Rejection]:
+        if self.state is TradingState.HALTED:
+            why = self.halt_reason or HaltReason.EXTERNAL
+            return [Rejection(RejectCode.HALTED, f"trading is halted ({why}); {order.symbol} order refused")]
+        if self.state is TradingState.REDUCING and not reducing:
+            return [
+                Rejection(
+                    RejectCode.REDUCE_ONLY,
+                    f"only risk-reducing orders are allowed; {order.side} {order.quantity} {order.symbol} "
+                    "would open or grow a position",
+                )
+            ]
+        return []
+
+    def _stale_rule(self, order: Order, reducing: bool) -> list[Rejection]:
+        # Reducing risk on old data is still safer than holding it, so the guard only blocks new exposure.
+        if reducing:
+            return []
+        last = self._last_bar.get(order.symbol)
+        now = self.clock.now()
+        max_age = timedelta(seconds=self.config.max_bar_age_secs)
+        if last is None:
+            return [Rejection(RejectCode.STALE_DATA, f"{order.symbol}: no bar seen yet")]
+        if now - last > max_age:
+            age = (now - last).total_seconds()
+            return [
+                Rejection(
+                    RejectCode.STALE_DATA,
+                    f"{order.symbol}: last bar {last.isoformat()} is {age:.0f}s old "
+                    f"(max_bar_age_secs={self.config.max_bar_age_secs:g})",
+                )
+            ]
+        return []
+
+    def _exposure_rules(self, order: Order, portfolio: Portfolio, price: Decimal, current: Decimal) -> list[Rejection]:
+        c = self.config
+        out: list[Rejection] = []
+        equity = portfolio.equity()
+        exec_price = order.limit_price if order.type is OrderType.LIMIT and order.limit_price else price
+        notional = order.quantity * exec_price
+        if notional > to_decimal(c.max_order_notional_usd):
+            out.append(
+                Rejection(
+                    RejectCode.MAX_ORDER_NOTIONAL,
+                    f"{order.symbol}: order notional {notional:.2f} > "
+                    f"max_order_notional_usd {c.max_order_notional_usd:g}",
+                )
+            )
+        new_value = abs(current + order.signed_quantity) * price
+        if equity <= 0 or new_value > to_decimal(c.max_position_fraction) * equity:
+            out.append(
+                Rejection(
+                    RejectCode.MAX_POSITION,
+                    f"{order.symbol}: position value {new_value:.2f} would exceed "
+                    f"{c.max_position_fraction:g} x equity {equity:.2f}",
+                )
+            )
+        gross = portfolio.gross_exposure() - abs(current) * portfolio.mark_price(order.symbol) + new_value
+        if equity <= 0 or gross > to_decimal(c.max_gross_exposure) * equity:
+            out.append(
+                Rejection(
+                    RejectCode.MAX_GROSS_EXPOSURE,
+                    f"gross exposure {gross:.2f} would exceed {c.max_gross_exposure:g} x equity {equity:.2f}",
+                )
+            )
+        # Loss at stop on the exposure this order adds: |added qty| · price · stop distance.
+        new_abs = abs(current + order.signed_quantity)
+        added = new_abs if _flips(current, order) else new_abs - abs(current)
+        loss_at_stop = max(added, Decimal(0)) * price * to_decimal(c.stop_loss_fraction)
+        if equity <= 0 or loss_at_stop > to_decimal(c.max_loss_per_trade_fraction) * equity:
+            out.append(
+                Rejection(
+                    RejectCode.MAX_LOSS_PER_TRADE,
+                    f"{order.symbol}: loss at a {c.stop_loss_fraction:.1%} stop is {loss_at_stop:.2f}, over "
+                    f"{c.max_loss_per_trade_fraction:.1%} of equity {equity:.2f}",
+                )
+            )
+        return out
+
+    def _rate_rule(self) -> list[Rejection]:
+        now = self.clock.now()
+        window = timedelta(seconds=self.config.order_window_secs)
+        while self._submissions and now - self._submissions[0] >= window:
+            self._submissions.popleft()
+        if len(self._submissions) >= self.config.max_orders_per_window:
+            return [
+                Rejection(
+                    RejectCode.RATE_LIMIT,
+                    f"{len(self._submissions)} orders in the last {self.config.order_window_secs:g}s "
+                    f"(max_orders_per_window={self.config.max_orders_per_window})",
+                )
+            ]
+        return []
+
+    # --- kill-switch -----------------------------------------------------------------------------------------
+    def check_limits(self, portfolio: Portfolio, *, client_order_prefix: str = "kill") -> KillSwitch | None:
+        """Update the peak and the day's baseline; trip the kill-switch on a daily-loss or drawdown breach.
+
+        Returns the trip (once, when it happens) with flattening orders; None otherwise.
+        """
+        now = self.clock.now()
+        equity = portfolio.equity()
+        if self._day != now.date() or self._day_start_equity is None:
+            self._day, self._day_start_equity = now.date(), equity
+        self._peak_equity = equity if self._peak_equity is None else max(self._peak_equity, equity)
+        if self._killed:
+            return None
+        c = self.config
+        daily_loss = (self._day_start_equity - equity) / self._day_start_equity if self._day_start_equity > 0 else 0
+        drawdown = (self._peak_equity - equity) / self._peak_equity if self._peak_equity > 0 else 0
+        if daily_loss >= to_decimal(c.daily_loss_limit_fraction):
+            reason = HaltReason.DAILY_LOSS
+            message = f"daily loss {daily_loss:.2%} >= limit {c.daily_loss_limit_fraction:.2%}"
+        elif drawdown >= to_decimal(c.max_drawdown_fraction):
+            reason = HaltReason.MAX_DRAWDOWN
+            message = f"drawdown {drawdown:.2%} from peak {self._peak_equity:.2f} >= {c.max_drawdown_fraction:.2%}"
+        else:
+            return None
+        self._killed = True
+        self.state = TradingState.HALTED
+        self.halt_reason = reason
+        stamp = now.strftime("%Y%m%dT%H%M%S")
+        orders = tuple(
+            Order(
+                client_order_id=f"{client_order_prefix}-{symbol}-{stamp}"[:48],
+                symbol=symbol,
+                side=Side.SELL if pos.quantity > 0 else Side.BUY,
+                quantity=abs(pos.quantity),
+                ts=now,
+            )
+            for symbol, pos in sorted(portfolio.positions.items())
+        )
+        log.critical("risk: KILL-SWITCH %s: %s; flattening %d position(s)", reason, message, len(orders))
+        return KillSwitch(reason, message, orders)
+
+
+def _flips(current: Decimal, order: Order) -> bool:
+    new = current + order.signed_quantity
+    return current != 0 and new != 0 and (new > 0) != (current > 0)

@@ -1,0 +1,1 @@
+"""Behavioural model tests: no look-ahead, causality, invariances, the seed examples."""

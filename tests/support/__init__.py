@@ -1,0 +1,1 @@
+"""Test support: local servers that speak provider wire formats on loopback."""

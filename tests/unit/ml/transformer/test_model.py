@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gpt_trader.ml.transformer.attention import MarketAttention
+from gpt_trader.ml.transformer.encoding import PositionalEncoding, calendar_features
+from gpt_trader.ml.transformer.model import MarketTransformer
+
+torch.set_num_threads(1)
+F = 6
+
+
+def make_model(n_assets: int = 1, **kwargs: object) -> MarketTransformer:
+    torch.manual_seed(0)
+    options: dict[str, object] = {"d_model": 16, "n_heads": 2, "n_layers": 2, "d_ff": 32, "dropout": 0.0}
+    options.update(kwargs)
+    return MarketTransformer(F, n_assets, market_features=(0, 1), **options).eval()  # type: ignore[arg-type]
+
+
+def inputs(batch: int, steps: int, assets: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, steps, assets, F, generator=g)
+    calendar = torch.stack(
+        [torch.arange(steps).float() * 60 % 1440, torch.arange(steps).float() % 7, *(torch.ones(steps),) * 3], -1
+    ).expand(batch, steps, 5)
+    return x, calendar
+
+
+def test_market_transformer_output_shapes_per_asset_and_step():
+    model = make_model(n_assets=3)
+    x, cal = inputs(4, 10, 3)
+    logits, expected = model(x, cal)
+    assert logits.shape == (4, 10, 3, 3)
+    assert expected.shape == (4, 10, 3)
+    _, _, attention = model.forward_with_attention(x, cal)
+    assert attention.shape == (2, 4, 3, 2, 10, 10)  # layers, batch, assets, heads, query, key
+
+
+def test_market_transformer_future_inputs_changed_output_up_to_t_unchanged():
+    model = make_model(n_assets=2)
+    x, cal = inputs(2, 12, 2)
+    t = 6
+    future = x.clone()
+    future[:, t + 1 :] = torch.randn_like(future[:, t + 1 :]) * 10
+    cal_future = cal.clone()
+    cal_future[:, t + 1 :, 0] = 999.0
+    with torch.no_grad():
+        a_logits, a_ret = model(x, cal)
+        b_logits, b_ret = model(future, cal_future)
+    torch.testing.assert_close(a_logits[:, : t + 1], b_logits[:, : t + 1])
+    torch.testing.assert_close(a_ret[:, : t + 1], b_ret[:, : t + 1])
+    assert not torch.allclose(a_logits[:, t + 1 :], b_logits[:, t + 1 :])
+
+
+def test_market_attention_fused_path_equals_explicit_masked_scores():
+    torch.manual_seed(1)
+    attention = MarketAttention(16, 4).eval()
+    x, market = torch.randn(3, 20, 16), torch.randn(3, 20, 2)
+    with torch.no_grad():
+        fused, _ = attention(x, market)
+        explicit, weights = attention(x, market, return_weights=True)
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+    assert weights is not None
+    assert torch.all(weights.triu(1) == 0)  # causal: no weight on later bars
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4, 20))
+
+
+def test_market_attention_volume_spike_changes_attention_weights():
+    torch.manual_seed(2)
+    attention = MarketAttention(16, 2).eval()
+    x, market = torch.randn(1, 12, 16), torch.zeros(1, 12, 2)
+    spiked = market.clone()
+    spiked[0, 3, 0] = 5.0  # high volume on bar 3
+    with torch.no_grad():
+        _, base = attention(x, market, return_weights=True)
+        _, moved = attention(x, spiked, return_weights=True)
+        bias = attention.bias(spiked) - attention.bias(market)
+    assert base is not None
+    assert moved is not None
+    assert not torch.allclose(base, moved)
+    # Each head shifts attention towards (or away from) bar 3 by exactly its learned bias for that bar.
+    for head in range(2):
+        direction = torch.sign(bias[0, head, 3])
+        assert torch.all(torch.sign(moved[0, head, 3:, 3] - base[0, head, 3:, 3]) == direction)
+
+
+def test_market_attention_zero_bias_weights_ignore_volume_and_volatility():
+    torch.manual_seed(3)
+    attention = MarketAttention(16, 2).eval()
+    torch.nn.init.zeros_(attention.market_bias[-1].weight)
+    torch.nn.init.zeros_(attention.market_bias[-1].bias)
+    x = torch.randn(1, 10, 16)
+    with torch.no_grad():
+        _, a = attention(x, torch.zeros(1, 10, 2), return_weights=True)
+        _, b = attention(x, torch.randn(1, 10, 2) * 5, return_weights=True)
+    assert a is not None
+    assert b is not None
+    torch.testing.assert_close(a, b)
+
+
+def test_positional_encoding_calendar_time_changes_encoding():
+    enc = PositionalEncoding(8, max_len=50)
+    x = torch.zeros(1, 4, 1, 8)
+    monday = torch.tensor([[[600.0, 0, 1, 0, 0]] * 4])
+    friday = torch.tensor([[[600.0, 4, 1, 0, 0]] * 4])
+    assert not torch.allclose(enc(x, monday), enc(x, friday))
+    # Positions differ along the window even with a constant calendar.
+    out = enc(x, monday)
+    assert not torch.allclose(out[0, 0], out[0, 1])
+
+
+def test_calendar_features_minute_of_day_is_cyclic():
+    midnight = calendar_features(torch.tensor([[0.0, 0, 0, 0, 0]]))
+    wrapped = calendar_features(torch.tensor([[1440.0, 7, 0, 0, 0]]))
+    torch.testing.assert_close(midnight, wrapped, atol=1e-6, rtol=0)
+
+
+def test_positional_encoding_window_longer_than_max_len_raises():
+    enc = PositionalEncoding(8, max_len=5)
+    with pytest.raises(ValueError, match="exceeds"):
+        enc(torch.zeros(1, 6, 1, 8), torch.zeros(1, 6, 5))
+
+
+def test_market_transformer_wrong_feature_count_raises():
+    model = make_model()
+    with pytest.raises(ValueError, match="expected"):
+        model(torch.zeros(1, 4, 1, F + 1), torch.zeros(1, 4, 5))
+
+
+@pytest.mark.slow
+def test_market_transformer_1000_step_sequence_trains_and_predicts():
+    torch.manual_seed(0)
+    model = MarketTransformer(F, 2, d_model=64, n_heads=4, n_layers=2, dropout=0.1, max_seq_length=1000)
+    x, cal = inputs(4, 1000, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    logits, expected = model(x, cal)
+    loss = logits.logsumexp(-1).mean() + expected.pow(2).mean()
+    loss.backward()
+    optimizer.step()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        logits, _ = model(x[:1], cal[:1])
+        _, _, attention = model.forward_with_attention(x[:1], cal[:1])
+    assert logits.shape == (1, 1000, 2, 3)
+    assert np.isfinite(logits.numpy()).all()
+    assert attention.shape[-1] == 1000

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpt_trader.registry.config import PromotionConfig, RegistryConfig
+from gpt_trader.registry.promotion import Evidence, SanityCheck, check_model, decide_promotion
+from gpt_trader.registry.tracking import setup_experiment
+
+SANE = SanityCheck(loads=True, predicts=True, finite=True, has_signature=True, latency_p99_ms=1.0)
+CFG = PromotionConfig(metric="sharpe", min_improvement=0.05, require_beat_buy_and_hold=True)
+
+
+def ev(version: str, sharpe: float | None, bh: float = 0.2, sanity: SanityCheck = SANE, window: str = "w") -> Evidence:
+    metrics = {"buy_and_hold_sharpe": bh}
+    if sharpe is not None:
+        metrics["sharpe"] = sharpe
+    return Evidence(version, sanity, metrics, window)
+
+
+def test_decide_promotion_first_model_promoted_when_beats_buy_and_hold():
+    decision = decide_promotion(ev("1", 0.5), None, CFG)
+    assert decision.promote
+    assert "no current champion" in decision.reasons
+
+
+def test_decide_promotion_first_model_rejected_below_buy_and_hold():
+    decision = decide_promotion(ev("1", 0.1, bh=0.3), None, CFG)
+    assert not decision.promote
+    assert any("does not beat buy-and-hold" in r for r in decision.reasons)
+
+
+def test_decide_promotion_buy_and_hold_not_required_when_disabled():
+    cfg = CFG.model_copy(update={"require_beat_buy_and_hold": False})
+    assert decide_promotion(ev("1", 0.1, bh=0.3), None, cfg).promote
+
+
+def test_decide_promotion_better_than_champion_beyond_margin_promoted():
+    decision = decide_promotion(ev("2", 0.9), ev("1", 0.5), CFG)
+    assert decision.promote
+    assert decision.champion_version == "1"
+    assert any("beats champion v1" in r for r in decision.reasons)
+
+
+def test_decide_promotion_worse_than_champion_rejected():
+    decision = decide_promotion(ev("2", 0.3), ev("1", 0.5), CFG)
+    assert not decision.promote
+
+
+def test_decide_promotion_within_margin_rejected():
+    decision = decide_promotion(ev("2", 0.54), ev("1", 0.5), CFG)
+    assert not decision.promote
+    assert any("within the 0.05 margin" in r for r in decision.reasons)
+
+
+def test_decide_promotion_lower_is_better_metric():
+    cfg = PromotionConfig(metric="max_drawdown", higher_is_better=False, require_beat_buy_and_hold=False)
+    better = Evidence("2", SANE, {"max_drawdown": 0.10}, "w")
+    worse = Evidence("1", SANE, {"max_drawdown": 0.30}, "w")
+    assert decide_promotion(better, worse, cfg).promote
+    assert not decide_promotion(worse, better, cfg).promote
+
+
+@pytest.mark.parametrize(
+    ("sanity", "reason"),
+    [
+        (SanityCheck(loads=False, error="ImportError: boom"), "does not load: ImportError: boom"),
+        (SanityCheck(loads=True, predicts=False, has_signature=True, error="bad input"), "cannot predict"),
+        (SanityCheck(loads=True, predicts=True, finite=False, has_signature=True, latency_p99_ms=1), "NaN"),
+        (
+            SanityCheck(loads=True, predicts=True, finite=True, has_signature=False, latency_p99_ms=1),
+            "no model signature",
+        ),
+        (SanityCheck(loads=True, predicts=True, finite=True, has_signature=True, latency_p99_ms=99.0), "latency"),
+    ],
+)
+def test_decide_promotion_broken_challenger_rejected_even_if_metric_better(sanity, reason):
+    decision = decide_promotion(ev("2", 9.0, sanity=sanity), ev("1", 0.5), CFG)
+    assert not decision.promote
+    assert any(reason in r for r in decision.reasons)
+
+
+def test_decide_promotion_broken_champion_replaced_by_sane_challenger():
+    broken = ev("1", 5.0, sanity=SanityCheck(loads=False, error="gone"))
+    decision = decide_promotion(ev("2", 0.5), broken, CFG)
+    assert decision.promote
+    assert any("unfit" in r for r in decision.reasons)
+
+
+def test_decide_promotion_missing_metric_or_different_window_rejected():
+    assert not decide_promotion(ev("2", None), None, CFG).promote
+    assert not decide_promotion(ev("2", math.nan), None, CFG).promote
+    decision = decide_promotion(ev("2", 0.9, window="2018"), ev("1", 0.5, window="2017"), CFG)
+    assert not decision.promote
+    assert "different windows" in decision.reasons[0]
+
+
+def test_decision_as_tags_strings():
+    tags = decide_promotion(ev("2", 0.9), ev("1", 0.5), CFG).as_tags()
+    assert tags["promotion.decision"] == "promoted"
+    assert tags["promotion.against"] == "1"
+    assert all(isinstance(v, str) for v in tags.values())
+
+
+def _log_pyfunc(tmp_path, value: float, with_signature: bool = True) -> str:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    class Constant(mlflow.pyfunc.PythonModel):
+        def __init__(self, v: float) -> None:
+            self.v = v
+
+        def predict(self, context, model_input, params=None):
+            return pd.DataFrame({"position": np.full(len(model_input), self.v)})
+
+    setup_experiment("t", RegistryConfig(), tmp_path / "mlflow")
+    x = pd.DataFrame({"ret_1": [0.01, -0.02]})
+    sig = infer_signature(x, pd.DataFrame({"position": [0.0, 0.0]})) if with_signature else None
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="m", python_model=Constant(value), signature=sig, input_example=x)
+    return info.model_uri
+
+
+@pytest.mark.slow
+def test_check_model_real_pyfunc_sane_and_nan_detected(tmp_path):
+    good = check_model(_log_pyfunc(tmp_path, 0.5), n_timings=5)
+    assert good.failures(latency_budget_ms=1000) == []
+    nan = check_model(_log_pyfunc(tmp_path, math.nan), n_timings=5)
+    assert nan.failures(1000) == ["predictions contain NaN or infinite values"]
+    missing = check_model("models:/does-not-exist/1", n_timings=1)
+    assert not missing.loads

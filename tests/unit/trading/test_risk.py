@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from gpt_trader.core.clock import SimClock
+from gpt_trader.trading.config import RiskConfig
+from gpt_trader.trading.portfolio import Portfolio
+from gpt_trader.trading.risk import HaltReason, RejectCode, RiskManager, is_risk_reducing
+from gpt_trader.trading.types import Fill, Order, Side, TradingState
+
+D = Decimal
+T0 = datetime(2024, 3, 4, 14, 30, tzinfo=UTC)
+# Loose limits, so each test tightens only the rule it is about.
+LOOSE = {
+    "max_position_fraction": 10.0,
+    "max_gross_exposure": 10.0,
+    "max_order_notional_usd": 1e9,
+    "max_loss_per_trade_fraction": 1.0,
+    "stop_loss_fraction": 0.01,
+    "daily_loss_limit_fraction": 0.5,
+    "max_drawdown_fraction": 0.9,
+    "max_orders_per_window": 1000,
+    "max_bar_age_secs": 300,
+}
+
+
+def make(**overrides: float) -> tuple[RiskManager, SimClock, Portfolio]:
+    clock = SimClock(T0)
+    risk = RiskManager(RiskConfig(**{**LOOSE, **overrides}), clock)
+    for symbol in ("AAPL", "MSFT"):
+        risk.on_bar(symbol, T0)
+    book = Portfolio(D(100_000))
+    book.mark("AAPL", D(100))
+    book.mark("MSFT", D(200))
+    return risk, clock, book
+
+
+def order(qty: int, symbol: str = "AAPL", cid: str = "o1") -> Order:
+    return Order(cid, symbol, Side.BUY if qty > 0 else Side.SELL, D(abs(qty)), T0)
+
+
+def hold(book: Portfolio, symbol: str, qty: int, price: int) -> None:
+    side = Side.BUY if qty > 0 else Side.SELL
+    book.apply_fill(Fill(f"f-{symbol}-{qty}", "x", "x", symbol, side, D(abs(qty)), D(price), D(0), T0))
+
+
+def test_check_order_within_limits_is_approved():
+    risk, _, book = make()
+    assert risk.check_order(order(10), book).approved
+
+
+def test_check_order_max_position_rejects_oversized_position():
+    risk, _, book = make(max_position_fraction=0.2)
+    decision = risk.check_order(order(201), book)  # 20,100 > 0.2 * 100,000
+    assert decision.codes == (RejectCode.MAX_POSITION,)
+    assert "AAPL" in decision.rejections[0].message
+    assert risk.check_order(order(200), book).approved
+
+
+def test_check_order_max_gross_exposure_counts_other_symbols():
+    risk, _, book = make(max_gross_exposure=0.5)
+    hold(book, "MSFT", 200, 200)  # 40,000 gross already
+    assert risk.check_order(order(101), book).codes == (RejectCode.MAX_GROSS_EXPOSURE,)
+    assert risk.check_order(order(99), book).approved
+
+
+def test_check_order_max_order_notional_rejects_big_order():
+    risk, _, book = make(max_order_notional_usd=5_000)
+    assert risk.check_order(order(51), book).codes == (RejectCode.MAX_ORDER_NOTIONAL,)
+
+
+def test_check_order_loss_at_stop_over_budget_is_rejected():
+    risk, _, book = make(stop_loss_fraction=0.05, max_loss_per_trade_fraction=0.01)
+    # 201 shares * $100 * 5% = $1,005 > 1% of $100,000
+    assert risk.check_order(order(201), book).codes == (RejectCode.MAX_LOSS_PER_TRADE,)
+    assert risk.check_order(order(200), book).approved
+
+
+def test_check_order_rate_limit_counts_approved_orders_in_window():
+    risk, clock, book = make(max_orders_per_window=2, order_window_secs=60)
+    assert risk.check_order(order(1, cid="a"), book).approved
+    assert risk.check_order(order(1, cid="b"), book).approved
+    assert risk.check_order(order(1, cid="c"), book).codes == (RejectCode.RATE_LIMIT,)
+    clock.advance(timedelta(seconds=60))
+    risk.on_bar("AAPL", clock.now())
+    assert risk.check_order(order(1, cid="d"), book).approved
+
+
+def test_check_order_stale_bar_blocks_new_exposure_but_not_reduction():
+    risk, clock, book = make(max_bar_age_secs=120)
+    hold(book, "AAPL", 10, 100)
+    clock.advance(timedelta(seconds=121))
+    decision = risk.check_order(order(5), book)
+    assert decision.codes == (RejectCode.STALE_DATA,)
+    assert "121s old" in decision.rejections[0].message
+    assert risk.check_order(order(-5), book).approved
+
+
+def test_check_order_symbol_without_bars_is_stale():
+    risk, _, book = make()
+    book.mark("TSLA", D(10))
+    assert RejectCode.STALE_DATA in risk.check_order(order(1, "TSLA"), book).codes
+
+
+def test_check_order_reducing_state_allows_only_risk_reducing_orders():
+    risk, _, book = make()
+    hold(book, "AAPL", 10, 100)
+    risk.set_state(TradingState.REDUCING, "volatile market")
+    assert risk.check_order(order(5), book).codes == (RejectCode.REDUCE_ONLY,)
+    assert risk.check_order(order(-20), book).codes == (RejectCode.REDUCE_ONLY,)  # flips to short
+    assert risk.check_order(order(-10), book).approved
+
+
+def test_check_order_halted_state_rejects_everything():
+    risk, _, book = make()
+    hold(book, "AAPL", 10, 100)
+    risk.set_state(TradingState.HALTED, "exchange outage")
+    assert risk.check_order(order(-10), book).codes == (RejectCode.HALTED,)
+    risk.set_state(TradingState.ACTIVE, "back")
+    assert risk.check_order(order(-10), book).approved
+
+
+def test_check_order_without_price_is_rejected():
+    risk, _, book = make()
+    risk.on_bar("NEW", T0)
+    assert risk.check_order(order(1, "NEW"), book).codes == (RejectCode.NO_PRICE,)
+
+
+def test_check_limits_daily_loss_trips_kill_switch_and_flattens():
+    risk, _, book = make(daily_loss_limit_fraction=0.03)
+    hold(book, "AAPL", 500, 100)
+    hold(book, "MSFT", -100, 200)
+    assert risk.check_limits(book) is None  # sets the day's baseline at 100,000
+    book.mark("AAPL", D(93))  # -3,500 = -3.5%
+    trip = risk.check_limits(book)
+    assert trip is not None
+    assert trip.reason is HaltReason.DAILY_LOSS
+    assert {(o.symbol, o.side, o.quantity) for o in trip.flatten_orders} == {
+        ("AAPL", Side.SELL, D(500)),
+        ("MSFT", Side.BUY, D(100)),
+    }
+    assert risk.state is TradingState.HALTED
+    assert risk.killed
+    assert risk.check_order(order(1), book).codes == (RejectCode.HALTED,)
+    assert risk.check_limits(book) is None  # trips once
+
+
+def test_check_limits_drawdown_trips_across_days_and_latches():
+    risk, clock, book = make(daily_loss_limit_fraction=0.5, max_drawdown_fraction=0.10)
+    hold(book, "AAPL", 1000, 100)
+    risk.check_limits(book)
+    book.mark("AAPL", D(110))  # peak 110,000
+    risk.check_limits(book)
+    for price in (105, 101, 98):  # a slow bleed, under the daily limit each day
+        clock.advance(timedelta(days=1))
+        book.mark("AAPL", D(price))
+        trip = risk.check_limits(book)
+    assert trip is not None
+    assert trip.reason is HaltReason.MAX_DRAWDOWN
+    risk.set_state(TradingState.ACTIVE, "operator tries to resume")
+    assert risk.state is TradingState.HALTED  # latched: only reset_kill_switch lifts it
+    risk.reset_kill_switch(equity=book.equity())
+    assert risk.state is TradingState.ACTIVE
+    assert not risk.killed
+
+
+def test_is_risk_reducing_cases():
+    assert is_risk_reducing(D(10), D(-10))
+    assert not is_risk_reducing(D(10), D(-11))
+    assert not is_risk_reducing(D(0), D(-1))
+    assert is_risk_reducing(D(-5), D(2))
+
+
+@pytest.mark.parametrize("state", [TradingState.REDUCING, TradingState.HALTED])
+def test_set_state_external_input_is_recorded(state: TradingState):
+    risk, _, _ = make()
+    risk.set_state(state, "market condition")
+    assert risk.state is state

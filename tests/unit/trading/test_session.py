@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from gpt_trader.core.timeframe import Timeframe
+from gpt_trader.core.types import Bar
+from gpt_trader.data.config import FeaturesConfig
+from gpt_trader.data.sources.bundled import BundledSource
+from gpt_trader.registry.config import RegistryConfig
+from gpt_trader.registry.tracking import setup_experiment
+from gpt_trader.serving.champion import ChampionSlot
+from gpt_trader.trading.config import TradingConfig
+from gpt_trader.trading.costs import CostModel
+from gpt_trader.trading.execution import PaperBroker
+from gpt_trader.trading.session import LiveSession, ModelRunner
+from gpt_trader.trading.state import StateStore
+from gpt_trader.trading.types import TradingState
+from tests.support.pyfunc_models import FixedPolicy, FixedTransformer, log_and_register
+
+pytestmark = pytest.mark.slow
+T_NAME, R_NAME = "t-model", "r-model"
+DAY = timedelta(days=1)
+
+
+def spx_bars(start: datetime, end: datetime) -> list[Bar]:
+    frame = BundledSource().fetch("SPX", start, end, Timeframe.parse("1d"))
+    return [Bar(**row) for row in frame.iter_rows(named=True)]
+
+
+@pytest.fixture
+def client(tmp_path):
+    import mlflow
+
+    setup_experiment("session", RegistryConfig(), tmp_path / "mlflow")
+    return mlflow.MlflowClient()
+
+
+def make_session(tmp_path, client, *, trading: TradingConfig | None = None, alerts=None, shadow=False):
+    trading = trading or TradingConfig.model_validate({"signals": {"policy": "agreement"}})
+    store = StateStore(f"sqlite:///{tmp_path}/state.db", strategy="test")
+    costs = CostModel()
+    on_alert = (lambda s, m: alerts.append((s, m))) if alerts is not None else None
+    runners = [
+        ModelRunner(ChampionSlot(n, client, on_alert=on_alert), k) for n, k in ((T_NAME, "transformer"), (R_NAME, "rl"))
+    ]
+    shadow_runners = [ModelRunner(ChampionSlot(T_NAME, client, alias="challenger"), "transformer")] if shadow else []
+    session = LiveSession(
+        trading=trading,
+        features=FeaturesConfig(),
+        costs=costs,
+        broker=PaperBroker(costs, initial_cash=Decimal(100_000)),
+        store=store,
+        transformer=runners[0],
+        rl=runners[1],
+        shadow=shadow_runners,
+        on_alert=on_alert,
+    )
+    return session, store
+
+
+def run(session: LiveSession, bars: list[Bar]) -> list:
+    return [o for o in (session.on_bar(b, bar_length=DAY) for b in bars) if o is not None]
+
+
+def test_session_agreeing_models_go_long_and_book_reconciles(tmp_path, client):
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.8), champion=True)
+    log_and_register(client, R_NAME, FixedPolicy(1.0), champion=True)
+    session, _ = make_session(tmp_path, client)
+    bars = spx_bars(datetime(2016, 1, 1, tzinfo=UTC), datetime(2016, 7, 1, tzinfo=UTC))
+    session.start()
+    outcomes = run(session, bars)
+    book = session.portfolio
+    assert len(outcomes) == len(bars)
+    assert session.trade_count >= 1
+    qty = book.quantity("SPX")
+    assert qty > 0
+    # Equity is cash plus the marked position; total P&L is equity minus the starting cash, to the cent.
+    assert book.equity() == book.cash + qty * Decimal(str(bars[-1].close))
+    assert round(book.total_pnl(), 2) == round(book.equity() - book.initial_cash, 2)
+    assert all(o.signal is None or o.signal.target in (0.0, 1.0) for o in outcomes)
+    assert session.risk.state is TradingState.ACTIVE
+
+
+def test_session_restart_resumes_without_double_fills(tmp_path, client):
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.8), champion=True)
+    log_and_register(client, R_NAME, FixedPolicy(1.0), champion=True)
+    bars = spx_bars(datetime(2015, 1, 1, tzinfo=UTC), datetime(2015, 12, 31, tzinfo=UTC))
+    straight, store = make_session(tmp_path / "a", client)
+    straight.start()
+    run(straight, bars)
+    expected = straight.summary()
+    store.close()
+
+    first, store1 = make_session(tmp_path / "b", client)
+    first.start()
+    run(first, bars[:150])
+    store1.close()  # the process "dies" here; only committed state survives
+    second, store2 = make_session(tmp_path / "b", client)
+    # A restarted process warms its feature state from stored history, then skips what was committed.
+    second.start(history={"SPX": bars[:150]})
+    assert run(second, bars[:150]) == []  # already processed bars are skipped
+    run(second, bars[150:])
+    resumed = second.summary()
+    assert resumed["equity"] == pytest.approx(expected["equity"], abs=0.01)
+    assert resumed["positions"] == expected["positions"]
+    fills = store2.fills()
+    assert len({f.fill_id for f in fills}) == len(fills)
+
+
+def test_session_hot_swap_mid_stream_and_broken_champion_kept_out(tmp_path, client):
+    alerts: list = []
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.8), champion=True)
+    log_and_register(client, R_NAME, FixedPolicy(1.0), champion=True)
+    session, _ = make_session(tmp_path, client, alerts=alerts)
+    bars = spx_bars(datetime(2017, 1, 1, tzinfo=UTC), datetime(2017, 12, 31, tzinfo=UTC))
+    session.start()
+    run(session, bars[:100])
+    assert session.portfolio.quantity("SPX") > 0
+    # A new champion that says Sell (and an RL that agrees) is swapped in between bars: no bar is skipped.
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.1, p_sell=0.8), champion=True)
+    log_and_register(client, R_NAME, FixedPolicy(-1.0), champion=True)
+    session.refresh_models()
+    assert session.transformer.slot.current.version == "2"
+    outcomes = run(session, bars[100:160])
+    assert len(outcomes) == 60
+    assert session.portfolio.quantity("SPX") < 0
+    # A broken champion is refused: version 2 keeps serving and an alert is raised.
+    log_and_register(client, T_NAME, FixedTransformer(broken=True), champion=True)
+    session.refresh_models()
+    assert session.transformer.slot.current.version == "2"
+    assert any(s == "ERROR" and "v3 failed" in m for s, m in alerts)
+    assert len(run(session, bars[160:])) == len(bars) - 160
+
+
+def test_session_shadow_challenger_trades_privately(tmp_path, client):
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.1, p_sell=0.1), champion=True)  # Hold
+    log_and_register(client, R_NAME, FixedPolicy(0.0), champion=True)
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.8), champion=False)  # challenger: Buy
+    session, store = make_session(tmp_path, client, shadow=True)
+    session.start()
+    run(session, spx_bars(datetime(2017, 1, 1, tzinfo=UTC), datetime(2017, 12, 31, tzinfo=UTC)))
+    assert session.trade_count == 0  # the champion holds, nothing reached the broker
+    assert store.fills() == []
+    shadow = session.shadow_pnl()
+    assert list(shadow) == [f"{T_NAME}@challenger"]
+    assert shadow[f"{T_NAME}@challenger"] > 0  # long through 2017's rally, recorded but never sent
+
+
+def test_session_kill_switch_flattens_and_halts_in_a_crash(tmp_path, client):
+    alerts: list = []
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.8), champion=True)
+    log_and_register(client, R_NAME, FixedPolicy(1.0), champion=True)
+    trading = TradingConfig.model_validate(
+        {"signals": {"policy": "agreement"}, "risk": {"max_drawdown_fraction": 0.05, "max_position_fraction": 1.0}}
+    )
+    session, _ = make_session(tmp_path, client, trading=trading, alerts=alerts)
+    session.start()
+    run(session, spx_bars(datetime(2008, 6, 1, tzinfo=UTC), datetime(2008, 12, 31, tzinfo=UTC)))
+    assert session.risk.state is TradingState.HALTED
+    assert session.portfolio.quantity("SPX") == 0
+    assert any(s == "CRITICAL" and "kill-switch" in m for s, m in alerts)
+    drawdown = 1 - min(p.equity for p in session.portfolio.equity_curve) / max(
+        p.equity for p in session.portfolio.equity_curve
+    )
+    assert drawdown < 0.10  # halted near the 5% limit, long before 2008's full fall
+
+
+def test_session_without_champions_stays_flat_and_alerts(tmp_path, client):
+    alerts: list = []
+    session, _ = make_session(tmp_path, client, alerts=alerts)
+    session.start()
+    run(session, spx_bars(datetime(2017, 1, 1, tzinfo=UTC), datetime(2017, 6, 1, tzinfo=UTC)))
+    assert session.trade_count == 0
+    assert any("no fresh champion" in m for _, m in alerts)
+
+
+def test_session_bar_at_or_before_committed_is_skipped(tmp_path, client):
+    session, _ = make_session(tmp_path, client)
+    session.start()
+    bars = spx_bars(datetime(2017, 1, 1, tzinfo=UTC), datetime(2017, 2, 1, tzinfo=UTC))
+    run(session, bars)
+    assert session.on_bar(replace(bars[-1], close=bars[-1].close * 2)) is None
+
+
+def test_session_start_reconciles_with_a_real_broker(tmp_path, client):
+    from gpt_trader.trading.alpaca import AlpacaBroker
+    from tests.support.alpaca_trading_server import AlpacaTradingServer
+
+    alerts: list = []
+    with AlpacaTradingServer() as server:
+        # Filled at the broker while we were down: our committed book knows nothing of it.
+        server.set_position("SPX", Decimal(3), Decimal("2700.5"))
+        with AlpacaBroker(server.credentials(), base_url=server.url, backoff_base_secs=0.001) as broker:
+            store = StateStore(f"sqlite:///{tmp_path}/state.db", strategy="test")
+            session = LiveSession(
+                trading=TradingConfig(),
+                features=FeaturesConfig(),
+                costs=CostModel(),
+                broker=broker,
+                store=store,
+                on_alert=lambda s, m: alerts.append((s, m)),
+            )
+            session.start()
+    assert session.portfolio.quantity("SPX") == Decimal(3)
+    assert any("reconciliation fixed" in m for _, m in alerts)
+    reloaded = StateStore(f"sqlite:///{tmp_path}/state.db", strategy="test").load(Decimal(100_000))
+    assert reloaded.portfolio.quantity("SPX") == Decimal(3)  # the fix was persisted
+
+
+def test_session_two_symbols_same_timestamps_one_equity_point_each(tmp_path, client):
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.8), champion=True)
+    log_and_register(client, R_NAME, FixedPolicy(1.0), champion=True)
+    session, store = make_session(tmp_path, client)
+    session.start()
+    start, end = datetime(2016, 1, 1, tzinfo=UTC), datetime(2016, 6, 1, tzinfo=UTC)
+    spx = spx_bars(start, end)
+    ixic = [Bar(**r) for r in BundledSource().fetch("IXIC", start, end, Timeframe.parse("1d")).iter_rows(named=True)]
+    for a, b in zip(spx, ixic, strict=True):  # both symbols close every bar at the same time
+        session.on_bar(a, bar_length=DAY)
+        session.on_bar(b, bar_length=DAY)
+    curve = store.load(Decimal(100_000)).portfolio.equity_curve
+    assert [p.ts for p in curve] == [b.ts for b in spx]
+    assert curve[-1].equity == session.portfolio.equity()
+    assert session.portfolio.quantity("SPX") > 0
+    assert session.portfolio.quantity("IXIC") > 0
+
+
+def test_session_window_has_the_offline_feature_dtypes(tmp_path, client):
+    from gpt_trader.data.features import CALENDAR_COLUMNS, build_features
+
+    session, _ = make_session(tmp_path, client)
+    session.start()
+    bars = spx_bars(datetime(2016, 1, 1, tzinfo=UTC), datetime(2016, 12, 31, tzinfo=UTC))
+    run(session, bars)
+    window = session._window("SPX")
+    offline = build_features(BundledSource().fetch("SPX", None, None, Timeframe.parse("1d")), FeaturesConfig())
+    for column in CALENDAR_COLUMNS:
+        assert window[column].dtype.kind == "i", column  # model signatures refuse floats here
+        want = offline.filter(offline["ts"] >= bars[-5].ts)
+        assert window[column].tail(5).tolist() == want[column].head(5).to_list()
