@@ -152,6 +152,9 @@ class RealtimePipeline:
         self._tick_counters: dict[tuple[str, str], Any] = {}
         self._last_trade_wall: dict[str, int] = {}
         self._recent_active: dict[str, deque[tuple[int, float, float]]] = {}
+        # After a handover, the new active feed may still be behind the old one: its next live ticks up to the
+        # old feed's last trade are already counted. symbol -> that last trade's ts, until the new feed passes it.
+        self._catchup: dict[str, int] = {}
         self._quiet_ns = int(config.quiet_close_ms * 1_000_000)
         self._open_gaps: dict[str, list[Gap]] = {}
         self._buffers: dict[str, TickRing] = {}
@@ -507,6 +510,14 @@ class RealtimePipeline:
                     shadow.overflowed = True
                 shadow.ticks.extend(zip(ts, px, sz, ids, strict=True))
                 return
+        last = self._catchup.get(symbol)
+        if last is not None:
+            if max(ts) // 1_000_000 > last // 1_000_000:
+                del self._catchup[symbol]  # past the handover point: everything from here on is new
+            ticks = self._after_last(symbol, feed, list(zip(ts, px, sz, ids, strict=True)), last)
+            if not ticks:
+                return
+            ts, px, sz, ids = (list(c) for c in zip(*ticks, strict=True))
         self._aggregate(feed, symbol, ts, px, sz, ids, recv_ns, offset)
 
     def _aggregate(
@@ -738,6 +749,10 @@ class RealtimePipeline:
         if shadow:
             shadow.ticks.clear()
             shadow.overflowed = False
+        if last is not None:
+            self._catchup[symbol] = last
+        else:
+            self._catchup.pop(symbol, None)
         if ticks:
             ticks.sort(key=lambda t: t[0])
             ts, px, sz, ids = (list(c) for c in zip(*ticks, strict=True))

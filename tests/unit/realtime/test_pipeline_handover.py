@@ -1,0 +1,90 @@
+"""Failover and failback between two feeds count every trade exactly once, whichever feed runs ahead.
+
+The feeds are driven frame by frame (no sockets), so the interleavings that are races on a real network are
+reproduced deterministically here: the standby behind the active feed, and ahead of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from gpt_trader.core.clock import SimClock
+from gpt_trader.realtime import DataSource, RealtimePipeline, StreamConfig
+from gpt_trader.realtime.bus import InProcessBus
+from gpt_trader.realtime.config import RealtimeConfig
+from gpt_trader.realtime.exchange import _encode, _FastIso
+
+T0 = 1_700_000_000_000_000_000  # ns; every trade on its own millisecond, as in the exchange's replay
+ENV = {"APCA_API_KEY_ID": "k", "APCA_API_SECRET_KEY": "s", "POLYGON_API_KEY": "p"}
+
+
+def trades(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Trades lo..hi-1: distinct sizes so any double count changes the volume."""
+    ids = np.arange(lo, hi, dtype=np.int64)
+    return T0 + ids * 1_000_000 + 123, 100.0 + ids * 0.01, (ids + 1).astype(np.float64), ids
+
+
+def frame(protocol: str, lo: int, hi: int) -> str | bytes:
+    return _encode(protocol, [("SPX", *trades(lo, hi))], False, 0, _FastIso())[0]  # type: ignore[arg-type]
+
+
+async def _pipeline() -> RealtimePipeline:
+    config = RealtimeConfig(timeframes=["1m"], lateness_ms=0, max_future_secs=None, failback_after_secs=0.0)
+    p = RealtimePipeline(
+        [
+            StreamConfig(DataSource.ALPACA, ["SPX"], url="ws://127.0.0.1:1/v2/iex"),
+            StreamConfig(DataSource.POLYGON, ["SPX"], url="ws://127.0.0.1:1/stocks"),
+        ],
+        config,
+        bus=InProcessBus(),
+        environ=ENV,
+        clock=SimClock(datetime.fromtimestamp(T0 / 1e9 + 0.1, UTC)),  # all trades inside one open minute
+    )
+    await p._build_feeds()
+    for feed in p.feeds:
+        feed.health.connected = True
+    return p
+
+
+def _volume(lo: int, hi: int) -> float:
+    return float(trades(lo, hi)[2].sum())
+
+
+@pytest.mark.parametrize("standby_lead", [-5, 0, 5], ids=["standby-behind", "level", "standby-ahead"])
+def test_failover_and_failback_count_each_trade_once(standby_lead: int) -> None:
+    async def scenario() -> None:
+        p = await _pipeline()
+        alpaca, polygon = p.feeds
+        feed = {"alpaca": alpaca, "polygon": polygon}
+
+        async def send(name: str, lo: int, hi: int) -> None:
+            if hi > lo:
+                await p._on_frame(feed[name], frame(name, lo, hi), T0)
+
+        # Alpaca active up to 20; polygon (standby) at 20 + lead.
+        await send("alpaca", 0, 20)
+        await send("polygon", 0, 20 + standby_lead)
+        assert p.active_source("SPX") == "alpaca"
+        # Alpaca drops: polygon takes over from its shadow, then runs on to 40.
+        p._on_state(alpaca, "disconnected")
+        assert p.active_source("SPX") == "polygon"
+        await send("polygon", 20 + standby_lead, 40)
+        # Alpaca comes back at 40 + lead and takes over again (failback), then both run on to 60.
+        alpaca.health.connected = True
+        alpaca.connected_since_ns = 0
+        await send("alpaca", 20, 40 + standby_lead)
+        p._reroute("SPX")
+        assert p.active_source("SPX") == "alpaca"
+        await send("alpaca", 40 + standby_lead, 60)
+        await send("polygon", 40, 60)
+
+        bars = p.get_bars("SPX", "1m")
+        assert p.ticks_accepted == 60
+        assert float(bars["volume"].sum()) == _volume(0, 60)
+        assert p.dead_letters.total == 0
+
+    asyncio.run(scenario())
