@@ -1,23 +1,24 @@
 """Live path latency: bar close -> order, with the local champions (transformer + PPO) from params.yaml.
 
-What is timed is `LiveSession.on_bar`'s own split: `decision_ms` (fill at the open, mark, incremental features,
-window, both models, signal combination, sizing, risk checks, order submit) and, beside it, `commit_ms` (the
-SQLite transaction that makes the bar durable). Scenarios:
+What is timed is `LiveSession.on_bars`' own split per bar timestamp: `decision_ms` (fills at the open, marks,
+incremental features, both models scored once for all symbols, signal combination, sizing, risk checks, order
+submits) and, beside it, `commit_ms` (the one SQLite transaction that makes the timestamp durable). Scenarios:
 
 1. 1 symbol: `--bars` consecutive SPX daily bars, p50/p99 per bar.
-2. `--symbols` symbols (renamed copies of SPX): for each of `--steps` bar timestamps all symbols' bars are fed;
-   p50/p99 of the per-timestamp total (sum of decision_ms, and the wall time of the whole batch of on_bar calls).
-   Target (issue): p99 < 10 ms for 50 symbols on this CPU.
+2. `--symbols` symbols (renamed copies of SPX, served by the SPX-trained transformer through
+   `trading.live.model_symbol_map`): for each of `--steps` bar timestamps all symbols' bars go to one
+   `on_bars` call; p50/p99 of its decision time and wall time. Target (issue): p99 < 10 ms for 50 symbols.
 Each is run twice in the same process: with the champions, and as the baseline with no champion registered
-(ModelRunner returns None; the window is still built), so the models' cost shows as a ratio. The models' own
-per-call latency (ModelCall.latency_ms) is reported per model.
+(no model is called; everything else runs), so the models' cost shows as a ratio. The models' own latency per
+batched call (ModelCall.latency_ms) is reported per model.
 
 Everything (MLflow store, models, state DB) lives in a temporary directory, removed at the end. The models are
 trained only to exist (transformer 1 epoch, PPO a few hundred steps): latency does not depend on their quality.
-torch runs on 1 thread for inference (the other core belongs to ingestion). On a shared 2-core machine the
-figures are noisy; nothing is asserted.
+torch runs inference on `--threads` threads (default 2, as `trading.live.inference_threads`: the decision holds
+the live event loop, so ingestion waits for it whatever the thread count; run `--threads 1` for the figure when
+another process owns the second core). On a shared 2-core machine the figures are noisy; nothing is asserted.
 
-    python benchmarks/live.py [--bars 200] [--symbols 50] [--steps 40] [--profile]
+    python benchmarks/live.py [--bars 200] [--symbols 50] [--steps 40] [--threads 2] [--profile]
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import time
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -59,39 +59,9 @@ class Samples:
     commit: list[float] = field(default_factory=list)
     wall: list[float] = field(default_factory=list)
     models: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    adapt: list[float] = field(default_factory=list)
     orders: int = 0
     calls: int = 0
     bars: int = 0
-
-
-class ServingAdapter:
-    """Works around two gaps between the live window and the real pyfuncs (its cost is measured and reported):
-
-    - the window's calendar columns are floats (LiveFeatures vectors) where both models' MLflow signatures want
-      int64, which MLflow refuses ("Can not safely convert float64 to int64"): cast them;
-    - the transformer is per-asset (trained on SPX): the renamed SPX copies are relabelled to SPX (exact).
-    """
-
-    def __init__(self, model: Any, symbol: str) -> None:
-        self.model, self.symbol = model, symbol
-        self.input_example = getattr(model, "input_example", None)
-        schema = model.metadata.get_input_schema()
-        self.int_columns = [
-            c.name for c in schema.inputs if str(c.type).lower() in ("long", "integer", "datatype.long")
-        ]
-        self.adapt_ms: list[float] = []
-
-    def predict(self, window: Any) -> Any:
-        """The wrapped model's prediction on the adapted window."""
-        t0 = time.perf_counter()
-        if len(window):
-            cast = {c: "int64" for c in self.int_columns if c in window.columns}
-            window = window.astype(cast)
-            if window["symbol"].iloc[-1] != self.symbol:
-                window = window.assign(symbol=self.symbol)
-        self.adapt_ms.append((time.perf_counter() - t0) * 1000)
-        return self.model.predict(window)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -180,10 +150,10 @@ def train_champions(settings: Settings, frame: Any, client: Any) -> dict[str, st
     return versions
 
 
-def build_session(settings: Settings, client: Any, db: Path, *, with_models: bool) -> Any:
+def build_session(settings: Settings, client: Any, db: Path, symbols: list[str], *, with_models: bool) -> Any:
     """A LiveSession wired as `trading.runner.build_session` does (no monitor, no shadow), on a fresh SQLite DB."""
     from gpt_trader.scaling import AutoScaler
-    from gpt_trader.serving.champion import ChampionSlot, _load_pyfunc
+    from gpt_trader.serving.champion import ChampionSlot
     from gpt_trader.trading.costs import CostModel
     from gpt_trader.trading.execution import PaperBroker
     from gpt_trader.trading.session import LiveSession, ModelRunner
@@ -195,23 +165,21 @@ def build_session(settings: Settings, client: Any, db: Path, *, with_models: boo
         (registry.transformer_model, registry.rl_ppo_model) if with_models else ("bench-absent-t", "bench-absent-rl")
     )
 
-    def loader(uri: str) -> Any:
-        return ServingAdapter(_load_pyfunc(uri), MODEL_SYMBOL)
-
     def silent(severity: str, message: str) -> None:
         if severity != "WARNING":
             print(f"  [{severity}] {message}")
 
     costs = CostModel(settings.costs)
     trading = settings.trading
+    symbol_map = {s: MODEL_SYMBOL for s in symbols if s != MODEL_SYMBOL}
     return LiveSession(
         trading=trading,
         features=settings.features,
         costs=costs,
         broker=PaperBroker(costs, initial_cash=Decimal(str(trading.execution.initial_cash_usd))),
         store=StateStore(f"sqlite:///{db}", strategy="bench"),
-        transformer=ModelRunner(ChampionSlot(names[0], client, loader=loader, on_alert=silent), "transformer"),
-        rl=ModelRunner(ChampionSlot(names[1], client, loader=loader, on_alert=silent), "rl"),
+        transformer=ModelRunner(ChampionSlot(names[0], client, on_alert=silent), "transformer", symbol_map=symbol_map),
+        rl=ModelRunner(ChampionSlot(names[1], client, on_alert=silent), "rl"),
         scaler=AutoScaler(settings.scaling),
         on_alert=silent,
     )
@@ -230,44 +198,37 @@ def run_scenario(
     profile: cProfile.Profile | None = None,
 ) -> Samples:
     """Warm a session on `history` bars per symbol, then feed `steps` timestamps of all symbols' bars."""
-    session = build_session(settings, client, db, with_models=with_models)
+    session = build_session(settings, client, db, symbols, with_models=with_models)
     past, tape = bars[:history], bars[history : history + WARMUP_STEPS + steps]
-    # Symbol i's bars are shifted by i microseconds: StateStore keys the equity curve by (strategy, ts), so two
-    # symbols committing the same bar timestamp collide (IntegrityError). The shift changes no feature or date.
-    shift = {s: timedelta(microseconds=i) for i, s in enumerate(symbols)}
-    session.start({s: [replace(b, symbol=s, ts=b.ts + shift[s]) for b in past] for s in symbols})
+    session.start({s: [replace(b, symbol=s) for b in past] for s in symbols})
     if with_models and (session.transformer.slot.current is None or session.rl.slot.current is None):
         raise RuntimeError("a champion failed to load: see the alerts above")
     day = Timeframe.parse("1d").delta
-    adapters = [r.slot.current.model for r in (session.transformer, session.rl) if r.slot.current is not None]
     out = Samples()
     for i, bar in enumerate(tape):
-        batch = [replace(bar, symbol=s, ts=bar.ts + shift[s]) for s in symbols]
+        batch = [replace(bar, symbol=s) for s in symbols]
         counted = i >= WARMUP_STEPS
-        if i == WARMUP_STEPS:
-            for adapter in adapters:
-                adapter.adapt_ms.clear()
         if counted and profile is not None:
             profile.enable()
         t0 = time.perf_counter()
-        outcomes = [session.on_bar(b, bar_length=day) for b in batch]
+        outcomes = session.on_bars(batch, bar_length=day)
         wall = (time.perf_counter() - t0) * 1000
         if counted and profile is not None:
             profile.disable()
-        if not counted:
+        if not counted or not outcomes:
             continue
         out.wall.append(wall)
-        out.decision.append(sum(o.decision_ms for o in outcomes if o is not None))
-        out.commit.append(sum(o.commit_ms for o in outcomes if o is not None))
+        out.decision.append(outcomes[0].decision_ms)  # one decision per timestamp, shared by its bars
+        out.commit.append(outcomes[0].commit_ms)
+        latencies: dict[str, float] = {}
         for o in outcomes:
-            if o is None:
-                continue
             out.bars += 1
             out.orders += len(o.orders)
             for call in o.calls:
-                out.models[call.model].append(call.latency_ms)
+                latencies[call.model] = call.latency_ms
                 out.calls += 1
-    out.adapt = [ms for adapter in adapters for ms in adapter.adapt_ms]
+        for model, ms in latencies.items():
+            out.models[model].append(ms)
     session.store.close()
     return out
 
@@ -279,7 +240,7 @@ def print_results(results: dict[tuple[str, bool], Samples], n_symbols: int) -> N
     for (label, models), s in results.items():
         kind = "champions" if models else "baseline (no models)"
         many = label != "1 symbol"
-        for what, values in (("decision", s.decision), ("commit", s.commit), ("wall (on_bar calls)", s.wall)):
+        for what, values in (("decision", s.decision), ("commit", s.commit), ("wall (on_bars call)", s.wall)):
             target, met = "", ""
             if many and models and what == "decision":
                 target, met = f"p99<{TARGET_P99_MS:g}", "yes" if percentile(values, 99) < TARGET_P99_MS else "NO"
@@ -301,12 +262,9 @@ def print_results(results: dict[tuple[str, bool], Samples], n_symbols: int) -> N
         per = 1 if label == "1 symbol" else n_symbols
         for model, lat in sorted(with_m.models.items()):
             print(
-                f"    {model:<28} per call p50 {percentile(lat, 50):7.2f}  p99 {percentile(lat, 99):7.2f}  "
-                f"x{per} per step = {percentile(lat, 50) * per:8.2f} ms"
+                f"    {model:<28} one batched call per step ({per} symbol(s)): p50 {percentile(lat, 50):7.2f}  "
+                f"p99 {percentile(lat, 99):7.2f} ms"
             )
-        if with_m.adapt:
-            adapt = percentile(with_m.adapt, 50)
-            print(f"    (each model call includes the benchmark's window adapter: p50 {adapt:.3f} ms)")
         print(f"    rest of the path (baseline) per symbol p50 {d_b / per:.3f} ms")
 
 
@@ -318,6 +276,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="bar timestamps timed in the many-symbol scenario")
     parser.add_argument("--history", type=int, default=300, help="bars per symbol that warm the features")
     parser.add_argument("--profile", action="store_true", help="cProfile the many-symbol run with champions")
+    parser.add_argument("--profile-rows", type=int, default=25, help="functions listed by --profile")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads for inference (trading.live.inference_threads)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     quiet()
@@ -340,9 +302,9 @@ def main() -> None:
             raise SystemExit(f"SPX has {len(bars)} bars; --history + --bars/--steps need {needed}")
         history = len(bars) - WARMUP_STEPS - max(args.bars, args.steps)  # the tape is the most recent bars
         train_champions(settings, frame.head(history), client)
-        torch.set_num_threads(1)
+        torch.set_num_threads(args.threads)
         print(
-            f"torch threads 1 (inference; the other core is ingestion's); window_bars "
+            f"torch threads {args.threads} (inference); window_bars "
             f"{settings.trading.live.window_bars}; policy {settings.trading.signals.policy}; "
             f"warm-up {args.history} bars/symbol, first {WARMUP_STEPS} steps not counted; 2 shared CPU cores: "
             f"figures are noisy"
@@ -375,7 +337,7 @@ def main() -> None:
         print_results(ordered, args.symbols)
         if profile is not None:
             text = io.StringIO()
-            pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(25)
+            pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(args.profile_rows)
             print(text.getvalue())
     finally:
         os.chdir(cwd)

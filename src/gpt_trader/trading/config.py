@@ -105,6 +105,14 @@ class LiveConfig(Section):
     shadow_challenger: bool = True
     # The symbol whose bars feed the market-condition classifier (None: the first symbol seen).
     market_symbol: str | None = None
+    # Decisions are taken once per bar timestamp for all symbols: how long to wait for the other symbols' bars
+    # of a timestamp before deciding without them (a symbol with no trades in a window has no bar).
+    batch_wait_secs: float = Field(default=1.0, ge=0)
+    # torch threads for model inference. The decision holds the live event loop (ingestion waits for it anyway),
+    # so it may use every core; set 1 when another process (a separate pipeline) owns the others.
+    inference_threads: int = Field(default=2, ge=1)
+    # Serve a single-asset model on other symbols: live symbol -> the model asset it is scored as.
+    model_symbol_map: dict[str, str] = Field(default_factory=dict)
 
 
 class TradingConfig(Section):

@@ -28,7 +28,10 @@ class Portfolio:
 
     def __init__(self, initial_cash: Decimal, *, cash: Decimal | None = None) -> None:
         self.initial_cash = initial_cash
-        self.cash = initial_cash if cash is None else cash
+        # Equity and gross exposure are summed over all positions; with many symbols they are read many times
+        # per bar (sizing, every risk check), so they are cached until a fill, a mark or a restore changes them.
+        self._valuation: tuple[Decimal, Decimal] | None = None
+        self._cash = initial_cash if cash is None else cash
         self.realized_pnl = ZERO
         self.commissions = ZERO
         self._positions: dict[str, Position] = {}
@@ -37,6 +40,16 @@ class Portfolio:
         self.equity_curve: list[EquityPoint] = []
 
     # --- reading ---------------------------------------------------------------------------------------------
+    @property
+    def cash(self) -> Decimal:
+        """Cash balance."""
+        return self._cash
+
+    @cash.setter
+    def cash(self, value: Decimal) -> None:
+        self._cash = value
+        self._valuation = None
+
     def position(self, symbol: str) -> Position:
         """The position in `symbol` (flat if none)."""
         return self._positions.get(symbol, Position(symbol))
@@ -63,13 +76,19 @@ class Portfolio:
         """Signed value of the position at its mark."""
         return self.quantity(symbol) * self.mark_price(symbol)
 
+    def _values(self) -> tuple[Decimal, Decimal]:
+        if self._valuation is None:
+            values = [self.market_value(s) for s in self._positions]
+            self._valuation = (self._cash + sum(values, ZERO), sum((abs(v) for v in values), ZERO))
+        return self._valuation
+
     def equity(self) -> Decimal:
         """Cash plus the marked value of every position."""
-        return self.cash + sum((self.market_value(s) for s in self._positions), ZERO)
+        return self._values()[0]
 
     def gross_exposure(self) -> Decimal:
         """Σ |position value| at marks."""
-        return sum((abs(self.market_value(s)) for s in self._positions), ZERO)
+        return self._values()[1]
 
     def unrealized_pnl(self) -> Decimal:
         """Σ quantity · (mark − average price)."""
@@ -107,6 +126,7 @@ class Portfolio:
         else:
             self._positions[fill.symbol] = Position(fill.symbol, new_q, avg)
         self._marks.setdefault(fill.symbol, fill.price)
+        self._valuation = None
         return True
 
     def mark(self, symbol: str, price: Decimal) -> None:
@@ -114,6 +134,7 @@ class Portfolio:
         if price <= 0:
             raise ValueError(f"mark price for {symbol} must be positive, got {price}")
         self._marks[symbol] = price
+        self._valuation = None
 
     def record_equity(self, ts: datetime) -> EquityPoint:
         """Append the current equity to the equity curve (replacing a point at the same `ts`) and return it."""
@@ -130,6 +151,7 @@ class Portfolio:
             self._positions.pop(position.symbol, None)
         else:
             self._positions[position.symbol] = position
+        self._valuation = None
 
     def restore(
         self,
@@ -146,3 +168,4 @@ class Portfolio:
         self.realized_pnl = realized_pnl
         self.commissions = commissions
         self._fill_ids = set(fill_ids)
+        self._valuation = None

@@ -23,6 +23,7 @@ from gpt_trader.core.errors import ConfigError
 from gpt_trader.core.timeframe import Timeframe
 from gpt_trader.core.types import Bar
 from gpt_trader.settings import Settings
+from gpt_trader.trading.batcher import BarBatcher
 
 log = logging.getLogger(__name__)
 # The loopback exchange accepts any non-empty key pair; real keys never go to it.
@@ -105,11 +106,27 @@ async def run_live(
     )
     queue: asyncio.Queue[Any] = asyncio.Queue()
     pipeline.add_bar_listener(lambda bar: queue.put_nowait(bar) if bar.final and bar.timeframe == "1d" else None)
+    batcher = BarBatcher(options.symbols, settings.trading.live.batch_wait_secs)
     streamed = 0
+    seen: set[tuple[str, datetime]] = set()
     deadline = time.monotonic() + options.duration_secs
     expected = sum(tape_bars.values())
     last_poll = time.monotonic()
     reported = (0, 0)
+
+    def decide(batch: list[Bar]) -> None:
+        nonlocal reported
+        with lock:
+            outcomes = session.on_bars(batch, bar_length=day.delta)
+        reported = _report_pipeline(monitor, pipeline, reported)
+        if on_bar is not None:
+            for outcome in outcomes:
+                on_bar({"ts": outcome.ts, "symbol": outcome.symbol, **session.summary()})
+
+    def refresh() -> None:
+        with lock:  # a swap (and the new model's probe on the live book) never overlaps a decision
+            session.refresh_models()
+
     try:
         await pipeline.start()
         total_ticks = sum(tape_bars.values()) * options.ticks_per_bar
@@ -118,6 +135,8 @@ async def run_live(
             try:
                 live_bar = await asyncio.wait_for(queue.get(), timeout=0.2)
             except TimeoutError:
+                for batch in batcher.ready():  # waited long enough for a missing symbol
+                    decide(batch)
                 # The tape's last bar has no later trade to close it: once everything was sent and the feed
                 # is quiet, close the open windows (the bars are complete) and let them through.
                 if exchange.stats.ticks_sent >= total_ticks and time.monotonic() - idle_since > 1.0:
@@ -128,15 +147,22 @@ async def run_live(
                         break
                 continue
             idle_since = time.monotonic()
-            streamed += 1
-            with lock:
-                outcome = session.on_bar(live_bar.to_bar(), bar_length=day.delta)
-            reported = _report_pipeline(monitor, pipeline, reported)
-            if outcome is not None and on_bar is not None:
-                on_bar({"ts": outcome.ts, "symbol": outcome.symbol, **session.summary()})
+            while True:
+                bar = live_bar.to_bar()
+                if (bar.symbol, bar.ts) not in seen:  # a window closed by the final flush can come twice
+                    seen.add((bar.symbol, bar.ts))
+                    streamed += 1
+                    batcher.add(bar)
+                if queue.empty():
+                    break
+                live_bar = queue.get_nowait()
+            for batch in batcher.ready():
+                decide(batch)
             if time.monotonic() - last_poll > settings.trading.live.registry_poll_secs:
-                await asyncio.to_thread(session.refresh_models)  # swaps land between bars: the next bar sees them
+                await asyncio.to_thread(refresh)  # swaps land between bars: the next bar sees them
                 last_poll = time.monotonic()
+        for batch in batcher.flush():
+            decide(batch)
     finally:
         stats = pipeline.stats()
         await pipeline.close()
@@ -164,13 +190,17 @@ def build_session(
     trading = settings.trading
     if trading.execution.broker != "paper":
         raise ConfigError("the replayed live session trades on paper only (trading.execution.broker: paper)")
+    import torch
+
+    torch.set_num_threads(trading.live.inference_threads)
     # Also sets MLflow's process-wide URIs, which `mlflow.pyfunc.load_model` (the champion loader) resolves through.
     client = registry_client(settings)
     max_age = trading.live.max_model_age_hours
     age = timedelta(hours=max_age) if max_age else None
 
     def runner(name: str, kind: str, alias: str = "champion") -> ModelRunner:
-        return ModelRunner(ChampionSlot(name, client, alias=alias, on_alert=on_alert, max_age=age), kind)
+        slot = ChampionSlot(name, client, alias=alias, on_alert=on_alert, max_age=age)
+        return ModelRunner(slot, kind, symbol_map=trading.live.model_symbol_map)
 
     registry = settings.registry
     shadow = [

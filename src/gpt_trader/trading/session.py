@@ -15,22 +15,23 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from gpt_trader.core.clock import Clock, SimClock
 from gpt_trader.core.types import Bar
 from gpt_trader.data.config import FeaturesConfig
-from gpt_trader.data.features import CALENDAR_COLUMNS
+from gpt_trader.serving.book import FeatureBook
 from gpt_trader.serving.champion import ChampionSlot
 from gpt_trader.serving.features import LiveFeatures
+from gpt_trader.serving.scorers import FrameScorer, ModelView, Scorer, scorer_for
 from gpt_trader.trading.config import TradingConfig
 from gpt_trader.trading.costs import CostModel
 from gpt_trader.trading.execution import Broker, PaperBroker, make_client_order_id
@@ -76,66 +77,74 @@ class BarOutcome:
 
 
 class ModelRunner:
-    """Scores one registered model (via its `ChampionSlot`) on a feature window; knows the model's output format."""
+    """Serves one registered model (via its `ChampionSlot`): scores all symbols of a bar timestamp at once.
 
-    REQUIRED: ClassVar[dict[str, tuple[str, ...]]] = {"transformer": ("p_sell", "p_hold", "p_buy"), "rl": ("position",)}
+    The scorer (`gpt_trader.serving.scorers`) is built per loaded version: a fast numpy path for GPT-Trader's own
+    models, the pyfunc on a frame for any other. `symbol_map` serves a model on symbols it was not trained on
+    (live symbol -> the model asset it is scored as).
+    """
 
-    def __init__(self, slot: ChampionSlot, kind: str) -> None:
-        if kind not in self.REQUIRED:
+    def __init__(self, slot: ChampionSlot, kind: str, *, symbol_map: dict[str, str] | None = None) -> None:
+        if kind not in FrameScorer.REQUIRED:
             raise ValueError(f"model kind must be 'transformer' or 'rl', got {kind!r}")
         self.slot, self.kind = slot, kind
+        self.symbol_map = dict(symbol_map or {})
         self._failed: set[str] = set()
+        self._scorer: tuple[int, Scorer] | None = None  # (id of the loaded model, its scorer)
+        self._prepared: dict[int, Scorer] = {}  # built (and warmed) by the probe, taken by the first score
 
-    def check_output(self, out: Any) -> None:
-        """Raise unless `out` has this kind's columns with finite values (a new champion must pass this)."""
-        missing = [c for c in self.REQUIRED[self.kind] if c not in out.columns]
-        if missing:
-            raise ValueError(f"prediction lacks columns {missing}")
-        values = out[list(self.REQUIRED[self.kind])].to_numpy(dtype=float)
-        if len(out) and not np.isfinite(values).all():
-            raise ValueError("prediction contains NaN or infinite values")
+    def probe(self, model: Any, book: FeatureBook) -> None:
+        """Raise unless `model` scores the live book (else its logged input example) with finite outputs."""
+        scorer = scorer_for(model, self.kind, book.columns, self.symbol_map)
+        if book:
+            _check_views(scorer.score(book, book.symbols))
+        else:
+            example = getattr(model, "input_example", None)
+            if example is None:
+                log.info("%s: no live window or input example yet; accepting without a probe", self.slot.name)
+            else:
+                FrameScorer(model, self.kind).predict(example)
+        self._prepared[id(model)] = scorer
 
-    def score(self, window: Any, symbol: str, on_error: AlertHook | None = None) -> ModelCall | None:
-        """The model's target for `symbol` at the window's end; None when no model serves, it is expired, or it fails.
-
-        `window` holds every streamed symbol (multi-asset models need them together). A failing prediction is
-        reported once per model version and treated as no view, so one bad model never stops the session.
-        """
+    def score(
+        self, book: FeatureBook, symbols: Sequence[str], on_error: AlertHook | None = None
+    ) -> dict[str, ModelCall]:
+        """The model's calls for those of `symbols` it can score now; empty when no model serves, it is expired
+        or it fails (reported once per version: one bad model never stops the session)."""
         loaded = self.slot.current
-        if loaded is None or self.slot.is_expired():
-            return None
+        if loaded is None or self.slot.is_expired() or not symbols:
+            return {}
         start = time.perf_counter()
         try:
-            out = loaded.model.predict(window)
+            if self._scorer is None or self._scorer[0] != id(loaded.model):
+                scorer = self._prepared.pop(id(loaded.model), None)
+                self._prepared.clear()  # probes of versions that never served
+                if scorer is None:
+                    scorer = scorer_for(loaded.model, self.kind, book.columns, self.symbol_map)
+                self._scorer = (id(loaded.model), scorer)
+            views = self._scorer[1].score(book, symbols)
+            _check_views(views)
         except Exception as exc:  # a model's failure must not stop trading the rest of the book
             key = f"{self.slot.name}/{loaded.version}"
             if on_error is not None and key not in self._failed:
                 on_error("ERROR", f"{self.slot.name} v{loaded.version} failed to predict ({exc}); treated as flat")
             self._failed.add(key)
-            return None
+            return {}
         latency = (time.perf_counter() - start) * 1000
-        if "symbol" in out.columns:
-            out = out[out["symbol"] == symbol]
-        if len(out) == 0:
-            return None
-        row = out.iloc[-1]
-        if self.kind == "transformer":
-            p_sell, p_hold, p_buy = float(row["p_sell"]), float(row["p_hold"]), float(row["p_buy"])
-            total = p_sell + p_hold + p_buy  # float32 softmax: renormalize so the sum-to-one check holds
-            output = TransformerOutput(
-                p_sell / total,
-                p_hold / total,
-                p_buy / total,
-                float(row.get("expected_return", 0.0)),
-                model_id=self.slot.name,
-            )
-            target = float(np.clip(row.get("position", p_buy - p_sell), -1, 1))
-            return ModelCall(
-                self.slot.name, loaded.version, target, max(p_sell, p_hold, p_buy) / total, latency, output
-            )
-        target = float(np.clip(row["position"], -1.0, 1.0))
-        confidence = float(np.clip(row.get("confidence", 1.0), 0.0, 1.0))
-        return ModelCall(self.slot.name, loaded.version, target, confidence, latency)
+        calls = {}
+        for symbol, v in views.items():
+            output = None
+            if self.kind == "transformer" and v.p_sell is not None and v.p_hold is not None and v.p_buy is not None:
+                output = TransformerOutput(v.p_sell, v.p_hold, v.p_buy, v.expected_return, model_id=self.slot.name)
+            calls[symbol] = ModelCall(self.slot.name, loaded.version, v.target, v.confidence, latency, output)
+        return calls
+
+
+def _check_views(views: dict[str, ModelView]) -> None:
+    for symbol, v in views.items():
+        values = [v.target, v.confidence, *(p for p in (v.p_sell, v.p_hold, v.p_buy) if p is not None)]
+        if not all(math.isfinite(x) for x in values):
+            raise ValueError(f"prediction for {symbol} contains NaN or infinite values")
 
 
 class LiveSession:
@@ -167,7 +176,8 @@ class LiveSession:
         self._on_alert = on_alert or (lambda severity, message: log.warning("%s: %s", severity, message))
         self.risk = RiskManager(trading.risk, self.clock)
         self.features = LiveFeatures(features)
-        self._rows: dict[str, deque[dict[str, Any]]] = {}
+        self.book = FeatureBook(self.features.columns, trading.live.window_bars)
+        self._sigma_column = f"rvol_{min(features.volatility_windows)}"
         self._shadow_books: dict[str, tuple[PaperBroker, Portfolio]] = {}
         self.portfolio = Portfolio(to_decimal(trading.execution.initial_cash_usd))
         self._last_bars: dict[str, datetime] = {}
@@ -183,22 +193,16 @@ class LiveSession:
                 runner.slot.set_probe(functools.partial(self._probe, runner))
 
     def _probe(self, runner: ModelRunner, model: Any) -> None:
-        """Predict on the richest live window (else the model's logged input example) and check the output."""
-        if any(self._rows.values()):
-            sample = self._window()
-        else:
-            sample = getattr(model, "input_example", None)
-            if sample is None:
-                log.info("%s: no live window or input example yet; accepting without a probe", runner.slot.name)
-                return
-        runner.check_output(model.predict(sample))
+        """A new version must score the live book (else its logged input example) before it serves."""
+        runner.probe(model, self.book)
 
     # --- start-up ----------------------------------------------------------------------------------------------
     def start(self, history: dict[str, list[Bar]] | None = None) -> None:
-        """Load committed state, restore the broker, seed the risk baselines, load models, warm the features.
+        """Load committed state, restore the broker, seed the risk baselines, warm the features, load models.
 
         `history` (oldest first, per symbol) must reach the last committed bar after a restart: feature state is
         not persisted, it is rebuilt from bars, so a resumed session decides exactly as an uninterrupted one.
+        Models load after the features are warm, so a new champion is probed on real live rows.
         """
         saved = self.store.load(self.portfolio.initial_cash)
         self.portfolio = saved.portfolio
@@ -225,10 +229,10 @@ class LiveSession:
             self.risk.seed(peak_equity=peak, day_start_equity=self._day_first_equity(), day=last.ts.date())
             if isinstance(self.clock, SimClock) and last.ts > self.clock.now():
                 self.clock.set(last.ts)
-        self.refresh_models()
         for bars in (history or {}).values():
             for bar in bars:
                 self._remember(bar, self.features.update(bar))
+        self.refresh_models()
 
     def refresh_models(self) -> None:
         """Poll the registry for moved aliases; swaps happen here, between bars."""
@@ -238,64 +242,104 @@ class LiveSession:
 
     # --- the bar path ------------------------------------------------------------------------------------------
     def on_bar(self, bar: Bar, *, bar_length: timedelta | None = None) -> BarOutcome | None:
-        """Process one final bar; bars at or before the last committed one for the symbol are skipped."""
-        last = self._last_bars.get(bar.symbol)
-        if last is not None and bar.ts <= last:
-            return None
+        """Process one final bar; a bar at or before the last committed one for its symbol is skipped."""
+        outcomes = self.on_bars([bar], bar_length=bar_length)
+        return outcomes[0] if outcomes else None
+
+    def on_bars(self, bars: Sequence[Bar], *, bar_length: timedelta | None = None) -> list[BarOutcome]:
+        """Process final bars, one decision per bar timestamp for all the symbols that closed a bar at it.
+
+        Scoring a timestamp once lets each model run one batched pass over all symbols, and a multi-asset model
+        see every asset's bar of that timestamp (never one symbol's new bar beside another's previous one).
+        Bars at or before a symbol's last committed bar are skipped; the rest commit in one transaction per
+        timestamp.
+        """
+        fresh: dict[datetime, dict[str, Bar]] = {}
+        for bar in bars:
+            last = self._last_bars.get(bar.symbol)
+            if last is not None and bar.ts <= last:
+                continue
+            group = fresh.setdefault(bar.ts, {})
+            if bar.symbol in group:
+                raise ValueError(f"two bars for {bar.symbol} at {bar.ts.isoformat()} in one batch")
+            group[bar.symbol] = bar
+        outcomes: list[BarOutcome] = []
+        for ts in sorted(fresh):
+            outcomes.extend(self._on_timestamp(list(fresh[ts].values()), bar_length or timedelta(0)))
+        return outcomes
+
+    def _on_timestamp(self, bars: list[Bar], bar_length: timedelta) -> list[BarOutcome]:
         started = time.perf_counter()
-        if isinstance(self.clock, SimClock):
-            now = bar.ts + (bar_length or timedelta(0))
-            if now > self.clock.now():
-                self.clock.set(now)
-        self.risk.on_bar(bar.symbol, bar.ts + (bar_length or timedelta(0)))
-        outcome = BarOutcome(bar.symbol, bar.ts)
-        volume, sigma = bar.volume, self._sigma(bar.symbol)
-        fills = (
-            self.broker.on_price(bar.symbol, bar.open, bar.ts, volume=volume, sigma=sigma)
-            if isinstance(self.broker, PaperBroker)
-            else self.broker.poll_fills()
-        )
+        ts = bars[0].ts
+        if isinstance(self.clock, SimClock) and ts + bar_length > self.clock.now():
+            self.clock.set(ts + bar_length)
+        outcomes: dict[str, BarOutcome] = {}
+        ready: list[str] = []  # symbols with a full feature vector at this bar
+        paper = self.broker if isinstance(self.broker, PaperBroker) else None
+        fills = [] if paper is not None else self.broker.poll_fills()
+        for bar in bars:
+            self.risk.on_bar(bar.symbol, bar.ts + bar_length)
+            outcomes[bar.symbol] = BarOutcome(bar.symbol, bar.ts)
+            if paper is not None:
+                sigma = self._sigma(bar.symbol)
+                fills.extend(paper.on_price(bar.symbol, bar.open, bar.ts, volume=bar.volume, sigma=sigma))
         for fill in fills:
             if self.portfolio.apply_fill(fill):
+                outcome = outcomes.get(fill.symbol) or next(iter(outcomes.values()))
                 outcome.fills.append(fill)
                 self.trade_count += 1
-        changed = {f.client_order_id for f in outcome.fills}
-        outcome.orders.extend(o for o in (self.broker.get_order(c) for c in changed) if o is not None)
-        self.portfolio.mark(bar.symbol, to_decimal(bar.close))
-        vector = self.features.update(bar)
-        self._remember(bar, vector)
-        self._update_market_condition(bar)
-        self._shadow_step(bar, vector)
+        for outcome in outcomes.values():
+            changed = dict.fromkeys(f.client_order_id for f in outcome.fills)
+            outcome.orders.extend(o for o in (self.broker.get_order(c) for c in changed) if o is not None)
+        for bar in bars:
+            self.portfolio.mark(bar.symbol, to_decimal(bar.close))
+            vector = self.features.update(bar)
+            self._remember(bar, vector)
+            if vector is not None:
+                ready.append(bar.symbol)
+            self._update_market_condition(bar)
+        self._shadow_step(bars, ready)
 
-        kill = self.risk.check_limits(self.portfolio, client_order_prefix=f"kill-{bar.ts:%Y%m%d%H%M%S}")
+        kill = self.risk.check_limits(self.portfolio, client_order_prefix=f"kill-{ts:%Y%m%d%H%M%S}")
         if kill is not None:
             self._on_alert("CRITICAL", f"kill-switch: {kill.message}; flattening and halting")
             for order in kill.flatten_orders:
+                outcome = outcomes.get(order.symbol) or next(iter(outcomes.values()))
                 outcome.orders.append(self.broker.submit(order))
-        elif vector is not None and self.risk.state is not TradingState.HALTED:
-            self._decide(bar, outcome)
+        elif ready and self.risk.state is not TradingState.HALTED:
+            self._decide({b.symbol: b for b in bars if b.symbol in ready}, outcomes)
 
         # The decision ends here; the commit below is durability, timed on its own.
-        outcome.decision_ms = (time.perf_counter() - started) * 1000
+        decision_ms = (time.perf_counter() - started) * 1000
         committing = time.perf_counter()
-        point = self.portfolio.record_equity(bar.ts)
-        self.store.commit_bar(
-            BarUpdate(bar.symbol, bar.ts, self.portfolio, tuple(outcome.fills), tuple(outcome.orders), point)
+        point = self.portfolio.record_equity(ts)
+        self.store.commit_bars(
+            [
+                BarUpdate(o.symbol, o.ts, self.portfolio, tuple(o.fills), tuple(o.orders), point)
+                for o in outcomes.values()
+            ]
         )
-        self._last_bars[bar.symbol] = bar.ts
-        self.bars_processed += 1
-        outcome.commit_ms = (time.perf_counter() - committing) * 1000
-        self.decision_ms.append(outcome.decision_ms)
-        self.commit_ms.append(outcome.commit_ms)
-        self._record_metrics(outcome)
-        return outcome
+        for bar in bars:
+            self._last_bars[bar.symbol] = bar.ts
+        self.bars_processed += len(bars)
+        commit_ms = (time.perf_counter() - committing) * 1000
+        for outcome in outcomes.values():
+            outcome.decision_ms, outcome.commit_ms = decision_ms, commit_ms
+        self.decision_ms.append(decision_ms)
+        self.commit_ms.append(commit_ms)
+        self._record_metrics(list(outcomes.values()))
+        return list(outcomes.values())
 
-    def _decide(self, bar: Bar, outcome: BarOutcome) -> None:
-        window = self._window()
-        t_call = self.transformer.score(window, bar.symbol, self._on_alert) if self.transformer is not None else None
-        r_call = self.rl.score(window, bar.symbol, self._on_alert) if self.rl is not None else None
-        outcome.calls.extend(c for c in (t_call, r_call) if c is not None)
+    def _decide(self, bars: dict[str, Bar], outcomes: dict[str, BarOutcome]) -> None:
+        symbols = list(bars)
+        t_calls = self.transformer.score(self.book, symbols, self._on_alert) if self.transformer is not None else {}
+        r_calls = self.rl.score(self.book, symbols, self._on_alert) if self.rl is not None else {}
         self._alert_expired()
+        for symbol, bar in bars.items():
+            self._decide_symbol(bar, outcomes[symbol], t_calls.get(symbol), r_calls.get(symbol))
+
+    def _decide_symbol(self, bar: Bar, outcome: BarOutcome, t_call: ModelCall | None, r_call: ModelCall | None) -> None:
+        outcome.calls.extend(c for c in (t_call, r_call) if c is not None)
         rl_out = RLOutput(r_call.target, r_call.confidence, r_call.model) if r_call is not None else None
         signal = combine_signals(
             bar.symbol, bar.ts, t_call.transformer if t_call else None, rl_out, self.trading.signals
@@ -303,10 +347,11 @@ class LiveSession:
         outcome.signal = signal
         price = to_decimal(bar.close)
         sizing = self.trading.sizing
+        equity = self.portfolio.equity()
         qty = order_quantity(
             signal.target,
             self.portfolio.quantity(bar.symbol),
-            self.portfolio.equity(),
+            equity,
             price,
             lot_size=to_decimal(sizing.lot_size),
             max_position_fraction=self.trading.risk.max_position_fraction,
@@ -316,7 +361,7 @@ class LiveSession:
         qty = cap_to_trade_limits(
             qty,
             price,
-            self.portfolio.equity(),
+            equity,
             max_order_notional=to_decimal(risk.max_order_notional_usd) * Decimal("0.999"),
             stop_loss_fraction=risk.stop_loss_fraction,
             max_loss_per_trade_fraction=risk.max_loss_per_trade_fraction * 0.999,
@@ -339,7 +384,7 @@ class LiveSession:
         outcome.orders.append(self.broker.submit(order))
 
     # --- shadow, market condition, metrics ------------------------------------------------------------------
-    def _shadow_step(self, bar: Bar, vector: np.ndarray | None) -> None:
+    def _shadow_step(self, bars: list[Bar], ready: list[str]) -> None:
         """Challengers trade a private paper book on the same bars; nothing reaches the real broker."""
         if not self.trading.live.shadow_challenger:
             return
@@ -352,31 +397,34 @@ class LiveSession:
                     Portfolio(self.portfolio.initial_cash),
                 ),
             )
-            for fill in broker.on_price(bar.symbol, bar.open, bar.ts, volume=bar.volume, sigma=self._sigma(bar.symbol)):
-                book.apply_fill(fill)
-            book.mark(bar.symbol, to_decimal(bar.close))
-            if vector is None:
-                continue
-            call = runner.score(self._window(), bar.symbol, self._on_alert)
-            if call is None:
-                continue
-            qty = order_quantity(
-                call.target,
-                book.quantity(bar.symbol),
-                book.equity(),
-                to_decimal(bar.close),
-                lot_size=to_decimal(self.trading.sizing.lot_size),
-            )
-            if qty != 0:
-                broker.submit(
-                    Order(
-                        make_client_order_id(f"shadow-{name}", bar.symbol, bar.ts),
-                        bar.symbol,
-                        Side.BUY if qty > 0 else Side.SELL,
-                        abs(qty),
-                        bar.ts,
-                    )
+            for bar in bars:
+                sigma = self._sigma(bar.symbol)
+                for fill in broker.on_price(bar.symbol, bar.open, bar.ts, volume=bar.volume, sigma=sigma):
+                    book.apply_fill(fill)
+                book.mark(bar.symbol, to_decimal(bar.close))
+            calls = runner.score(self.book, ready, self._on_alert) if ready else {}
+            for bar in bars:
+                call = calls.get(bar.symbol)
+                if call is None:
+                    continue
+                qty = order_quantity(
+                    call.target,
+                    book.quantity(bar.symbol),
+                    book.equity(),
+                    to_decimal(bar.close),
+                    lot_size=to_decimal(self.trading.sizing.lot_size),
                 )
+                if qty != 0:
+                    broker.submit(
+                        Order(
+                            make_client_order_id(f"shadow-{name}", bar.symbol, bar.ts),
+                            bar.symbol,
+                            Side.BUY if qty > 0 else Side.SELL,
+                            abs(qty),
+                            bar.ts,
+                        )
+                    )
+            book.record_equity(bars[0].ts)
 
     def shadow_pnl(self) -> dict[str, Decimal]:
         """Would-be P&L of each shadow model's book."""
@@ -414,7 +462,7 @@ class LiveSession:
             self._day_index = i
         return curve[self._day_index].equity
 
-    def _record_metrics(self, outcome: BarOutcome) -> None:
+    def _record_metrics(self, outcomes: list[BarOutcome]) -> None:
         if self.monitor is None:
             return
         equity = float(self.portfolio.equity())
@@ -424,46 +472,21 @@ class LiveSession:
             position_count=len(self.portfolio.positions),
             trade_count=self.trade_count,
         )
-        for call in outcome.calls:
-            self.monitor.record_prediction(call.model, call.latency_ms)
+        # One batched call per model and timestamp: its latency is recorded once.
+        seen: set[str] = set()
+        for call in (c for o in outcomes for c in o.calls):
+            if call.model not in seen:
+                seen.add(call.model)
+                self.monitor.record_prediction(call.model, call.latency_ms)
 
     # --- feature window --------------------------------------------------------------------------------------
     def _remember(self, bar: Bar, vector: np.ndarray | None) -> None:
-        if vector is None:
-            return
-        rows = self._rows.setdefault(bar.symbol, deque(maxlen=self.trading.live.window_bars))
-        row: dict[str, Any] = {
-            "ts": bar.ts,
-            "symbol": bar.symbol,
-            "source": bar.source,
-            "open": bar.open,
-            "high": bar.high,
-            "low": bar.low,
-            "close": bar.close,
-            "volume": bar.volume,
-        }
-        row.update(zip(self.features.columns, vector.tolist(), strict=True))
-        # Calendar fields are integers offline; model signatures refuse them as floats.
-        row.update({c: int(row[c]) for c in CALENDAR_COLUMNS})
-        rows.append(row)
-
-    def _window(self, symbol: str | None = None) -> Any:
-        """The recent feature rows of `symbol`, or of every symbol (multi-asset models score them together)."""
-        import pandas as pd
-
-        rows = self._rows.get(symbol, ()) if symbol is not None else [r for rs in self._rows.values() for r in rs]
-        frame = pd.DataFrame(list(rows))
-        if len(frame):
-            # Models were trained on naive-UTC pandas timestamps (MLflow signatures); keep the same dtype.
-            frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.tz_localize(None)
-        return frame
+        if vector is not None:
+            self.book.append(bar, vector)
 
     def _sigma(self, symbol: str) -> float:
-        rows = self._rows.get(symbol)
-        if not rows:
-            return 0.0
-        key = f"rvol_{min(self.features_config.volatility_windows)}"
-        return float(rows[-1].get(key, 0.0))
+        value = self.book.last(symbol, self._sigma_column)
+        return 0.0 if value is None else value
 
     # --- reporting ---------------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ any fill from being booked twice. Decimals are stored as text so both backends k
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -223,34 +223,53 @@ class StateStore:
     # --- writing ---------------------------------------------------------------------------------------------
     def commit_bar(self, bar: BarUpdate) -> None:
         """Write one bar's effects in one transaction; a bar at or before the last committed one is refused."""
-        ts = _utc(bar.bar_ts)
+        self.commit_bars([bar])
+
+    def commit_bars(self, bars: Sequence[BarUpdate]) -> None:
+        """Write the effects of bars processed together (one timestamp, many symbols) in one transaction.
+
+        A bar at or before its symbol's last committed bar aborts the whole transaction. The book written is the
+        last update's (they share the portfolio after all of them were applied).
+        """
+        if not bars:
+            return
         with self.engine.begin() as conn:
-            last = conn.scalar(
-                select(bar_progress.c.last_bar_ts).where(
-                    bar_progress.c.strategy == self.strategy, bar_progress.c.symbol == bar.symbol
+            symbols = [b.symbol for b in bars]
+            if len(set(symbols)) != len(symbols):
+                raise StateError(f"state: one commit holds two bars of the same symbol ({symbols})")
+            committed = {
+                row.symbol: _utc(row.last_bar_ts)
+                for row in conn.execute(
+                    select(bar_progress.c.symbol, bar_progress.c.last_bar_ts).where(
+                        bar_progress.c.strategy == self.strategy, bar_progress.c.symbol.in_(symbols)
+                    )
                 )
-            )
-            if last is not None and _utc(last) >= ts:
-                raise StateError(
-                    f"state: bar {bar.symbol}@{ts.isoformat()} is not after the last committed bar "
-                    f"{_utc(last).isoformat()} (strategy {self.strategy}); refusing to process it twice"
+            }
+            for bar in bars:
+                ts, last = _utc(bar.bar_ts), committed.get(bar.symbol)
+                if last is not None and last >= ts:
+                    raise StateError(
+                        f"state: bar {bar.symbol}@{ts.isoformat()} is not after the last committed bar "
+                        f"{last.isoformat()} (strategy {self.strategy}); refusing to process it twice"
+                    )
+            for bar in bars:
+                self._insert_fills(conn, bar.fills)
+                self._upsert_orders(conn, bar.orders)
+            self._write_book(conn, bars[-1].portfolio)
+            for bar in bars:
+                self._upsert(
+                    conn,
+                    bar_progress,
+                    {"strategy": self.strategy, "symbol": bar.symbol},
+                    {"last_bar_ts": _utc(bar.bar_ts)},
                 )
-            self._insert_fills(conn, bar.fills)
-            self._upsert_orders(conn, bar.orders)
-            self._write_book(conn, bar.portfolio)
-            self._upsert(
-                conn,
-                bar_progress,
-                {"strategy": self.strategy, "symbol": bar.symbol},
-                {"last_bar_ts": ts},
-            )
-            if bar.equity is not None:
-                # Several symbols close bars at the same time: the last one's equity (all marks applied) wins.
+            for point in dict.fromkeys(b.equity for b in bars if b.equity is not None):
+                # Several symbols close bars at the same time: the latest equity (all marks applied) wins.
                 self._upsert(
                     conn,
                     equity_curve,
-                    {"strategy": self.strategy, "ts": _utc(bar.equity.ts)},
-                    {"equity": str(bar.equity.equity)},
+                    {"strategy": self.strategy, "ts": _utc(point.ts)},
+                    {"equity": str(point.equity)},
                 )
 
     def save_orders(self, changed: Iterable[BrokerOrder]) -> None:

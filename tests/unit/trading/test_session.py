@@ -236,7 +236,7 @@ def test_session_window_has_the_offline_feature_dtypes(tmp_path, client):
     session.start()
     bars = spx_bars(datetime(2016, 1, 1, tzinfo=UTC), datetime(2016, 12, 31, tzinfo=UTC))
     run(session, bars)
-    window = session._window("SPX")
+    window = session.book.frame(["SPX"])
     offline = build_features(BundledSource().fetch("SPX", None, None, Timeframe.parse("1d")), FeaturesConfig())
     for column in CALENDAR_COLUMNS:
         assert window[column].dtype.kind == "i", column  # model signatures refuse floats here

@@ -189,6 +189,55 @@ class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
         truncated = not terminated and t >= self.stop - 1
         return self._observation(), reward, terminated, truncated, self._info()
 
+    @classmethod
+    def streaming(
+        cls,
+        n_features: int,
+        *,
+        env_config: EnvConfig,
+        reward_config: RewardConfig | None = None,
+        cost_model: CostModel | None = None,
+    ) -> TradingEnv:
+        """An env over a two-bar horizon for live use: `advance` feeds it one bar at a time (see there)."""
+        w = env_config.window_size
+        ones = np.ones((w + 1, 1), dtype=np.float64)
+        market = MarketArrays(
+            ts=np.zeros(w + 1, dtype="datetime64[us]"),
+            symbols=("LIVE",),
+            feature_names=tuple(f"f{i}" for i in range(n_features)),
+            features=np.zeros((w + 1, 1, n_features), dtype=np.float32),
+            close=ones,
+            volume=ones,
+            sigma=np.zeros_like(ones),
+        )
+        return cls(
+            market, start=w - 1, stop=w + 1, env_config=env_config, reward_config=reward_config, cost_model=cost_model
+        )
+
+    def advance(
+        self, window: npt.NDArray[np.float32], close: float, volume: float, sigma: float, action: int | None
+    ) -> tuple[npt.NDArray[np.float32], bool]:
+        """Move a `streaming` env one bar on and return (the new bar's observation, terminated).
+
+        `window` is the new bar's flattened feature window (as `window_matrix` builds it); `action` the decision
+        taken at the previous bar, traded at the previous close and marked at this one by `step` itself, so the
+        account evolves exactly as over a whole series. None at the first bar: the book starts flat.
+        """
+        s = self.start
+        if self.stop != s + 2:
+            raise RuntimeError("advance() needs an env built by TradingEnv.streaming()")
+        self._windows[0] = self._windows[1]
+        self._windows[1] = window
+        for values, value in ((self._close, close), (self._volume, max(volume, 0.0)), (self._sigma, max(sigma, 0.0))):
+            values[s] = values[s + 1]
+            values[s + 1] = value
+        if action is None:
+            self._t = s + 1
+            return self._observation(), False
+        self._t = s
+        obs, _, terminated, _, _ = self.step(action)
+        return obs, terminated
+
     def _observation(self) -> npt.NDArray[np.float32]:
         k = self._windows.shape[1]
         obs = np.empty(k + N_STATE, dtype=np.float32)

@@ -73,6 +73,23 @@ class MarketAttention(nn.Module):
             )[..., : self.d_head]
         return self.out(attended.transpose(1, 2).reshape(n, t, d)), weights
 
+    def forward_last(self, x: torch.Tensor, market: torch.Tensor) -> torch.Tensor:
+        """The output at the last step only: x (N, T, d), market (N, T, 2) -> (N, d).
+
+        The last query attends to every key (nothing is after it), so no causal mask is needed; only its query
+        and the keys/values are projected. Equal to `forward(...)[0][:, -1]` up to float rounding.
+        """
+        n, t, d = x.shape
+        w, b = self.qkv.weight, self.qkv.bias
+        q = F.linear(x[:, -1:], w[:d], b[:d]).view(n, 1, self.n_heads, self.d_head).transpose(1, 2)
+        kv = F.linear(x, w[d:], b[d:]).view(n, t, 2, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+        k, v = kv[0], kv[1]
+        bias = self.bias(market).to(q.dtype)  # (N, H, T)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.unsqueeze(2), scale=1.0 / math.sqrt(self.d_head)
+        )  # (N, H, 1, d_head)
+        return self.out(attended.reshape(n, d))
+
 
 class CrossAssetAttention(nn.Module):
     """Multi-head attention among the assets at one timestamp (all of them are known at that time)."""

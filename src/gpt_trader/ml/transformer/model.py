@@ -47,6 +47,15 @@ class MarketTransformerLayer(nn.Module):
             weights = weights.view(b, a, *weights.shape[1:])
         return h, weights
 
+    def forward_last(self, h: torch.Tensor, market: torch.Tensor) -> torch.Tensor:
+        """The layer's output at the last step only (what serving reads from the final layer): (B, A, d)."""
+        b, t, a, d = h.shape
+        per_asset = self.norm_time(h).permute(0, 2, 1, 3).reshape(b * a, t, d)
+        last = h[:, -1] + self.dropout(self.time_attention.forward_last(per_asset, market).view(b, a, d))
+        if self.asset_attention is not None and self.norm_asset is not None and a > 1:
+            last = last + self.dropout(self.asset_attention(self.norm_asset(last)))
+        return last + self.dropout(self.ff(self.norm_ff(last)))
+
 
 class MarketTransformer(nn.Module):
     """Causal transformer over a multi-asset window: per-step class logits and forward-return forecasts.
@@ -105,6 +114,25 @@ class MarketTransformer(nn.Module):
                 weights.append(w)
         h = self.norm(h)
         return self.classifier(h), self.regressor(h).squeeze(-1), weights
+
+    def forward_last(self, x: torch.Tensor, calendar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs at the last step only: logits (B, A, 3), standardized return forecast (B, A).
+
+        Serving needs nothing else, so the final layer runs its query, feed-forward and heads for one step:
+        about 40% less work than `forward` at two layers, equal to `forward(...)[:, -1]` up to float rounding.
+        """
+        b, t, a, f = x.shape
+        if f != self.n_features or a != self.n_assets:
+            raise ValueError(
+                f"expected (B, T, {self.n_assets} assets, {self.n_features} features), got {tuple(x.shape)}"
+            )
+        market = x[..., list(self.market_features)].permute(0, 2, 1, 3).reshape(b * a, t, 2)
+        assets = torch.arange(a, device=x.device)
+        h = self.encoding(self.input(x) + self.asset_embedding(assets), calendar)
+        for layer in self.layers[:-1]:
+            h, _ = layer(h, market)
+        last = self.norm(self.layers[-1].forward_last(h, market))
+        return self.classifier(last), self.regressor(last).squeeze(-1)
 
     def forward(self, x: torch.Tensor, calendar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, A, F), calendar (B, T, 5) -> (logits (B, T, A, 3), standardized return forecast (B, T, A))."""

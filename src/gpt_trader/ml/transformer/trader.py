@@ -273,6 +273,30 @@ class TransformerTrader:
             out["attention"] = np.concatenate(attention)
         return out
 
+    def predict_windows(
+        self, features: npt.NDArray[np.floating[Any]], calendar: npt.NDArray[np.floating[Any]]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Last-step outputs of ready-made windows, the serving fast path (no data frame, one forward pass).
+
+        `features` (B, T, A, F) raw (not normalized) in `columns` order and `symbols` asset order, `calendar`
+        (B, T, 5) in `CALENDAR_COLUMNS` order; returns probabilities (B, A, 3) in Sell/Hold/Buy order and the
+        expected forward log return (B, A). Equal to `predict_panel` on the same windows.
+        """
+        model, normalizer = self._require_model()
+        if features.ndim != 4 or features.shape[-1] != len(self.columns) or features.shape[2] != len(self.symbols):
+            raise DataError(
+                f"features must be (B, T, {len(self.symbols)}, {len(self.columns)}), got {tuple(features.shape)}"
+            )
+        x = torch.from_numpy(normalizer.transform(features.astype(np.float32)))
+        if len(calendar) > 1 and (calendar == calendar[:1]).all():
+            calendar = calendar[:1]  # windows of one timestamp share it: encode once, broadcast over the batch
+        cal = torch.from_numpy(np.ascontiguousarray(calendar, dtype=np.float32))
+        with torch.inference_mode():
+            logits, ret = model.forward_last(x, cal)
+            probs = logits.softmax(-1).numpy().astype(np.float64)
+            expected = ret.numpy().astype(np.float64) * normalizer.target_std + normalizer.target_mean
+        return probs, expected
+
     def predict(self, live_data: Any, *, return_attention: bool = False, last_only: bool = False) -> dict[str, Any]:
         """Buy/Hold/Sell per (timestamp, symbol) with a complete window (only the latest ones if `last_only`).
 

@@ -38,6 +38,18 @@ def test_market_transformer_output_shapes_per_asset_and_step():
     assert attention.shape == (2, 4, 3, 2, 10, 10)  # layers, batch, assets, heads, query, key
 
 
+@pytest.mark.parametrize("n_assets", [1, 3])
+def test_market_transformer_forward_last_equals_the_last_step_of_forward(n_assets: int):
+    model = make_model(n_assets=n_assets, n_layers=3)
+    x, cal = inputs(5, 16, n_assets, seed=2)
+    with torch.no_grad():
+        logits, expected = model(x, cal)
+        last_logits, last_expected = model.forward_last(x, cal)
+    assert last_logits.shape == (5, n_assets, 3)
+    torch.testing.assert_close(last_logits, logits[:, -1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(last_expected, expected[:, -1], rtol=1e-5, atol=1e-6)
+
+
 def test_market_transformer_future_inputs_changed_output_up_to_t_unchanged():
     model = make_model(n_assets=2)
     x, cal = inputs(2, 12, 2)

@@ -1,0 +1,304 @@
+"""Scoring the served models once per bar timestamp, for every symbol that closed a bar at it.
+
+A registered model is an MLflow pyfunc; calling `predict` on a data frame per symbol and bar re-scores the whole
+window (the transformer every window in it, the RL policy a simulation over all its rows) behind MLflow's input
+checks: ~100 ms per symbol. The live path instead unwraps GPT-Trader's own pyfuncs into fast scorers that read
+the `FeatureBook`'s numpy rows and score all symbols of a timestamp together:
+
+- `TransformerScorer`: the last window of each symbol, one batched forward pass (a multi-asset model gets its
+  assets side by side, as in training; a single-asset model gets the symbols it serves stacked in the batch).
+- `PolicyScorer`: the RL policy's simulated account is carried per symbol bar to bar (`TradingEnv.advance`, the
+  training env's own accounting) instead of being re-simulated over the window; one batched policy call for all
+  symbols. A new scorer starts each symbol flat at the oldest bar of the book and catches up, which is exactly
+  what the pyfunc computes on that window, so at load time both agree; from then on the account carries on.
+- `FrameScorer`: any other pyfunc, called once per timestamp on the book's frame (the generic interface).
+
+`tests/unit/serving/test_scorers.py` proves each fast scorer equal to its pyfunc on the same rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from gpt_trader.core.errors import DataError
+from gpt_trader.data.features import CALENDAR_COLUMNS
+from gpt_trader.serving.book import BAR_FIELDS, FeatureBook
+
+log = logging.getLogger(__name__)
+
+# Target exposure of each transformer class (Sell, Hold, Buy), as the transformer pyfunc's `position`.
+CLASS_POSITIONS = (-1.0, 0.0, 1.0)
+_CLOSE, _VOLUME = BAR_FIELDS.index("close"), BAR_FIELDS.index("volume")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelView:
+    """One model's view of a symbol at a bar: target exposure in [-1, 1], confidence, class probabilities."""
+
+    target: float
+    confidence: float
+    p_sell: float | None = None
+    p_hold: float | None = None
+    p_buy: float | None = None
+    expected_return: float = 0.0
+
+
+class Scorer(Protocol):
+    """Scores the symbols that closed a bar at the book's newest timestamp."""
+
+    def score(self, book: FeatureBook, symbols: Sequence[str]) -> dict[str, ModelView]:
+        """Views for those of `symbols` the model can score now."""
+        ...
+
+
+def scorer_for(model: Any, kind: str, columns: Sequence[str], symbol_map: Mapping[str, str] | None = None) -> Scorer:
+    """The fastest scorer for a loaded pyfunc: GPT-Trader's own models are unwrapped, any other is framed."""
+    from gpt_trader.ml.rl.pyfunc import TradingPolicyModel
+    from gpt_trader.ml.transformer.pyfunc import TransformerPyfunc
+
+    inner = None
+    unwrap = getattr(model, "unwrap_python_model", None)
+    if unwrap is not None:
+        try:
+            inner = unwrap()
+        except Exception:  # not a python_model flavour: the generic path serves it
+            inner = None
+    if kind == "transformer" and isinstance(inner, TransformerPyfunc):
+        return TransformerScorer(inner.trader, columns, symbol_map)
+    if kind == "rl" and isinstance(inner, TradingPolicyModel) and inner.model is not None:
+        return PolicyScorer(inner.model, inner.spec, columns)
+    return FrameScorer(model, kind)
+
+
+def _indices(columns: Sequence[str], wanted: Sequence[str], what: str) -> npt.NDArray[np.intp]:
+    index = {c: i for i, c in enumerate(columns)}
+    missing = [c for c in wanted if c not in index]
+    if missing:
+        raise DataError(f"{what} needs feature columns the live features do not compute: {missing}")
+    return np.asarray([index[c] for c in wanted], dtype=np.intp)
+
+
+class TransformerScorer:
+    """A `TransformerTrader`'s last-window predictions straight from the book."""
+
+    def __init__(self, trader: Any, columns: Sequence[str], symbol_map: Mapping[str, str] | None = None) -> None:
+        self.trader = trader
+        self.assets: tuple[str, ...] = tuple(trader.symbols)
+        self.seq_len = int(trader.config.max_seq_length)
+        self.feature_idx = _indices(columns, trader.columns, "the transformer")
+        self.calendar_idx = _indices(columns, CALENDAR_COLUMNS, "the transformer")
+        self.symbol_map = dict(symbol_map or {})
+        self._warned: set[str] = set()
+
+    def _asset(self, symbol: str) -> str:
+        return self.symbol_map.get(symbol, symbol)
+
+    def score(self, book: FeatureBook, symbols: Sequence[str]) -> dict[str, ModelView]:
+        """Single-asset model: every served symbol in one batch. Multi-asset: all assets at the same bar."""
+        served = [s for s in symbols if self._asset(s) in self.assets and book.size(s) >= self.seq_len]
+        if not served:
+            return {}
+        if len(self.assets) == 1:
+            feats = np.stack([book.vectors(s, self.seq_len)[:, self.feature_idx] for s in served])[:, :, None, :]
+            cal = np.stack([book.vectors(s, self.seq_len)[:, self.calendar_idx] for s in served])
+            probs, expected = self.trader.predict_windows(feats, cal)
+            return {s: _transformer_view(probs[i, 0], expected[i, 0]) for i, s in enumerate(served)}
+        return self._score_panel(book, served)
+
+    def _score_panel(self, book: FeatureBook, served: list[str]) -> dict[str, ModelView]:
+        # The live symbol standing for each model asset (identity unless mapped).
+        by_asset = {self._asset(s): s for s in book.symbols if self._asset(s) in self.assets}
+        absent = [a for a in self.assets if a not in by_asset or book.size(by_asset[a]) < self.seq_len]
+        if absent:
+            self._warn_once(
+                f"missing:{absent}", f"transformer needs every asset it was trained on; no window for {absent}"
+            )
+            return {}
+        live = [by_asset[a] for a in self.assets]
+        stamps = [book.ts(s, self.seq_len) for s in live]
+        if any(not np.array_equal(stamps[0], t) for t in stamps[1:]):
+            # A multi-asset model is scored on aligned bars only: a symbol without this bar gets no view.
+            self._warn_once("unaligned", f"transformer assets {list(self.assets)} not aligned on their last bars")
+            return {}
+        feats = np.stack([book.vectors(s, self.seq_len)[:, self.feature_idx] for s in live], axis=1)[None]
+        cal = book.vectors(live[0], self.seq_len)[:, self.calendar_idx][None]
+        probs, expected = self.trader.predict_windows(feats, cal)
+        position = {s: i for i, s in enumerate(live)}
+        return {s: _transformer_view(probs[0, position[s]], expected[0, position[s]]) for s in served if s in position}
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+
+def _transformer_view(probs: npt.NDArray[np.float64], expected: float) -> ModelView:
+    p = probs / probs.sum()  # float32 softmax: renormalize so the sum-to-one check downstream holds
+    k = int(np.argmax(p))
+    return ModelView(CLASS_POSITIONS[k], float(p[k]), float(p[0]), float(p[1]), float(p[2]), float(expected))
+
+
+class _PolicyState:
+    __slots__ = ("action", "dead", "env", "seen", "window")
+
+    def __init__(self, env: Any, window_size: int) -> None:
+        self.env = env
+        self.window: deque[npt.NDArray[np.float32]] = deque(maxlen=window_size)
+        self.action: int | None = None  # the decision at the last bar, traded at the next one
+        self.seen = 0  # book rows consumed
+        self.dead = False  # the simulated book was wiped out: flat from then on, as the pyfunc does
+
+
+class PolicyScorer:
+    """An SB3 trading policy with its simulated account carried per symbol from bar to bar."""
+
+    def __init__(self, policy: Any, spec: Any, columns: Sequence[str]) -> None:
+        from gpt_trader.ml.rl.config import EnvConfig, RewardConfig
+        from gpt_trader.trading.config import CostConfig
+        from gpt_trader.trading.costs import CostModel
+
+        self.policy, self.spec = policy, spec
+        self.env_config = EnvConfig.model_validate(spec.env)
+        self.reward_config = RewardConfig.model_validate(spec.reward)
+        self.cost_model = CostModel(CostConfig.model_validate(spec.costs))
+        self.feature_idx = _indices(columns, spec.feature_names, "the RL policy")
+        self.sigma_idx = int(_indices(columns, [spec.sigma_column], "the RL policy")[0])
+        self.mean = np.asarray(spec.scaler_mean, dtype=np.float64)
+        self.std = np.asarray(spec.scaler_std, dtype=np.float64)
+        self.window_size = int(spec.window_size)
+        self.fractions = np.clip(np.asarray(self.env_config.position_fractions, dtype=np.float64), -1.0, 1.0)
+        fractions = list(self.env_config.position_fractions)
+        self.flat_action = fractions.index(0.0) if 0.0 in fractions else 0
+        self._states: dict[str, _PolicyState] = {}
+
+    def _state(self, symbol: str) -> _PolicyState:
+        state = self._states.get(symbol)
+        if state is None:
+            from gpt_trader.ml.rl.env import TradingEnv
+
+            env = TradingEnv.streaming(
+                len(self.feature_idx),
+                env_config=self.env_config,
+                reward_config=self.reward_config,
+                cost_model=self.cost_model,
+            )
+            state = self._states[symbol] = _PolicyState(env, self.window_size)
+        return state
+
+    def _scaled(self, vector: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+        from gpt_trader.ml.rl.market import FEATURE_CLIP
+
+        # As training: features cast to float32, standardized with the training statistics, clipped.
+        raw = vector[self.feature_idx].astype(np.float32)
+        return np.clip((raw - self.mean) / self.std, -FEATURE_CLIP, FEATURE_CLIP).astype(np.float32)
+
+    def score(self, book: FeatureBook, symbols: Sequence[str]) -> dict[str, ModelView]:
+        """Catch each symbol up on the book rows it has not seen (one step per row), acting at every row."""
+        pending: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = {}
+        for symbol in symbols:
+            state = self._state(symbol)
+            missing = book.total(symbol) - state.seen
+            if missing <= 0:
+                continue
+            k = min(missing, book.size(symbol))
+            pending[symbol] = (book.vectors(symbol, k), book.bars(symbol, k))
+            state.seen = book.total(symbol)
+        views: dict[str, ModelView] = {}
+        steps = max((len(v) for v, _ in pending.values()), default=0)
+        for j in range(steps):
+            # Symbols with fewer missing rows join at the end, so every symbol's last row is the last step.
+            batch: list[tuple[str, npt.NDArray[np.float32]]] = []
+            for symbol, (vectors, bars) in pending.items():
+                i = j - (steps - len(vectors))
+                if i < 0:
+                    continue
+                obs = self._advance(symbol, vectors[i], bars[i])
+                if obs is not None:
+                    batch.append((symbol, obs))
+            if not batch:
+                continue
+            actions, _ = self.policy.predict(np.stack([o for _, o in batch]), deterministic=True)
+            for (symbol, _), action in zip(batch, np.asarray(actions).reshape(-1).tolist(), strict=True):
+                state = self._states[symbol]
+                state.action = int(action) if not state.dead else self.flat_action
+                views[symbol] = ModelView(float(self.fractions[state.action]), 1.0)
+        for symbol in pending:
+            state = self._states[symbol]
+            if state.dead:
+                views[symbol] = ModelView(float(self.fractions[self.flat_action]), 1.0)
+        return {s: v for s, v in views.items() if s in pending}
+
+    def _advance(
+        self, symbol: str, vector: npt.NDArray[np.float64], bar: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float32] | None:
+        state = self._states[symbol]
+        state.window.append(self._scaled(vector))
+        if len(state.window) < self.window_size or state.dead:
+            return None
+        window = np.concatenate(state.window)
+        obs, terminated = state.env.advance(
+            window, float(bar[_CLOSE]), float(bar[_VOLUME]), float(vector[self.sigma_idx]), state.action
+        )
+        if terminated:
+            state.dead = True
+            state.action = self.flat_action
+            return None
+        return obs
+
+
+class FrameScorer:
+    """Any pyfunc with GPT-Trader's model interface: one `predict` on the book's frame per timestamp."""
+
+    REQUIRED: ClassVar[dict[str, tuple[str, ...]]] = {"transformer": ("p_sell", "p_hold", "p_buy"), "rl": ("position",)}
+
+    def __init__(self, model: Any, kind: str) -> None:
+        if kind not in self.REQUIRED:
+            raise ValueError(f"model kind must be 'transformer' or 'rl', got {kind!r}")
+        self.model, self.kind = model, kind
+
+    def check_output(self, out: Any) -> None:
+        """Raise unless `out` has this kind's columns with finite values."""
+        missing = [c for c in self.REQUIRED[self.kind] if c not in out.columns]
+        if missing:
+            raise ValueError(f"prediction lacks columns {missing}")
+        values = out[list(self.REQUIRED[self.kind])].to_numpy(dtype=float)
+        if len(out) and not np.isfinite(values).all():
+            raise ValueError("prediction contains NaN or infinite values")
+
+    def predict(self, frame: Any) -> Any:
+        """The model's checked output on `frame`."""
+        out = self.model.predict(frame)
+        self.check_output(out)
+        return out
+
+    def score(self, book: FeatureBook, symbols: Sequence[str]) -> dict[str, ModelView]:
+        """Predict on every symbol's rows (multi-asset models need them together); the last row per symbol."""
+        out = self.predict(book.frame())
+        if "symbol" in out.columns:
+            last = out.groupby("symbol", sort=False).tail(1).set_index("symbol")
+            rows = {s: last.loc[s] for s in symbols if s in last.index}
+        else:
+            rows = {symbols[0]: out.iloc[-1]} if len(symbols) == 1 and len(out) else {}
+        return {s: self._view(row) for s, row in rows.items()}
+
+    def _view(self, row: Any) -> ModelView:
+        if self.kind == "transformer":
+            p_sell, p_hold, p_buy = float(row["p_sell"]), float(row["p_hold"]), float(row["p_buy"])
+            total = p_sell + p_hold + p_buy
+            target = float(np.clip(row.get("position", p_buy - p_sell), -1, 1))
+            return ModelView(
+                target,
+                max(p_sell, p_hold, p_buy) / total,
+                p_sell / total,
+                p_hold / total,
+                p_buy / total,
+                float(row.get("expected_return", 0.0)),
+            )
+        return ModelView(float(np.clip(row["position"], -1.0, 1.0)), float(np.clip(row.get("confidence", 1.0), 0, 1)))
