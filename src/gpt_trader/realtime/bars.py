@@ -215,6 +215,83 @@ class BarAggregator:
         self.counters.late += len(late)
         return late
 
+    def add_one(self, symbol: str, t: int, price: float, size: float, source: str = "") -> bool:
+        """`add` for a single trade (one per frame on Binance-style feeds); False when it is late."""
+        windows = self._open.get(symbol)
+        if windows is None:
+            windows = self._open[symbol] = {}
+        start = t - t % self.width
+        win = windows.get(start)
+        if win is None:
+            if start < self._final_before.get(symbol, _NEG_INF):
+                self.counters.late += 1
+                return False
+            win = windows[start] = _Window(start, source=source)
+        if t < win.open_ts:
+            win.open_ts, win.open = t, price
+        if t >= win.close_ts:
+            win.close_ts, win.close = t, price
+        if price > win.high:
+            win.high = price
+        if price < win.low:
+            win.low = price
+        win.volume += size
+        win.pv += price * size
+        win.trades += 1
+        win.dirty = True
+        if t > self._max_event.get(symbol, _NEG_INF):
+            self._max_event[symbol] = t
+        self.counters.trades += 1
+        return True
+
+    def add_run(
+        self,
+        symbol: str,
+        t_first: int,
+        p_first: float,
+        t_last: int,
+        p_last: float,
+        high: float,
+        low: float,
+        volume: float,
+        pv: float,
+        n: int,
+        source: str = "",
+    ) -> bool:
+        """Aggregate `n` trades of one symbol that all fall in one window of this timeframe, given as a summary.
+
+        Equal to `add` with the trades themselves (numpy path): `t_first`/`p_first` are the earliest trade (first
+        of equal times), `t_last`/`p_last` the latest (last of equal times), `pv` their sum of price * size. The
+        caller checks that `t_first` and `t_last` fall in one window. Returns False when that window is already
+        final: then all `n` trades are late (counted as such) and nothing changes.
+        """
+        windows = self._open.get(symbol)
+        if windows is None:
+            windows = self._open[symbol] = {}
+        if t_last > self._max_event.get(symbol, _NEG_INF):
+            self._max_event[symbol] = t_last  # late trades move the frontier too, as in `add`
+        start = t_first - t_first % self.width
+        win = windows.get(start)
+        if win is None:
+            if start < self._final_before.get(symbol, _NEG_INF):
+                self.counters.late += n
+                return False
+            win = windows[start] = _Window(start, source=source)
+        if t_first < win.open_ts:
+            win.open_ts, win.open = t_first, p_first
+        if t_last >= win.close_ts:
+            win.close_ts, win.close = t_last, p_last
+        if high > win.high:
+            win.high = high
+        if low < win.low:
+            win.low = low
+        win.volume += volume
+        win.pv += pv
+        win.trades += n
+        win.dirty = True
+        self.counters.trades += n
+        return True
+
     def _add_window(
         self,
         windows: dict[int, _Window],

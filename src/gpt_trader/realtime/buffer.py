@@ -29,6 +29,14 @@ COLUMNS: dict[str, str] = {
 }
 
 
+_STAGE_ROWS = 256
+_WIDTH = len(COLUMNS)
+
+
+def _first(v: Any) -> Any:
+    return v[0] if isinstance(v, list | np.ndarray) else v
+
+
 class BufferOverflowError(RuntimeError):
     """A `raise`-policy buffer is full."""
 
@@ -52,25 +60,74 @@ class TickRing:
             raise ValueError(f"unknown overflow policy {policy!r}")
         self.capacity = capacity
         self.policy: OverflowPolicy = policy
-        self.columns: dict[str, npt.NDArray[np.generic]] = {
+        self._columns: dict[str, npt.NDArray[np.generic]] = {
             name: np.zeros(capacity, dtype=dtype) for name, dtype in COLUMNS.items()
         }
         self._head = 0  # next write position
         self._size = 0
         self.counters = BufferCounters()
+        # Single-event writes (one trade per frame) are staged as rows and stored into the columns in one batch:
+        # a numpy scalar store per column costs more than the whole row append. Every read goes through
+        # `columns`, which stores them first; positions and counters are settled at write time, as before.
+        self._staged: list[Any] = []
+        self._staged_at = 0  # ring position of the first staged row
+        self._stage_limit = min(_STAGE_ROWS, capacity) * _WIDTH
 
     def __len__(self) -> int:
         return self._size
 
     @property
+    def columns(self) -> dict[str, npt.NDArray[np.generic]]:
+        """The column arrays (ring order, not time order), with every write stored."""
+        if self._staged:
+            self._store_staged()
+        return self._columns
+
+    @property
     def nbytes(self) -> int:
         """Memory held by the columns (constant)."""
-        return sum(col.nbytes for col in self.columns.values())
+        return sum(col.nbytes for col in self._columns.values())
+
+    def _store_staged(self) -> None:
+        flat, self._staged = self._staged, []  # rows back to back, `_WIDTH` values each
+        start, k = self._staged_at, len(flat) // _WIDTH
+        where: Any = (
+            slice(start, start + k) if start + k <= self.capacity else np.arange(start, start + k) % self.capacity
+        )
+        for j, col in enumerate(self._columns.values()):
+            col[where] = flat[j::_WIDTH]
+
+    def write_row(self, *row: Any) -> int:
+        """Append one event given as its column values in `COLUMNS` order; returns how many were stored (0/1)."""
+        if len(row) != _WIDTH:
+            raise ValueError(f"a row has {_WIDTH} values ({', '.join(COLUMNS)}), got {len(row)}")
+        cap = self.capacity
+        if self._size == cap and self.policy != "overwrite":
+            if self.policy == "raise":
+                raise BufferOverflowError(f"buffer full ({cap} events); 1 more refused")
+            self.counters.dropped += 1
+            return 0
+        staged = self._staged
+        if not staged:
+            self._staged_at = self._head
+        staged.extend(row)
+        self.counters.overwritten += self._size == cap
+        self._head = (self._head + 1) % cap
+        if self._size < cap:
+            self._size += 1
+        self.counters.written += 1
+        if len(staged) >= self._stage_limit:
+            self._store_staged()
+        return 1
 
     def write(self, n: int, values: dict[str, Any]) -> int:
         """Append `n` events given as arrays or scalars per column; returns how many were stored."""
         if n <= 0:
             return 0
+        if n == 1:  # one event (Binance-style feeds): staged as a row
+            return self.write_row(*[_first(values.get(name, 0)) for name in COLUMNS])
+        if self._staged:
+            self._store_staged()
         free = self.capacity - self._size
         if n > free and self.policy != "overwrite":
             if self.policy == "raise":
@@ -81,18 +138,9 @@ class TickRing:
             values = {k: (v[:free] if isinstance(v, np.ndarray | list) else v) for k, v in values.items()}
             n = free
         head, cap = self._head, self.capacity
-        if n == 1:  # one event (Binance-style feeds): scalar stores, no array conversion
-            for name, col in self.columns.items():
-                v = values.get(name, 0)
-                col[head] = v[0] if isinstance(v, list | np.ndarray) else v
-            self.counters.overwritten += self._size == cap
-            self._head = (head + 1) % cap
-            self._size = min(cap, self._size + 1)
-            self.counters.written += 1
-            return 1
         if n <= cap - head:  # the common case: one contiguous slice per column
             end = head + n
-            for name, col in self.columns.items():
+            for name, col in self._columns.items():
                 col[head:end] = values.get(name, 0)
             self.counters.overwritten += max(0, self._size + n - cap)
             self._head = end % cap
@@ -105,7 +153,7 @@ class TickRing:
             self.counters.overwritten += skip
         m = n - skip
         first = min(m, cap - head)
-        for name, col in self.columns.items():
+        for name, col in self._columns.items():
             v = values.get(name, 0)
             if isinstance(v, np.ndarray | list):
                 arr = np.asarray(v)[skip:]
@@ -124,7 +172,8 @@ class TickRing:
 
     def snapshot(self, last: int | None = None) -> dict[str, npt.NDArray[np.generic]]:
         """Copies of the newest `last` events (all by default), oldest first."""
+        columns = self.columns
         k = self._size if last is None else max(0, min(last, self._size))
         start = (self._head - k) % self.capacity
         idx = (start + np.arange(k)) % self.capacity
-        return {name: col[idx] for name, col in self.columns.items()}
+        return {name: col[idx] for name, col in columns.items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -58,9 +59,9 @@ class Feed:
     shadows: dict[str, Shadow] = field(default_factory=dict)
     ws: Any = None
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
-        """The feed's label."""
+        """The feed's label (cached: read per frame on the hot path; the config is frozen)."""
         return self.config.label
 
     @property

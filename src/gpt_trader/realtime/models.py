@@ -101,6 +101,9 @@ class ParsedFrame:
     bars: list[ProviderBar] = field(default_factory=list)
     control: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    # Optional: `t_ts` as an int64 numpy array, when the parser built one anyway (the pipeline then skips the
+    # list -> array conversion). Must equal `t_ts` when set; not part of equality.
+    t_ts_array: Any = field(default=None, compare=False, repr=False)
 
     @property
     def n_trades(self) -> int:

@@ -17,13 +17,16 @@ import asyncio
 import contextlib
 import logging
 import math
+import operator
 import random
 import time
+from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from gpt_trader.core.errors import ConfigError, SourceError
@@ -48,61 +51,91 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _NS = 1_000_000_000
 _LOCAL_SOURCES = (DataSource.REPLAY, DataSource.SIMULATED)
+_SMALL = 8  # below this many trades, lists and plain loops beat numpy's per-call overhead
+_NO_QUOTE = (math.nan, math.nan, math.nan, math.nan)
+
+
+def _as_list(values: Any) -> list[Any]:
+    """A numpy column as a list of Python scalars; lists pass through."""
+    return values.tolist() if isinstance(values, np.ndarray) else values
 
 
 class _Dedup:
-    """Recently seen trade ids of one symbol, bounded: a set plus the insertion order for eviction."""
+    """Recently seen trade ids of one symbol, bounded to the newest `capacity`: a set plus the insertion order.
 
-    __slots__ = ("capacity", "order", "seen")
+    The order is kept as the batches that were recorded (one list per call), so eviction drops whole batches at
+    C speed (`difference_update`) and cuts the oldest one where the capacity falls inside it.
+    """
+
+    __slots__ = ("capacity", "chunks", "seen", "size")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.seen: set[Any] = set()
-        self.order: deque[Any] = deque()
+        self.chunks: deque[list[Any]] = deque()
+        self.size = 0
 
     def fresh(self, ids: list[Any]) -> list[int] | None:
         """Indices of ids not seen before (None = all fresh, the common case); records them."""
         seen = self.seen
-        dup: list[int] | None = None
-        if not seen.isdisjoint(ids) or len(set(ids)) != len(ids):
-            dup = []
-            keep: list[int] = []
-            batch: set[Any] = set()
-            for i, x in enumerate(ids):
-                if x in seen or x in batch:
-                    dup.append(i)
-                else:
-                    batch.add(x)
-                    keep.append(i)
-            ids = [ids[i] for i in keep]
-            result: list[int] | None = keep
-        else:
-            result = None
-        seen.update(ids)
-        self.order.extend(ids)
-        while len(self.order) > self.capacity:
-            seen.discard(self.order.popleft())
-        return result
+        if seen.isdisjoint(ids):
+            before = len(seen)
+            seen.update(ids)
+            if len(seen) - before == len(ids):
+                self._record(ids if type(ids) is list else list(ids))
+                return None
+            seen.difference_update(ids)  # repeats inside the batch: none was seen before, so this undoes update
+        keep: list[int] = []
+        batch: set[Any] = set()
+        for i, x in enumerate(ids):
+            if x not in seen and x not in batch:
+                batch.add(x)
+                keep.append(i)
+        new = [ids[i] for i in keep]
+        seen.update(new)
+        self._record(new)
+        return keep
+
+    def _record(self, ids: list[Any]) -> None:
+        if not ids:
+            return
+        self.chunks.append(ids)
+        self.size += len(ids)
+        excess = self.size - self.capacity
+        chunks, seen = self.chunks, self.seen
+        while excess > 0:
+            oldest = chunks[0]
+            if len(oldest) <= excess:
+                chunks.popleft()
+                seen.difference_update(oldest)
+                self.size -= len(oldest)
+                excess -= len(oldest)
+            else:
+                seen.difference_update(oldest[:excess])
+                chunks[0] = oldest[excess:]
+                self.size -= excess
+                excess = 0
 
 
 class LatencyRecorder:
     """The last `capacity` latency samples in nanoseconds (fixed memory), for percentiles."""
 
     def __init__(self, capacity: int = 200_000) -> None:
-        self.samples = np.zeros(capacity, dtype=np.int64)
+        self.capacity = capacity
+        self.samples = array("q", bytes(8 * capacity))  # item stores are ~10x cheaper than into a numpy array
         self.count = 0
 
     def add(self, value_ns: int) -> None:
         """Record one sample."""
-        self.samples[self.count % len(self.samples)] = value_ns
+        self.samples[self.count % self.capacity] = value_ns
         self.count += 1
 
     def percentiles(self, qs: Sequence[float] = (50, 99, 99.9)) -> dict[float, float]:
         """Percentiles in milliseconds (NaN when empty)."""
-        n = min(self.count, len(self.samples))
+        n = min(self.count, self.capacity)
         if n == 0:
             return {q: math.nan for q in qs}
-        values = np.percentile(self.samples[:n], list(qs)) / 1e6
+        values = np.percentile(np.frombuffer(self.samples, dtype=np.int64)[:n], list(qs)) / 1e6
         return dict(zip(qs, values.tolist(), strict=True))
 
 
@@ -150,6 +183,8 @@ class RealtimePipeline:
         self._last_active_ts: dict[str, int] = {}
         self._last_active_tick: dict[str, tuple[int, float, float, int]] = {}
         self._tick_counters: dict[tuple[str, str], Any] = {}
+        self._tick_counts: dict[tuple[str, str], int] = {}  # accepted ticks not yet in the Prometheus counters
+        self._bar_counters: dict[tuple[str, str], Any] = {}
         self._last_trade_wall: dict[str, int] = {}
         self._recent_active: dict[str, deque[tuple[int, float, float]]] = {}
         # After a handover, the new active feed may still be behind the old one: its next live ticks up to the
@@ -322,6 +357,7 @@ class RealtimePipeline:
         self._tasks.clear()
         with contextlib.suppress(Exception):
             await self._flush()
+        self._flush_metrics()
         for exchange in self._exchanges:
             await exchange.stop()
         self._exchanges.clear()
@@ -374,41 +410,44 @@ class RealtimePipeline:
         letter = self.dead_letters.add(feed.name, reason, detail, raw, wall_ns)
         self._queue_entry("deadletter", letter.to_fields())
 
-    def _validate(self, feed: Feed, frame: ParsedFrame, recv_ns: int) -> list[int] | None:
-        """Indices of valid trades (None = all valid); invalid ones are dead-lettered with the reason."""
+    def _validate(
+        self,
+        feed: Feed,
+        frame: ParsedFrame,
+        recv_ns: int,
+        ts: npt.NDArray[np.int64],
+        px: npt.NDArray[np.float64],
+        sz: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.bool_] | None:
+        """Mask of invalid trades (None = all valid), from the frame's columns as arrays; invalid ones are
+        dead-lettered with the reason."""
         cfg = self.config
-        if len(frame.t_ts) < 8:
-            return self._validate_small(feed, frame, recv_ns)
-        px = np.asarray(frame.t_price, dtype=np.float64)
-        sz = np.asarray(frame.t_size, dtype=np.float64)
-        ts = np.asarray(frame.t_ts, dtype=np.int64) if frame.t_ts else np.empty(0, dtype=np.int64)
         with np.errstate(invalid="ignore"):
             bad_price = ~((px > 0) & (px < cfg.max_price))  # NaN compares False: refused
             bad_size = ~((sz >= 0) & (sz <= cfg.max_trade_size))
+        bad = bad_price | bad_size
         bad_ts = ts <= 0
         if feed.check_future and cfg.max_future_secs is not None and feed.estimator.offset_ns is not None:
             now_src = recv_ns - feed.estimator.offset_ns
             bad_ts |= ts > now_src + int(cfg.max_future_secs * _NS)
+        bad |= bad_ts
         symbols = feed.symbols
         syms = frame.t_symbol
         first = syms[0]
         if syms.count(first) == len(syms):
-            bad_sym = np.full(len(syms), first not in symbols)
+            bad_sym = np.full(len(syms), first not in symbols) if first not in symbols else None
         elif symbols.issuperset(syms):
-            bad_sym = np.zeros(len(syms), dtype=bool)
+            bad_sym = None
         else:
             bad_sym = np.fromiter((s not in symbols for s in syms), dtype=bool, count=len(syms))
-        bad = bad_price | bad_size | bad_ts | bad_sym
+        if bad_sym is not None:
+            bad |= bad_sym
         if not bad.any():
             return None
-        keep: list[int] = []
-        for i in range(len(syms)):
-            if not bad[i]:
-                keep.append(i)
-                continue
+        for i in np.flatnonzero(bad).tolist():
             reason = (
                 "unknown_symbol"
-                if bad_sym[i]
+                if bad_sym is not None and bad_sym[i]
                 else "bad_price"
                 if bad_price[i]
                 else "bad_size"
@@ -419,10 +458,11 @@ class RealtimePipeline:
                 feed, reason, f"{syms[i]!r} price={px[i]!r} size={sz[i]!r} ts={int(ts[i])}",
                 tick_raw(syms[i], int(ts[i]), float(px[i]), float(sz[i]), frame.t_id[i]), recv_ns,
             )  # fmt: skip
-        return keep
+        return bad
 
     def _validate_small(self, feed: Feed, frame: ParsedFrame, recv_ns: int) -> list[int] | None:
-        """`_validate` for a few trades (Binance sends one per frame): plain Python beats numpy's call overhead."""
+        """Indices of valid trades (None = all valid) for a few trades (Binance sends one per frame): plain Python
+        beats numpy's call overhead. Invalid ones are dead-lettered with the reason."""
         cfg = self.config
         max_price, max_size = cfg.max_price, cfg.max_trade_size
         limit = None
@@ -448,7 +488,90 @@ class RealtimePipeline:
         return keep if bad else None
 
     def _ingest_trades(self, feed: Feed, frame: ParsedFrame, recv_ns: int) -> None:
-        keep = self._validate(feed, frame, recv_ns)
+        if len(frame.t_ts) == 1:
+            self._ingest_one(feed, frame, recv_ns)
+            return
+        if len(frame.t_ts) < _SMALL:
+            self._ingest_few(feed, frame, recv_ns)
+            return
+        # Columns as arrays once per frame; everything downstream works on these (or their per-symbol slices).
+        ts_arr = frame.t_ts_array
+        ts = ts_arr if ts_arr is not None and len(ts_arr) == len(frame.t_ts) else np.array(frame.t_ts, np.int64)
+        px = np.array(frame.t_price, dtype=np.float64)
+        sz = np.array(frame.t_size, dtype=np.float64)
+        syms, ids = frame.t_symbol, frame.t_id
+        bad = self._validate(feed, frame, recv_ns, ts, px, sz)
+        if bad is not None:
+            keep = np.flatnonzero(~bad)
+            if not len(keep):
+                return
+            ts, px, sz = ts[keep], px[keep], sz[keep]
+            keep_list = keep.tolist()
+            syms = [syms[i] for i in keep_list]
+            ids = [ids[i] for i in keep_list]
+        est = feed.estimator
+        newest = int(ts.max())
+        est.observe(recv_ns, newest)
+        offset = est.offset_ns or 0
+        delay = est.last_delay_ns
+        if delay is not None:
+            feed.health.observe_delay(delay)
+        first = syms[0]
+        n = len(syms)
+        if syms.count(first) == n:
+            self._route_trades(feed, first, ts, px, sz, ids, recv_ns, offset)
+        else:
+            # Group by symbol once: a stable sort by symbol code keeps each symbol's trades in arrival order.
+            code = {sym: k for k, sym in enumerate(dict.fromkeys(syms))}
+            codes = np.fromiter(map(code.__getitem__, syms), dtype=np.intp, count=n)
+            order = np.argsort(codes, kind="stable")
+            ends = np.cumsum(np.bincount(codes, minlength=len(code))).tolist()
+            ts, px, sz = ts[order], px[order], sz[order]
+            ids = list(operator.itemgetter(*order.tolist())(ids))
+            lo = 0
+            for sym, hi in zip(code, ends, strict=True):
+                self._route_trades(feed, sym, ts[lo:hi], px[lo:hi], sz[lo:hi], ids[lo:hi], recv_ns, offset)
+                lo = hi
+        done = self._now_ns()
+        self.latency.add(done - recv_ns)
+        if est.offset_ns is not None:
+            self.exchange_latency.add(done - (newest + est.offset_ns))
+
+    def _ingest_one(self, feed: Feed, frame: ParsedFrame, recv_ns: int) -> None:
+        """`_ingest_trades` for a frame of one trade (Binance): `_validate_small` and `_ingest_few`, unrolled."""
+        sym, t, p, z = frame.t_symbol[0], frame.t_ts[0], frame.t_price[0], frame.t_size[0]
+        cfg = self.config
+        est = feed.estimator
+        offset = est.offset_ns
+        reason = (
+            "unknown_symbol" if sym not in feed.symbols
+            else "bad_price" if not 0 < p < cfg.max_price  # NaN fails every comparison: refused
+            else "bad_size" if not 0 <= z <= cfg.max_trade_size
+            else "bad_timestamp" if t <= 0 or (
+                feed.check_future and cfg.max_future_secs is not None and offset is not None
+                and t > recv_ns - offset + int(cfg.max_future_secs * _NS)
+            )
+            else None
+        )  # fmt: skip
+        if reason is not None:
+            self._dead_letter(
+                feed, reason, f"{sym!r} price={p!r} size={z!r} ts={t}", tick_raw(sym, t, p, z, frame.t_id[0]), recv_ns
+            )
+            return
+        est.observe(recv_ns, t)
+        offset = est.offset_ns or 0
+        delay = est.last_delay_ns
+        if delay is not None:
+            feed.health.observe_delay(delay)
+        self._route_trades(feed, sym, [t], [p], [z], [frame.t_id[0]], recv_ns, offset)
+        done = self._now_ns()
+        self.latency.add(done - recv_ns)
+        if est.offset_ns is not None:
+            self.exchange_latency.add(done - (t + est.offset_ns))
+
+    def _ingest_few(self, feed: Feed, frame: ParsedFrame, recv_ns: int) -> None:
+        """`_ingest_trades` for fewer than `_SMALL` trades, on lists."""
+        keep = self._validate_small(feed, frame, recv_ns)
         syms, ts, px, sz, ids = frame.t_symbol, frame.t_ts, frame.t_price, frame.t_size, frame.t_id
         if keep is not None:
             if not keep:
@@ -459,43 +582,40 @@ class RealtimePipeline:
             sz = [sz[i] for i in keep]
             ids = [ids[i] for i in keep]
         est = feed.estimator
-        est.observe(recv_ns, max(ts))
+        newest = max(ts)
+        est.observe(recv_ns, newest)
         offset = est.offset_ns or 0
         delay = est.last_delay_ns
         if delay is not None:
             feed.health.observe_delay(delay)
         first = syms[0]
-        if syms.count(first) == len(syms):
-            groups: Iterable[tuple[str, list[int] | None]] = ((first, None),)
+        if len(syms) == 1 or syms.count(first) == len(syms):
+            self._route_trades(feed, first, ts, px, sz, ids, recv_ns, offset)
         else:
-            # A frame holds few symbols: one C-speed pass per symbol beats a Python loop appending per tick.
-            groups = [(sym, [i for i, s in enumerate(syms) if s == sym]) for sym in dict.fromkeys(syms)]
-        for symbol, idx in groups:
-            if idx is None:
-                g_ts, g_px, g_sz, g_id = ts, px, sz, ids
-            else:
-                g_ts = [ts[i] for i in idx]
-                g_px = [px[i] for i in idx]
-                g_sz = [sz[i] for i in idx]
-                g_id = [ids[i] for i in idx]
-            self._route_trades(feed, symbol, g_ts, g_px, g_sz, g_id, recv_ns, offset)
+            for symbol in dict.fromkeys(syms):
+                idx = [i for i, s in enumerate(syms) if s == symbol]
+                self._route_trades(
+                    feed, symbol, [ts[i] for i in idx], [px[i] for i in idx], [sz[i] for i in idx],
+                    [ids[i] for i in idx], recv_ns, offset,
+                )  # fmt: skip
         done = self._now_ns()
         self.latency.add(done - recv_ns)
         if est.offset_ns is not None:
-            self.exchange_latency.add(done - (max(ts) + est.offset_ns))
+            self.exchange_latency.add(done - (newest + est.offset_ns))
 
     def _route_trades(
         self,
         feed: Feed,
         symbol: str,
-        ts: list[int],
-        px: list[float],
-        sz: list[float],
+        ts: Any,
+        px: Any,
+        sz: Any,
         ids: list[Any],
         recv_ns: int,
         offset: int,
     ) -> None:
-        feed.health.last_price[symbol] = px[-1]
+        """One symbol's valid trades of a frame (lists, or numpy arrays for `_SMALL` or more) to bars or shadow."""
+        feed.health.last_price[symbol] = float(px[-1])
         active = self._active.get(symbol)
         if active is None and feed.healthy and self._routes[symbol][0] is feed:
             self._switch(symbol, feed)  # first data on the primary
@@ -508,19 +628,129 @@ class RealtimePipeline:
                 shadow = feed.shadow(symbol, self.config.shadow_ticks)
                 if len(shadow.ticks) + len(ts) > (shadow.ticks.maxlen or 0):
                     shadow.overflowed = True
-                shadow.ticks.extend(zip(ts, px, sz, ids, strict=True))
+                shadow.ticks.extend(zip(_as_list(ts), _as_list(px), _as_list(sz), ids, strict=True))
                 return
         last = self._catchup.get(symbol)
         if last is not None:
-            if max(ts) // 1_000_000 > last // 1_000_000:
+            newest = int(ts.max()) if isinstance(ts, np.ndarray) else max(ts)
+            if newest // 1_000_000 > last // 1_000_000:
                 del self._catchup[symbol]  # past the handover point: everything from here on is new
-            ticks = self._after_last(symbol, feed, list(zip(ts, px, sz, ids, strict=True)), last)
+            ticks = self._after_last(
+                symbol, feed, list(zip(_as_list(ts), _as_list(px), _as_list(sz), ids, strict=True)), last
+            )
             if not ticks:
                 return
             ts, px, sz, ids = (list(c) for c in zip(*ticks, strict=True))
         self._aggregate(feed, symbol, ts, px, sz, ids, recv_ns, offset)
 
     def _aggregate(
+        self,
+        feed: Feed,
+        symbol: str,
+        ts: Any,
+        px: Any,
+        sz: Any,
+        ids: list[Any],
+        recv_ns: int,
+        offset: int,
+    ) -> None:
+        """Dedup, then bars, live buffer and bus for one symbol's trades (lists, or numpy arrays)."""
+        fresh = self._dedup[symbol].fresh(ids)
+        if fresh is not None:
+            dup = sorted(set(range(len(ids))) - set(fresh))
+            for i in dup:
+                self._dead_letter(
+                    feed, "duplicate", f"trade id {ids[i]!r}",
+                    tick_raw(symbol, int(ts[i]), float(px[i]), float(sz[i]), ids[i]), recv_ns,
+                )  # fmt: skip
+            if not fresh:
+                return
+            if isinstance(ts, np.ndarray):
+                ts, px, sz = ts[fresh], px[fresh], sz[fresh]
+            else:
+                ts, px, sz = [ts[i] for i in fresh], [px[i] for i in fresh], [sz[i] for i in fresh]
+            ids = [ids[i] for i in fresh]
+        n = len(ts)
+        if n < _SMALL:  # lists: the aggregator's scalar path and the ring's row writes are cheaper than numpy here
+            self._aggregate_few(feed, symbol, _as_list(ts), _as_list(px), _as_list(sz), ids, recv_ns, offset)
+            return
+        if not isinstance(ts, np.ndarray):
+            ts = np.array(ts, dtype=np.int64)
+            px = np.array(px, dtype=np.float64)
+            sz = np.array(sz, dtype=np.float64)
+        i_min = int(ts.argmin())  # first of the earliest: the open
+        i_max = int(ts.argmax())  # first of the latest
+        t_min, t_max = int(ts[i_min]), int(ts[i_max])
+        i_close = n - 1 if int(ts[-1]) == t_max else n - 1 - int(ts[::-1].argmax())  # last of the latest
+        gaps = self._open_gaps.pop(symbol, None)
+        if gaps:
+            for agg, gap in zip(self.aggregators, gaps, strict=True):
+                agg.close_gap(gap, t_min)
+        if self.config.bar_time == "exchange":
+            bar_ts = ts
+            b_min, b_max = t_min, t_max
+        else:
+            bar_ts = ts + offset
+            b_min, b_max = t_min + offset, t_max + offset
+        name = feed.name
+        stats: tuple[float, float, float, float] | None = None
+        late_all: set[int] | None = None
+        for agg in self.aggregators:
+            width = agg.width
+            if b_min - b_min % width == b_max - b_max % width:
+                # One window of this timeframe: aggregate the summary, computed once for every such timeframe.
+                if stats is None:
+                    stats = (float(px.max()), float(px.min()), float(sz.sum()), float(px @ sz))
+                hi, lo, vol, pv = stats
+                ok = agg.add_run(symbol, b_min, float(px[i_min]), b_max, float(px[i_close]), hi, lo, vol, pv, n, name)
+                late: Sequence[int] | None = None if ok else range(n)
+            else:
+                late = agg.add(symbol, bar_ts, px, sz, name)
+            if late:
+                if late_all is None:
+                    late_all = set(late)
+                else:
+                    late_all.update(late)
+        if late_all:
+            # Late for one timeframe only is still counted in the others; dead-letter it once, with the reason.
+            for i in sorted(late_all):
+                t = int(ts[i])
+                self._dead_letter(
+                    feed, "late", f"ts {t} behind the watermark",
+                    tick_raw(symbol, t, float(px[i]), float(sz[i]), ids[i]), recv_ns,
+                )  # fmt: skip
+        accepted = n - (len(late_all) if late_all else 0)
+        self.ticks_accepted += accepted
+        feed.health.ticks += accepted
+        key = (name, symbol)
+        self._tick_counts[key] = self._tick_counts.get(key, 0) + accepted
+        if t_max >= self._last_active_ts.get(symbol, 0):
+            self._last_active_ts[symbol] = t_max
+            self._last_active_tick[symbol] = (t_max, float(px[i_max]), float(sz[i_max]), feed.adapter.ts_precision_ns)
+        self._last_price[symbol] = float(px[-1])
+        self._last_trade_wall[symbol] = recv_ns
+        if len(self._routes[symbol]) > 1:  # remembered only where a handover can happen
+            recent = self._recent_active.get(symbol)
+            if recent is None:
+                recent = self._recent_active[symbol] = deque(maxlen=4096)
+            recent.extend(zip((ts // 1_000_000).tolist(), px.tolist(), sz.tolist(), strict=True))
+        bid, ask, bsz, asz = self._quote_state.get(symbol, _NO_QUOTE)
+        ring = self._buffers[symbol]
+        before = ring.counters.overwritten + ring.counters.dropped
+        ring.write(
+            n,
+            {"ts_event": ts, "ts_corrected": ts + offset if offset else ts, "ts_init": recv_ns,
+             "price": px, "size": sz, "bid": bid, "ask": ask, "bid_size": bsz, "ask_size": asz, "kind": KIND_TRADE},
+        )  # fmt: skip
+        lost = ring.counters.overwritten + ring.counters.dropped - before
+        if lost:
+            self.metrics.overflow.labels(ring.policy).inc(lost)
+        if self.config.publish_ticks:
+            self._pending_ticks.setdefault(symbol, []).append((bar_ts, px, sz, recv_ns, name))
+            self._pending_count += n
+        self._advance(symbol, feed)
+
+    def _aggregate_few(
         self,
         feed: Feed,
         symbol: str,
@@ -531,20 +761,7 @@ class RealtimePipeline:
         recv_ns: int,
         offset: int,
     ) -> None:
-        fresh = self._dedup[symbol].fresh(ids)
-        if fresh is not None:
-            for i in sorted(set(range(len(ids))) - set(fresh)):
-                self._dead_letter(
-                    feed, "duplicate", f"trade id {ids[i]!r}", tick_raw(symbol, ts[i], px[i], sz[i], ids[i]), recv_ns
-                )
-            if not fresh:
-                return
-            ts, px, sz, ids = (
-                [ts[i] for i in fresh],
-                [px[i] for i in fresh],
-                [sz[i] for i in fresh],
-                [ids[i] for i in fresh],
-            )
+        """`_aggregate` after dedup for fewer than `_SMALL` trades, on lists (scalar stores beat numpy calls)."""
         gaps = self._open_gaps.pop(symbol, None)
         if gaps:
             first = min(ts)
@@ -552,37 +769,33 @@ class RealtimePipeline:
                 agg.close_gap(gap, first)
         bar_ts = ts if self.config.bar_time == "exchange" else [t + offset for t in ts]
         n = len(ts)
-        if n < 8:  # lists: the aggregator's scalar path and the ring's row writes are cheaper than numpy here
-            ts_a: Any = bar_ts
-            px_a: Any = px
-            sz_a: Any = sz
+        name = feed.name
+        late_all: set[int] | None = None
+        if n == 1:
+            t0, p0, s0 = bar_ts[0], float(px[0]), float(sz[0])
+            for agg in self.aggregators:
+                if not agg.add_one(symbol, t0, p0, s0, name):
+                    late_all = {0}
         else:
-            ts_a = np.asarray(bar_ts, dtype=np.int64)
-            px_a = np.asarray(px, dtype=np.float64)
-            sz_a = np.asarray(sz, dtype=np.float64)
-        late_all: set[int] = set()
-        for agg in self.aggregators:
-            late = agg.add(symbol, ts_a, px_a, sz_a, feed.name)
-            if late:
-                late_all.update(late)
+            for agg in self.aggregators:
+                late = agg.add(symbol, bar_ts, px, sz, name)
+                if late:
+                    if late_all is None:
+                        late_all = set(late)
+                    else:
+                        late_all.update(late)
         if late_all:
-            # Late for one timeframe only is still counted in the others; dead-letter it once, with the reason.
             for i in sorted(late_all):
                 self._dead_letter(
-                    feed,
-                    "late",
-                    f"ts {ts[i]} behind the watermark",
-                    tick_raw(symbol, ts[i], px[i], sz[i], ids[i]),
-                    recv_ns,
-                )
-        accepted = n - len(late_all)
+                    feed, "late", f"ts {ts[i]} behind the watermark",
+                    tick_raw(symbol, ts[i], px[i], sz[i], ids[i]), recv_ns,
+                )  # fmt: skip
+        accepted = n - (len(late_all) if late_all else 0)
         self.ticks_accepted += accepted
         feed.health.ticks += accepted
-        counter = self._tick_counters.get((feed.name, symbol))
-        if counter is None:
-            counter = self._tick_counters[(feed.name, symbol)] = self.metrics.ticks.labels(feed.name, symbol)
-        counter.inc(accepted)
-        i_last = max(range(n), key=ts.__getitem__)
+        key = (name, symbol)
+        self._tick_counts[key] = self._tick_counts.get(key, 0) + accepted
+        i_last = 0 if n == 1 else max(range(n), key=ts.__getitem__)
         if ts[i_last] >= self._last_active_ts.get(symbol, 0):
             self._last_active_ts[symbol] = ts[i_last]
             self._last_active_tick[symbol] = (ts[i_last], px[i_last], sz[i_last], feed.adapter.ts_precision_ns)
@@ -593,21 +806,35 @@ class RealtimePipeline:
             if recent is None:
                 recent = self._recent_active[symbol] = deque(maxlen=4096)
             recent.extend(zip([t // 1_000_000 for t in ts], px, sz, strict=True))
-        bid, ask, bsz, asz = self._quote_state.get(symbol, (math.nan, math.nan, math.nan, math.nan))
+        bid, ask, bsz, asz = self._quote_state.get(symbol, _NO_QUOTE)
         ring = self._buffers[symbol]
         before = ring.counters.overwritten + ring.counters.dropped
-        ring.write(
-            n,
-            {"ts_event": ts, "ts_corrected": [t + offset for t in ts] if offset else ts, "ts_init": recv_ns,
-             "price": px_a, "size": sz_a, "bid": bid, "ask": ask, "bid_size": bsz, "ask_size": asz, "kind": KIND_TRADE},
-        )  # fmt: skip
+        if n == 1:
+            t0 = ts[0]
+            ring.write_row(t0, recv_ns, t0 + offset, px[0], sz[0], bid, ask, bsz, asz, KIND_TRADE)
+        else:
+            ring.write(
+                n,
+                {"ts_event": ts, "ts_corrected": [t + offset for t in ts] if offset else ts, "ts_init": recv_ns,
+                 "price": px, "size": sz, "bid": bid, "ask": ask, "bid_size": bsz, "ask_size": asz,
+                 "kind": KIND_TRADE},
+            )  # fmt: skip
         lost = ring.counters.overwritten + ring.counters.dropped - before
         if lost:
             self.metrics.overflow.labels(ring.policy).inc(lost)
         if self.config.publish_ticks:
-            self._pending_ticks.setdefault(symbol, []).append((bar_ts, px, sz, recv_ns, feed.name))
+            self._pending_ticks.setdefault(symbol, []).append((bar_ts, px, sz, recv_ns, name))
             self._pending_count += n
         self._advance(symbol, feed)
+
+    def _flush_metrics(self) -> None:
+        """Move the accepted-tick counts into the Prometheus counters (batched: one `inc` per feed and symbol)."""
+        counts, self._tick_counts = self._tick_counts, {}
+        for key, k in counts.items():
+            counter = self._tick_counters.get(key)
+            if counter is None:
+                counter = self._tick_counters[key] = self.metrics.ticks.labels(*key)
+            counter.inc(k)
 
     def _ingest_quotes(self, feed: Feed, frame: ParsedFrame, recv_ns: int) -> None:
         qs = frame.q_symbol
@@ -670,7 +897,11 @@ class RealtimePipeline:
         if len(recent) > self.config.recent_bars:
             for key in sorted(recent)[: len(recent) - self.config.recent_bars]:
                 del recent[key]
-        self.metrics.bars.labels(bar.timeframe, bar.status).inc()
+        labels = (bar.timeframe, bar.status)
+        counter = self._bar_counters.get(labels)
+        if counter is None:
+            counter = self._bar_counters[labels] = self.metrics.bars.labels(*labels)
+        counter.inc()
         if bar.revision == 0 and src_now is not None and not bar.backfilled:
             width = next(a.width for a in self.aggregators if a.label == bar.timeframe)
             self.bar_delay.add(src_now - (bar.ts_ns + width))
@@ -838,6 +1069,7 @@ class RealtimePipeline:
                 elif self._routes[symbol][0] is not self._active[symbol]:
                     self._reroute(symbol)  # failback check
             self._check_gaps(wall)
+            self._flush_metrics()
             healths = [f.health for f in self._feeds]
             for symbol in self._routes:
                 update_disagreement([f.health for f in self._routes[symbol]], symbol)
@@ -1002,6 +1234,7 @@ class RealtimePipeline:
 
     def stats(self) -> dict[str, Any]:
         """Counters for dashboards, tests and benchmarks."""
+        self._flush_metrics()
         return {
             "ticks_accepted": self.ticks_accepted,
             "ticks_published": self.ticks_published,

@@ -17,7 +17,7 @@ from gpt_trader.core.errors import SourceError
 from gpt_trader.data.sources.credentials import AlpacaCredentials
 from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, truncate_raw
 from gpt_trader.realtime.sources.base import Connection, recv_json
-from gpt_trader.realtime.timestamps import parse_rfc3339_batch, parse_rfc3339_ns
+from gpt_trader.realtime.timestamps import parse_rfc3339_array, parse_rfc3339_ns
 
 NAME = "alpaca"
 DEFAULT_URL = "wss://stream.data.alpaca.markets/v2/iex"
@@ -106,12 +106,14 @@ def parse_frame(raw: bytes | str) -> ParsedFrame:
 
 def _add_trades(frame: ParsedFrame, trades: list[_Trade], raw: bytes | str) -> None:
     try:
-        ts = parse_rfc3339_batch([m.t for m in trades])
+        ts = parse_rfc3339_array([m.t for m in trades])
     except (ValueError, IndexError):
         for m in trades:  # find the bad one(s) without losing the good ones
             _add_other(frame, m, raw)
         return
-    frame.t_ts.extend(ts)
+    if not frame.t_ts:
+        frame.t_ts_array = ts
+    frame.t_ts.extend(ts.tolist())
     frame.t_symbol.extend([m.S for m in trades])
     frame.t_price.extend([m.p for m in trades])
     frame.t_size.extend([m.s for m in trades])
