@@ -2,7 +2,9 @@
 
 1. In-process: parse + normalize + aggregate (1 s and 1 m bars, dedup, live buffer) of recorded real-format frames
    (Alpaca batches of 100 trades, Polygon batches, Binance one trade per frame), built by the local exchange's
-   encoders from the bundled SPX tape. Baseline: stdlib `json` + `datetime.fromisoformat` + a dict per bar.
+   encoders from the bundled SPX tape. Baseline: the same work written straightforwardly, a tick at a time: stdlib
+   `json`, a dict per tick (`datetime.fromisoformat` for Alpaca's RFC 3339), the same validation, dedup by trade id,
+   1 s and 1 m bars in dicts with a watermark, and a bounded live buffer (see `baseline_inprocess`).
 2. End to end on loopback: the local exchange in a *separate process* (sharing the 2 cores) -> websocket ->
    parse -> normalize -> 1 s bars -> Redis Streams (ticks as one entry per symbol per 5 ms flush, bars one entry
    each), for `--duration` seconds per scenario: batched frames, one trade per frame, and a paced 10,000 ticks/s
@@ -97,8 +99,22 @@ async def run_inprocess(
 
 
 def baseline_inprocess(frames: list[str | bytes], protocol: str) -> tuple[float, int]:
-    """The straightforward version: json.loads, a Python loop per tick, datetime parsing, dict bars."""
-    bars: dict[tuple[str, int], list[float]] = {}
+    """The straightforward version of the same work, one tick at a time in Python: stdlib `json.loads`, each
+    trade normalized into a dict (symbol, ns timestamp via `datetime.fromisoformat`, price, size, id), validated
+    (subscribed symbol, finite positive price, sane size, positive timestamp), deduplicated by trade id (a set and
+    a bounded deque per symbol), aggregated into 1 s and 1 m OHLCV/VWAP/count bars (dicts) with a watermark that
+    finalizes closed windows, and appended to a bounded live buffer per symbol."""
+    from collections import deque
+
+    symbols = {"SPX", "IXIC"}
+    max_price, max_size, dedup_window = 1e9, 1e12, 100_000
+    widths = (S, 60 * S)
+    open_bars: dict[tuple[int, str, int], list[float]] = {}
+    final: list[tuple[tuple[int, str, int], list[float]]] = []
+    watermark: dict[str, int] = {}
+    seen: dict[str, set[Any]] = {s: set() for s in symbols}
+    order: dict[str, deque[Any]] = {s: deque() for s in symbols}
+    live: dict[str, deque[dict[str, Any]]] = {s: deque(maxlen=100_000) for s in symbols}
     n = 0
     t0 = time.perf_counter()
     for raw in frames:
@@ -106,24 +122,46 @@ def baseline_inprocess(frames: list[str | bytes], protocol: str) -> tuple[float,
         msgs = payload if isinstance(payload, list) else [payload["data"]]
         for m in msgs:
             if protocol == "alpaca":
-                sym, price, size = m["S"], float(m["p"]), float(m["s"])
-                sec = int(datetime.fromisoformat(m["t"]).timestamp())
+                if m.get("T") != "t":
+                    continue
+                dt = datetime.fromisoformat(m["t"])
+                ts = int(dt.timestamp()) * S + dt.microsecond * 1000
+                tick = {"symbol": m["S"], "ts": ts, "price": float(m["p"]), "size": float(m["s"]),
+                        "id": (m.get("x"), m.get("i"))}  # fmt: skip
             elif protocol == "polygon":
-                sym, price, size, sec = m["sym"], float(m["p"]), float(m["s"]), m["t"] // 1000
+                if m.get("ev") != "T":
+                    continue
+                tick = {"symbol": m["sym"], "ts": m["t"] * 1_000_000, "price": float(m["p"]), "size": float(m["s"]),
+                        "id": (m.get("x"), m.get("i"))}  # fmt: skip
             else:
-                sym, price, size, sec = m["s"], float(m["p"]), float(m["q"]), m["T"] // 1000
-            if not (price > 0 and size >= 0):
+                tick = {"symbol": m["s"], "ts": m["T"] * 1_000_000, "price": float(m["p"]), "size": float(m["q"]),
+                        "id": m["t"]}  # fmt: skip
+            sym, ts, price, size = tick["symbol"], tick["ts"], tick["price"], tick["size"]
+            if sym not in symbols or not (0 < price < max_price) or not (0 <= size <= max_size) or ts <= 0:
                 continue
-            bar = bars.get((sym, sec))
-            if bar is None:
-                bars[(sym, sec)] = [price, price, price, price, size, price * size, 1]
-            else:
-                bar[1] = max(bar[1], price)
-                bar[2] = min(bar[2], price)
-                bar[3] = price
-                bar[4] += size
-                bar[5] += price * size
-                bar[6] += 1
+            if tick["id"] in seen[sym]:
+                continue
+            seen[sym].add(tick["id"])
+            order[sym].append(tick["id"])
+            if len(order[sym]) > dedup_window:
+                seen[sym].discard(order[sym].popleft())
+            for width in widths:
+                key = (width, sym, ts - ts % width)
+                bar = open_bars.get(key)
+                if bar is None:
+                    open_bars[key] = [price, price, price, price, size, price * size, 1]
+                else:
+                    bar[1] = max(bar[1], price)
+                    bar[2] = min(bar[2], price)
+                    bar[3] = price
+                    bar[4] += size
+                    bar[5] += price * size
+                    bar[6] += 1
+            if ts > watermark.get(sym, 0):
+                watermark[sym] = ts
+                for key in [k for k in open_bars if k[1] == sym and k[2] + k[0] <= ts]:
+                    final.append((key, open_bars.pop(key)))
+            live[sym].append(tick)
             n += 1
     return time.perf_counter() - t0, n
 
@@ -142,7 +180,9 @@ def bench_inprocess(n_ticks: int) -> None:
         for _ in range(3):
             elapsed, _p = asyncio.run(run_inprocess(protocol, frames, recv, n))
             best = min(best, elapsed)
-        base = min(baseline_inprocess(frames, protocol)[0] for _ in range(2))
+        runs = [baseline_inprocess(frames, protocol) for _ in range(2)]
+        base = min(r[0] for r in runs)
+        assert runs[0][1] == n, (runs[0][1], n)  # the baseline aggregated every tick, as the pipeline did
         print(f"{label:<28}{n:>10,}{n / best:>16,.0f}{n / base:>16,.0f}{base / best:>7.1f}x")
 
 
