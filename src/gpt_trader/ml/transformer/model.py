@@ -129,9 +129,11 @@ class MarketTransformer(nn.Module):
         market = x[..., list(self.market_features)].permute(0, 2, 1, 3).reshape(b * a, t, 2)
         assets = torch.arange(a, device=x.device)
         h = self.encoding(self.input(x) + self.asset_embedding(assets), calendar)
-        for layer in self.layers[:-1]:
+        *body, final = self.layers
+        for layer in body:
             h, _ = layer(h, market)
-        last = self.norm(self.layers[-1].forward_last(h, market))
+        assert isinstance(final, MarketTransformerLayer)
+        last = self.norm(final.forward_last(h, market))
         return self.classifier(last), self.regressor(last).squeeze(-1)
 
     def forward(self, x: torch.Tensor, calendar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
