@@ -43,6 +43,7 @@ def live_flow(
         dashboard_port=dashboard_port,
     )
     summary = live_task(load_settings(config, params=params), options)
-    rows = [{"figure": k, "value": v} for k, v in summary.items() if k not in ("alerts", "positions", "shadow_pnl")]
+    nested = ("alerts", "positions", "shadow_pnl", "shadow_evidence")
+    rows = [{"figure": k, "value": v} for k, v in summary.items() if k not in nested]
     create_markdown_artifact(markdown_table(rows), key="live-session", description="Live paper session P&L")
     return summary

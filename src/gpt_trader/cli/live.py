@@ -59,6 +59,14 @@ def live(
             ("risk state", summary["risk_state"]),
             ("decision latency p50 / p99", f"{summary['decision_ms_p50']:.2f} / {summary['decision_ms_p99']:.2f} ms"),
             ("shadow P&L", ", ".join(f"{k} ${v:,.2f}" for k, v in summary["shadow_pnl"].items()) or "-"),
+            *(
+                (
+                    f"shadow {name}",
+                    f"{e['return']:+.2%} vs champion v{e['champion_version']} {e['champion_return']:+.2%} "
+                    f"over {e['bars']} bars (tagged for the promotion gate)",
+                )
+                for name, e in summary["shadow_evidence"].items()
+            ),
         ]
         for row in rows:
             table.add_row(*row)

@@ -23,6 +23,13 @@ class PromotionConfig(Section):
     # Bars of history before the window handed to the models, so their first window decisions have full input
     # windows (transformer `max_seq_length`, RL `window_size` plus its simulated position warm-up).
     lookback_bars: int = Field(default=300, ge=0)
+    # Live shadow evidence (the challenger and the champion trading private paper books on the same live bars,
+    # recorded by the live flow as `shadow.*` version tags). Evidence with fewer bars is reported, not used.
+    shadow_min_bars: int = Field(default=20, ge=1)
+    # Refuse a challenger without that much live evidence against the current champion.
+    require_shadow: bool = False
+    # Refuse a challenger whose live return trails the champion's by more than this (fraction, 0.01 = 1 point).
+    max_shadow_shortfall: float = Field(default=0.0, ge=0)
 
 
 class RegistryConfig(Section):

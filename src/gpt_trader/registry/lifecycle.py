@@ -27,6 +27,7 @@ from gpt_trader.registry.models import (
     record_rejection,
 )
 from gpt_trader.registry.promotion import Evidence, PromotionDecision, decide_promotion
+from gpt_trader.trading.shadow import ShadowEvidence
 
 if TYPE_CHECKING:
     import polars as pl
@@ -222,7 +223,7 @@ def promote_model(settings: Settings, kind: str, *, extra_tags: dict[str, str] |
     if problems:
         decision = PromotionDecision(False, problems, challenger, champion)
     else:
-        decision = decide_promotion(chal_ev, champ_ev, cfg)
+        decision = decide_promotion(chal_ev, champ_ev, cfg, ShadowEvidence.from_tags(ch_tags))
     tags = {
         **decision.as_tags(),
         "promotion.decided_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from gpt_trader.registry.config import PromotionConfig
+from gpt_trader.trading.shadow import ShadowEvidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,24 +74,62 @@ class PromotionDecision:
         }
 
 
-def decide_promotion(challenger: Evidence, champion: Evidence | None, config: PromotionConfig) -> PromotionDecision:
+def decide_promotion(
+    challenger: Evidence, champion: Evidence | None, config: PromotionConfig, live: ShadowEvidence | None = None
+) -> PromotionDecision:
     """Promote only a sane challenger that beats the champion by the margin (and buy-and-hold, if required).
 
     A champion that is itself broken is replaced by any sane challenger; the first model ever needs only sanity
-    and, where configured, to beat buy-and-hold.
+    and, where configured, to beat buy-and-hold. `live` is the challenger's shadow record against a champion:
+    counted when it holds `shadow_min_bars` bars against the current champion, where it must not trail the
+    champion's live return by more than `max_shadow_shortfall` (and is required with `require_shadow`).
     """
+    decision, final = _decide_offline(challenger, champion, config)
+    if final:
+        return decision  # unfit, unscored or not comparable: live evidence cannot rescue it
+    ok, reasons = decision.promote, list(decision.reasons)
+    champ_version = champion.version if champion else None
+    usable = live is not None and live.champion_version == champ_version and live.bars >= config.shadow_min_bars
+    if live is not None and not usable:
+        against = f"v{live.champion_version}" if live.champion_version else "no champion"
+        reasons.append(
+            f"live shadow evidence not used: {live.bars} bars against {against} "
+            f"(needs {config.shadow_min_bars} against the current champion)"
+        )
+    if usable and live is not None:
+        shortfall = live.champion_return - live.challenger_return
+        text = (
+            f"live shadow over {live.bars} bars: challenger {live.challenger_return:+.2%} vs "
+            f"{'champion v' + champ_version if champ_version else 'flat'} {live.champion_return:+.2%}"
+        )
+        if shortfall > config.max_shadow_shortfall:
+            ok = False
+            reasons.append(f"{text}: trails by more than {config.max_shadow_shortfall:.2%}")
+        else:
+            reasons.append(text)
+    elif config.require_shadow:
+        ok = False
+        reasons.append(f"no live shadow evidence of {config.shadow_min_bars}+ bars (registry.promotion.require_shadow)")
+    return PromotionDecision(ok, tuple(reasons), challenger.version, champ_version)
+
+
+def _decide_offline(
+    challenger: Evidence, champion: Evidence | None, config: PromotionConfig
+) -> tuple[PromotionDecision, bool]:
+    """The verdict on the held-out window alone, and whether it is final (nothing else can change it)."""
     reasons: list[str] = []
     champ_version = champion.version if champion else None
     problems = challenger.sanity.failures(config.latency_budget_ms)
     if problems:
-        return PromotionDecision(False, tuple(f"challenger {p}" for p in problems), challenger.version, champ_version)
+        unfit = tuple(f"challenger {p}" for p in problems)
+        return PromotionDecision(False, unfit, challenger.version, champ_version), True
     if champion is not None and champion.window != challenger.window:
         return PromotionDecision(
             False,
             (f"models were scored on different windows ({challenger.window!r} vs {champion.window!r})",),
             challenger.version,
             champ_version,
-        )
+        ), True
     score = challenger.metrics.get(config.metric)
     if score is None or not math.isfinite(score):
         return PromotionDecision(
@@ -98,7 +137,7 @@ def decide_promotion(challenger: Evidence, champion: Evidence | None, config: Pr
             (f"challenger has no finite {config.metric!r} on the evaluation window", *challenger.notes),
             challenger.version,
             champ_version,
-        )
+        ), True
     sign = 1.0 if config.higher_is_better else -1.0
     ok = True
     if config.require_beat_buy_and_hold:
@@ -132,7 +171,7 @@ def decide_promotion(challenger: Evidence, champion: Evidence | None, config: Pr
                 f"{config.metric} {score:.4f} vs champion v{champion.version} {incumbent:.4f}: "
                 f"improvement within the {config.min_improvement:g} margin"
             )
-    return PromotionDecision(ok, tuple(reasons), challenger.version, champ_version)
+    return PromotionDecision(ok, tuple(reasons), challenger.version, champ_version), False
 
 
 def check_model(model_uri: str, *, n_timings: int = 50, input_example: Any = None) -> SanityCheck:

@@ -164,6 +164,7 @@ async def run_live(
         for batch in batcher.flush():
             decide(batch)
     finally:
+        session.publish_shadow()  # the live evidence so far, for the promotion gate
         stats = pipeline.stats()
         await pipeline.close()
         await exchange.stop()

@@ -38,6 +38,7 @@ from gpt_trader.trading.execution import Broker, PaperBroker, make_client_order_
 from gpt_trader.trading.portfolio import Portfolio
 from gpt_trader.trading.reconcile import reconcile
 from gpt_trader.trading.risk import RiskManager
+from gpt_trader.trading.shadow import ShadowTracker
 from gpt_trader.trading.signals import RLOutput, TransformerOutput, combine_signals
 from gpt_trader.trading.sizing import cap_to_trade_limits, order_quantity
 from gpt_trader.trading.state import BarUpdate, StateStore
@@ -178,8 +179,8 @@ class LiveSession:
         self.features = LiveFeatures(features)
         self.book = FeatureBook(self.features.columns, trading.live.window_bars)
         self._sigma_column = f"rvol_{min(features.volatility_windows)}"
-        self._shadow_books: dict[str, tuple[PaperBroker, Portfolio]] = {}
         self.portfolio = Portfolio(to_decimal(trading.execution.initial_cash_usd))
+        self.shadow_tracker = ShadowTracker(costs, self.portfolio.initial_cash, to_decimal(trading.sizing.lot_size))
         self._last_bars: dict[str, datetime] = {}
         self._market_symbol = trading.live.market_symbol
         self._expired_alerted: set[str] = set()
@@ -235,10 +236,21 @@ class LiveSession:
         self.refresh_models()
 
     def refresh_models(self) -> None:
-        """Poll the registry for moved aliases; swaps happen here, between bars."""
+        """Poll the registry for moved aliases (swaps happen here, between bars); publish the shadow evidence."""
         for runner in (self.transformer, self.rl, *self.shadow):
             if runner is not None:
                 runner.slot.refresh()
+        self.publish_shadow()
+
+    def publish_shadow(self) -> int:
+        """Write the shadow pairs' live evidence to their challenger versions (see `trading.shadow`)."""
+        if not self.shadow:
+            return 0
+        try:
+            return self.shadow_tracker.publish(self.shadow[0].slot.client)
+        except Exception as exc:  # the registry being unreachable must not stop trading
+            self._on_alert("WARNING", f"could not publish shadow evidence to the registry ({exc})")
+            return 0
 
     # --- the bar path ------------------------------------------------------------------------------------------
     def on_bar(self, bar: Bar, *, bar_length: timedelta | None = None) -> BarOutcome | None:
@@ -298,7 +310,10 @@ class LiveSession:
             if vector is not None:
                 ready.append(bar.symbol)
             self._update_market_condition(bar)
-        self._shadow_step(bars, ready)
+        t_calls = self.transformer.score(self.book, ready, self._on_alert) if self.transformer and ready else {}
+        r_calls = self.rl.score(self.book, ready, self._on_alert) if self.rl and ready else {}
+        self._alert_expired()
+        self._shadow_step(bars, ready, {"transformer": t_calls, "rl": r_calls})
 
         kill = self.risk.check_limits(self.portfolio, client_order_prefix=f"kill-{ts:%Y%m%d%H%M%S}")
         if kill is not None:
@@ -307,7 +322,9 @@ class LiveSession:
                 outcome = outcomes.get(order.symbol) or next(iter(outcomes.values()))
                 outcome.orders.append(self.broker.submit(order))
         elif ready and self.risk.state is not TradingState.HALTED:
-            self._decide({b.symbol: b for b in bars if b.symbol in ready}, outcomes)
+            for bar in bars:
+                if bar.symbol in ready:
+                    self._decide_symbol(bar, outcomes[bar.symbol], t_calls.get(bar.symbol), r_calls.get(bar.symbol))
 
         # The decision ends here; the commit below is durability, timed on its own.
         decision_ms = (time.perf_counter() - started) * 1000
@@ -329,14 +346,6 @@ class LiveSession:
         self.commit_ms.append(commit_ms)
         self._record_metrics(list(outcomes.values()))
         return list(outcomes.values())
-
-    def _decide(self, bars: dict[str, Bar], outcomes: dict[str, BarOutcome]) -> None:
-        symbols = list(bars)
-        t_calls = self.transformer.score(self.book, symbols, self._on_alert) if self.transformer is not None else {}
-        r_calls = self.rl.score(self.book, symbols, self._on_alert) if self.rl is not None else {}
-        self._alert_expired()
-        for symbol, bar in bars.items():
-            self._decide_symbol(bar, outcomes[symbol], t_calls.get(symbol), r_calls.get(symbol))
 
     def _decide_symbol(self, bar: Bar, outcome: BarOutcome, t_call: ModelCall | None, r_call: ModelCall | None) -> None:
         outcome.calls.extend(c for c in (t_call, r_call) if c is not None)
@@ -384,51 +393,46 @@ class LiveSession:
         outcome.orders.append(self.broker.submit(order))
 
     # --- shadow, market condition, metrics ------------------------------------------------------------------
-    def _shadow_step(self, bars: list[Bar], ready: list[str]) -> None:
-        """Challengers trade a private paper book on the same bars; nothing reaches the real broker."""
+    def _shadow_step(self, bars: list[Bar], ready: list[str], champion_calls: dict[str, dict[str, ModelCall]]) -> None:
+        """Each challenger and the champion it would replace trade private paper books on the same bars."""
         if not self.trading.live.shadow_challenger:
             return
         for runner in self.shadow:
-            name = f"{runner.slot.name}@{runner.slot.alias}"
-            broker, book = self._shadow_books.setdefault(
-                name,
-                (
-                    PaperBroker(self.costs, initial_cash=self.portfolio.initial_cash),
-                    Portfolio(self.portfolio.initial_cash),
-                ),
+            challenger = runner.slot.current
+            if challenger is None:
+                continue
+            champion_runner = self.transformer if runner.kind == "transformer" else self.rl
+            champion = champion_runner.slot.current if champion_runner is not None else None
+            pair = self.shadow_tracker.pair(
+                runner.slot.name, challenger.version, champion.version if champion else None, runner.slot.client
             )
-            for bar in bars:
-                sigma = self._sigma(bar.symbol)
-                for fill in broker.on_price(bar.symbol, bar.open, bar.ts, volume=bar.volume, sigma=sigma):
-                    book.apply_fill(fill)
-                book.mark(bar.symbol, to_decimal(bar.close))
             calls = runner.score(self.book, ready, self._on_alert) if ready else {}
-            for bar in bars:
-                call = calls.get(bar.symbol)
-                if call is None:
-                    continue
-                qty = order_quantity(
-                    call.target,
-                    book.quantity(bar.symbol),
-                    book.equity(),
-                    to_decimal(bar.close),
-                    lot_size=to_decimal(self.trading.sizing.lot_size),
-                )
-                if qty != 0:
-                    broker.submit(
-                        Order(
-                            make_client_order_id(f"shadow-{name}", bar.symbol, bar.ts),
-                            bar.symbol,
-                            Side.BUY if qty > 0 else Side.SELL,
-                            abs(qty),
-                            bar.ts,
-                        )
-                    )
-            book.record_equity(bars[0].ts)
+            champ = champion_calls.get(runner.kind, {}) if champion is not None else {}
+            self.shadow_tracker.step(
+                pair,
+                bars,
+                self._sigma,
+                {s: c.target for s, c in calls.items()},
+                {s: c.target for s, c in champ.items()},
+            )
 
     def shadow_pnl(self) -> dict[str, Decimal]:
-        """Would-be P&L of each shadow model's book."""
-        return {name: book.total_pnl() for name, (_, book) in self._shadow_books.items()}
+        """Would-be P&L of each challenger's shadow book (the latest pair per model)."""
+        return {f"{p.name}@challenger": p.challenger.portfolio.total_pnl() for p in self.shadow_tracker.pairs.values()}
+
+    def shadow_evidence(self) -> dict[str, dict[str, Any]]:
+        """This session's live evidence per challenger: bars, its return and the champion's over the same bars."""
+        out: dict[str, dict[str, Any]] = {}
+        for p in self.shadow_tracker.pairs.values():
+            ev = p.evidence()
+            if ev is not None:
+                out[f"{p.name} v{p.challenger_version}"] = {
+                    "bars": ev.bars,
+                    "return": ev.challenger_return,
+                    "champion_version": ev.champion_version,
+                    "champion_return": ev.champion_return,
+                }
+        return out
 
     def _update_market_condition(self, bar: Bar) -> None:
         if self.scaler is None:
@@ -509,4 +513,5 @@ class LiveSession:
             "decision_ms_p99": float(np.percentile(lat, 99)),
             "commit_ms_p50": float(np.percentile(commit, 50)),
             "shadow_pnl": {k: float(v) for k, v in self.shadow_pnl().items()},
+            "shadow_evidence": self.shadow_evidence(),
         }

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -9,6 +10,7 @@ import pytest
 from gpt_trader.registry.config import PromotionConfig, RegistryConfig
 from gpt_trader.registry.promotion import Evidence, SanityCheck, check_model, decide_promotion
 from gpt_trader.registry.tracking import setup_experiment
+from gpt_trader.trading.shadow import ShadowEvidence
 
 SANE = SanityCheck(loads=True, predicts=True, finite=True, has_signature=True, latency_p99_ms=1.0)
 CFG = PromotionConfig(metric="sharpe", min_improvement=0.05, require_beat_buy_and_hold=True)
@@ -96,6 +98,47 @@ def test_decide_promotion_missing_metric_or_different_window_rejected():
     decision = decide_promotion(ev("2", 0.9, window="2018"), ev("1", 0.5, window="2017"), CFG)
     assert not decision.promote
     assert "different windows" in decision.reasons[0]
+
+
+def live(champion: str | None, bars: int, mine: float, theirs: float) -> ShadowEvidence:
+    start = datetime(2018, 6, 1, tzinfo=UTC)
+    return ShadowEvidence(champion, bars, start, start + timedelta(days=bars), mine, theirs)
+
+
+def test_decide_promotion_live_shadow_trailing_the_champion_blocks_an_offline_winner():
+    decision = decide_promotion(ev("2", 0.9), ev("1", 0.5), CFG, live("1", 40, -0.03, 0.01))
+    assert not decision.promote
+    assert any("live shadow over 40 bars" in r and "trails" in r for r in decision.reasons)
+
+
+def test_decide_promotion_live_shadow_within_the_allowed_shortfall_promotes():
+    cfg = CFG.model_copy(update={"max_shadow_shortfall": 0.05})
+    decision = decide_promotion(ev("2", 0.9), ev("1", 0.5), cfg, live("1", 40, -0.03, 0.01))
+    assert decision.promote
+    assert any("challenger -3.00% vs champion v1 +1.00%" in r for r in decision.reasons)
+
+
+@pytest.mark.parametrize(
+    ("evidence", "why"),
+    [(live("1", 5, -0.5, 0.5), "5 bars against v1"), (live("7", 400, -0.5, 0.5), "400 bars against v7")],
+    ids=["too-few-bars", "other-champion"],
+)
+def test_decide_promotion_live_shadow_too_short_or_against_another_champion_is_not_used(evidence, why):
+    decision = decide_promotion(ev("2", 0.9), ev("1", 0.5), CFG, evidence)
+    assert decision.promote
+    assert any("not used" in r and why in r for r in decision.reasons)
+
+
+def test_decide_promotion_require_shadow_refuses_without_live_evidence():
+    cfg = CFG.model_copy(update={"require_shadow": True})
+    assert not decide_promotion(ev("2", 0.9), ev("1", 0.5), cfg).promote
+    assert decide_promotion(ev("2", 0.9), ev("1", 0.5), cfg, live("1", 20, 0.02, 0.01)).promote
+
+
+def test_decide_promotion_live_evidence_never_rescues_an_unfit_challenger():
+    broken = SanityCheck(loads=False, error="boom")
+    decision = decide_promotion(ev("2", 0.9, sanity=broken), ev("1", 0.5), CFG, live("1", 400, 0.5, 0.0))
+    assert not decision.promote
 
 
 def test_decision_as_tags_strings():

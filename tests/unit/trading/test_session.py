@@ -10,13 +10,15 @@ from gpt_trader.core.timeframe import Timeframe
 from gpt_trader.core.types import Bar
 from gpt_trader.data.config import FeaturesConfig
 from gpt_trader.data.sources.bundled import BundledSource
-from gpt_trader.registry.config import RegistryConfig
+from gpt_trader.registry.config import PromotionConfig, RegistryConfig
+from gpt_trader.registry.promotion import Evidence, SanityCheck, decide_promotion
 from gpt_trader.registry.tracking import setup_experiment
 from gpt_trader.serving.champion import ChampionSlot
 from gpt_trader.trading.config import TradingConfig
 from gpt_trader.trading.costs import CostModel
 from gpt_trader.trading.execution import PaperBroker
 from gpt_trader.trading.session import LiveSession, ModelRunner
+from gpt_trader.trading.shadow import ShadowEvidence
 from gpt_trader.trading.state import StateStore
 from gpt_trader.trading.types import TradingState
 from tests.support.pyfunc_models import FixedPolicy, FixedTransformer, log_and_register
@@ -148,6 +150,27 @@ def test_session_shadow_challenger_trades_privately(tmp_path, client):
     shadow = session.shadow_pnl()
     assert list(shadow) == [f"{T_NAME}@challenger"]
     assert shadow[f"{T_NAME}@challenger"] > 0  # long through 2017's rally, recorded but never sent
+    # The live evidence: the challenger's book against the champion's (Hold: flat) over the same bars, as tags
+    # on the challenger version, which the promotion gate reads.
+    (evidence,) = session.shadow_evidence().values()
+    assert evidence["champion_version"] == "1"
+    assert evidence["champion_return"] == 0.0
+    assert evidence["return"] > 0.05
+    assert evidence["bars"] == session.bars_processed
+    assert session.publish_shadow() == 1
+    assert session.publish_shadow() == 0  # unchanged evidence is not rewritten
+    tags = client.get_model_version(T_NAME, "2").tags
+    live = ShadowEvidence.from_tags(tags)
+    assert live is not None
+    assert live.bars == evidence["bars"]
+    assert live.champion_version == "1"
+    assert live.challenger_return == pytest.approx(evidence["return"])
+    cfg = PromotionConfig(require_beat_buy_and_hold=False)
+    sane = SanityCheck(loads=True, predicts=True, finite=True, has_signature=True, latency_p99_ms=1.0)
+    offline = (Evidence("2", sane, {"sharpe": 1.0}, "w"), Evidence("1", sane, {"sharpe": 0.5}, "w"))
+    assert decide_promotion(*offline, cfg, live).promote
+    trailing = ShadowEvidence("1", live.bars, live.first_bar, live.last_bar, -0.02, 0.0)
+    assert not decide_promotion(*offline, cfg, trailing).promote
 
 
 def test_session_kill_switch_flattens_and_halts_in_a_crash(tmp_path, client):
