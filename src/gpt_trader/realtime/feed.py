@@ -4,6 +4,10 @@ Frames go straight to the pipeline's `on_frame` coroutine in the receive loop (n
 pipeline is busy, TCP pushes back on the exchange). A watchdog marks the feed stale after `stale_after_secs`
 without a message (failover can react) and aborts the connection after `reconnect_after_stale_secs`;
 websockets' own pings are the heartbeat.
+
+`Feed.has_unread()` says whether the connection holds data that arrived but has not been processed yet (a client
+that stalled: frames queued in websockets' buffer or bytes in the kernel's socket buffer); the pipeline never
+closes bar windows by the exchange's clock while it does, or it would refuse its own backlog as late.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import functools
 import logging
 import random
+import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -27,6 +32,52 @@ from gpt_trader.realtime.models import StreamConfig
 from gpt_trader.realtime.sources.base import StreamAdapter
 
 log = logging.getLogger(__name__)
+
+try:  # POSIX: bytes waiting in a socket's kernel receive buffer
+    import fcntl
+    import termios
+
+    _FIONREAD: int | None = termios.FIONREAD
+except (ImportError, AttributeError):  # pragma: no cover - Windows
+    _FIONREAD = None
+
+
+def kernel_unread(sock: Any) -> int:
+    """Bytes received by the kernel for `sock` and not yet read by the process (0 where unknown)."""
+    if _FIONREAD is None or sock is None:
+        return 0
+    try:
+        fd = sock.fileno()
+        if fd < 0:
+            return 0
+        return int(struct.unpack("i", fcntl.ioctl(fd, _FIONREAD, b"\0\0\0\0"))[0])
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def unread_input(ws: Any) -> bool:
+    """True when the websocket connection `ws` holds received data its reader has not taken yet.
+
+    Looks, in order, at the messages websockets' asyncio connection has assembled and buffered for `recv()`
+    (`recv_messages.frames`, websockets >= 13), the bytes of a frame it is still parsing (`protocol.reader.buffer`)
+    and the kernel's receive buffer of the socket (FIONREAD): after the event loop stalls, the exchange's frames
+    may sit in any of them. Attributes a websockets version lacks are skipped (the kernel check remains).
+    """
+    frames = getattr(getattr(ws, "recv_messages", None), "frames", None)
+    if frames is not None:
+        with contextlib.suppress(TypeError):
+            if len(frames):
+                return True
+    buffer = getattr(getattr(getattr(ws, "protocol", None), "reader", None), "buffer", None)
+    if buffer:
+        return True
+    transport = getattr(ws, "transport", None)
+    if transport is None:
+        return False
+    with contextlib.suppress(Exception):
+        if not transport.is_closing() and not transport.is_reading():
+            return True  # reading paused by websockets' backpressure: its buffer is over the high-water mark
+    return kernel_unread(transport.get_extra_info("socket")) > 0
 
 
 def backoff_delay(attempt: int, base_secs: float, max_secs: float, rng: random.Random) -> float:
@@ -68,6 +119,11 @@ class Feed:
     def healthy(self) -> bool:
         """Connected and not stale."""
         return self.health.connected and not self.stale
+
+    def has_unread(self) -> bool:
+        """True while this feed's connection holds frames that arrived but were not processed yet."""
+        ws = self.ws
+        return ws is not None and unread_input(ws)
 
     def shadow(self, symbol: str, capacity: int) -> Shadow:
         """This feed's standby buffer for `symbol`."""

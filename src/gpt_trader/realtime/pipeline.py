@@ -870,7 +870,9 @@ class RealtimePipeline:
 
         While trades keep arriving, event time alone moves the frontier: a client that falls behind (frames queued
         in the socket) must not close windows by the exchange's clock before their trades are read, or it would
-        refuse its own backlog as late.
+        refuse its own backlog as late. So the clock counts only when the symbol has been quiet for `quiet_close_ms`
+        *and* the feed has nothing received but unprocessed: after a stall of this client (a blocked event loop, a
+        descheduled process) the wall clock says "quiet" while the exchange's frames wait in the socket.
         """
         if feed is None:
             return None
@@ -879,6 +881,8 @@ class RealtimePipeline:
         delay = feed.estimator.last_delay_ns
         if delay is not None and delay > self._quiet_ns:
             return None  # the last frame was read late: frames are queued, so the clock is ahead of what we have read
+        if feed.has_unread():
+            return None  # the client stalled: what the exchange sent meanwhile is still to be read
         now = feed.estimator.source_now_ns(wall_ns)
         if now is not None and self.config.bar_time == "corrected":
             return wall_ns
