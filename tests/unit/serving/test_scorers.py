@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from gpt_trader.trading.config import CostConfig
 from tests.unit.ml.transformer.synthetic import tiny_config
 
 FEATURES = FeaturesConfig()
+ROOT = Path(__file__).resolve().parents[3]
 DAY = Timeframe.parse("1d")
 
 
@@ -174,3 +176,59 @@ def test_policy_scorer_carries_the_account_like_the_pyfunc_simulation(policy_kin
     assert got == {ts: want[ts] for ts in got}
     if policy_kind == "account-dependent":
         assert len(set(got.values())) == 3  # the policy really moved between short, flat and long
+
+
+@pytest.mark.slow
+def test_registered_models_are_unwrapped_and_a_hot_swap_serves_the_new_version(tmp_path, monkeypatch):
+    """Real trained models through MLflow: `scorer_for` picks the fast scorers, and a promotion swaps them."""
+    import mlflow
+
+    from gpt_trader.ml.rl.train import train_rl_agent
+    from gpt_trader.registry.models import promote, register_challenger
+    from gpt_trader.serving.champion import ChampionSlot
+    from gpt_trader.serving.scorers import scorer_for
+    from gpt_trader.settings import load_settings
+    from gpt_trader.trading.session import ModelRunner
+
+    monkeypatch.chdir(tmp_path)
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("paths:\n" + "".join(f"  {k}: {tmp_path / k}\n" for k in ("data", "models", "mlflow")))
+    settings = load_settings(overlay, params=ROOT / "params.yaml")
+    start, end = datetime(2012, 1, 1, tzinfo=UTC), datetime(2015, 1, 1, tzinfo=UTC)
+    train = offline_features(("SPX",), start, end)
+    uris = []
+    for seed in (0, 1):
+        cfg = tiny_config(max_epochs=1, seed=seed)
+        trader = TransformerTrader(cfg, features=FEATURES, registry=settings.registry, mlflow_dir=tmp_path / "mlflow")
+        trader.train(train, enable_progress_bar=False, enable_model_summary=False)
+        uris.append((trader.model_uri, trader))
+    rl = settings.ml.reinforcement.model_copy(update={"total_timesteps": 256})
+    rl = rl.model_copy(
+        update={
+            "ppo": rl.ppo.model_copy(update={"n_envs": 1, "n_steps": 128, "batch_size": 64, "n_epochs": 1}),
+            "evaluation": rl.evaluation.model_copy(update={"seeds": (0,), "random_agent_runs": 1, "peer": False}),
+        }
+    )
+    policy_uri = train_rl_agent(train, "ppo", rl, settings=settings)["model_uri"]
+    columns = LiveFeatures(FEATURES).columns
+    assert isinstance(scorer_for(mlflow.pyfunc.load_model(uris[0][0]), "transformer", columns), TransformerScorer)
+    assert isinstance(scorer_for(mlflow.pyfunc.load_model(policy_uri), "rl", columns), PolicyScorer)
+
+    live, book = LiveFeatures(FEATURES), FeatureBook(columns, 64)
+    for bar in bars("SPX", datetime(2015, 6, 1, tzinfo=UTC), datetime(2016, 6, 30, tzinfo=UTC)):
+        feed(book, live, bar)
+    client = mlflow.MlflowClient()
+    name = "swap-transformer"
+    versions = [register_challenger(client, name, uri, {}) for uri, _ in uris]
+    promote(client, name, versions[0], reason="test")
+    runner = ModelRunner(ChampionSlot(name, client), "transformer")
+    runner.slot.set_probe(lambda model: runner.probe(model, book))
+    assert runner.slot.refresh()
+    promote(client, name, versions[1], reason="test")
+    assert runner.slot.refresh()
+    call = runner.score(book, ["SPX"])["SPX"]
+    assert call.version == versions[1]
+    want = uris[1][1].predict(book.frame(), last_only=True)["probabilities"][0]
+    got = call.transformer
+    assert got is not None
+    np.testing.assert_allclose([got.p_sell, got.p_hold, got.p_buy], want, rtol=1e-5)
