@@ -8,6 +8,13 @@ what was sent while a client was away is lost to it and must be backfilled. `tim
 inside their real bar (so they aggregate back to it); `"now"` stamps them with this server's clock plus `skew_secs`
 (to test clock-offset correction).
 
+Bars: a client subscribed to bars (Alpaca `{"action":"subscribe","bars":[..]}`, Binance `<sym>@kline_<interval>`,
+Polygon `A.<SYM>`/`AM.<SYM>`) gets each provider's documented bar message (Alpaca `T: "b"`, Binance `kline` event
+with `x: true`, Polygon `ev: "A"`/`"AM"`) as soon as the replayed ticks of a tape bar are complete, right after its
+last trade, carrying that bar's OHLCV (the bundled bar, exactly), trade count and VWAP. The tape has one timeframe,
+so that is the bar width whatever interval was asked for (Binance's `k.i` and Polygon's `s`/`e` say so). Bars are
+sent with `timestamps="original"` only (restamped ticks no longer fall in their tape bar); IEX TOPS has no bars.
+
     with ExchangeThread(ExchangeConfig(rate=0)) as ex:
         url = ex.url("alpaca")          # ws://127.0.0.1:<port>/v2/iex
 """
@@ -65,7 +72,39 @@ class ExchangeStats:
     ticks_sent: int = 0
     quotes_sent: int = 0
     frames_sent: int = 0
+    bars_sent: int = 0
     per_symbol: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What one client asked for: symbols, and whether trades, quotes and bars (`bars`: the provider's bar
+    channel as subscribed: Alpaca "b", Binance "kline_<interval>", Polygon "A" or "AM"; None = no bars)."""
+
+    symbols: list[str]
+    trades: bool = True
+    quotes: bool = False
+    bars: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TapeBar:
+    """A tape bar whose replayed ticks are complete: what the bar messages carry."""
+
+    ts_ns: int
+    width_ns: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trades: int
+    pv: float  # sum of price * size of its trades (VWAP = pv / volume)
+    first_id: int
+    last_id: int
+    day_volume: float  # volume of this connection's bars so far, this one included (Polygon's `av`)
+    day_open: float  # the first bar's open (Polygon's `op`)
+    day_pv: float  # sum of price * size so far (Polygon's `a` = day_pv / day_volume)
 
 
 class _FastIso:
@@ -148,17 +187,13 @@ class LocalExchange:
         try:
             path = ws.request.path
             if path.startswith("/v2/"):
-                symbols, quotes = await self._alpaca_handshake(ws)
-                await self._stream(ws, "alpaca", symbols, quotes)
+                await self._stream(ws, "alpaca", await self._alpaca_handshake(ws))
             elif path.startswith("/stream") or path.startswith("/ws/"):
-                symbols, quotes = self._binance_subscription(path)
-                await self._stream(ws, "binance", symbols, quotes)
+                await self._stream(ws, "binance", self._binance_subscription(path))
             elif path.startswith("/stocks"):
-                symbols, quotes = await self._polygon_handshake(ws)
-                await self._stream(ws, "polygon", symbols, quotes)
+                await self._stream(ws, "polygon", await self._polygon_handshake(ws))
             elif path.startswith("/1.0/"):
-                symbols = await self._iex_handshake(ws)
-                await self._stream(ws, "iex", symbols, True)
+                await self._stream(ws, "iex", Subscription(await self._iex_handshake(ws), quotes=True))
             else:
                 await ws.close(1008, "unknown path")
         except Exception:
@@ -166,7 +201,7 @@ class LocalExchange:
         finally:
             self._connections.discard(ws)
 
-    async def _alpaca_handshake(self, ws: Any) -> tuple[list[str], bool]:
+    async def _alpaca_handshake(self, ws: Any) -> Subscription:
         await ws.send(b'[{"T":"success","msg":"connected"}]'.decode())
         auth = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
         keys = self.config.alpaca_keys
@@ -184,18 +219,21 @@ class LocalExchange:
                   "dailyBars": [], "statuses": [], "lulds": [], "corrections": trades,
                   "cancelErrors": trades}]  # fmt: skip
         await ws.send(orjson.dumps(reply).decode())
-        symbols = list(dict.fromkeys(s.upper() for s in trades + quotes))
-        return symbols, bool(quotes)
+        symbols = list(dict.fromkeys(s.upper() for s in trades + quotes + bars))
+        return Subscription(symbols, bool(trades) or not bars, bool(quotes), "b" if bars else None)
 
-    def _binance_subscription(self, path: str) -> tuple[list[str], bool]:
+    def _binance_subscription(self, path: str) -> Subscription:
         parts = urlsplit(path)
         names = (
             parse_qs(parts.query).get("streams", [""])[0].split("/") if parts.path == "/stream" else [parts.path[4:]]
         )
         symbols = list(dict.fromkeys(n.split("@")[0].upper() for n in names if "@" in n))
-        return symbols, any(n.endswith("@bookTicker") for n in names)
+        kinds = [n.split("@", 1)[1] for n in names if "@" in n]
+        kline = next((k for k in kinds if k.startswith("kline_")), None)
+        trades = any(k in ("trade", "aggTrade") for k in kinds) or kline is None
+        return Subscription(symbols, trades, "bookTicker" in kinds, kline)
 
-    async def _polygon_handshake(self, ws: Any) -> tuple[list[str], bool]:
+    async def _polygon_handshake(self, ws: Any) -> Subscription:
         await ws.send('[{"ev":"status","status":"connected","message":"Connected Successfully"}]')
         auth = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
         key = auth.get("params") if isinstance(auth, dict) else None
@@ -212,7 +250,9 @@ class LocalExchange:
             ).decode()
         )
         symbols = list(dict.fromkeys(c.split(".", 1)[1].upper() for c in channels))
-        return symbols, any(c.startswith("Q.") for c in channels)
+        kinds = {c.split(".", 1)[0] for c in channels}
+        bars = "AM" if "AM" in kinds else "A" if "A" in kinds else None
+        return Subscription(symbols, "T" in kinds or bars is None, "Q" in kinds, bars)
 
     async def _iex_handshake(self, ws: Any) -> list[str]:
         sub = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
@@ -222,7 +262,8 @@ class LocalExchange:
         return [s.strip().upper() for s in str(sub[1]).split(",") if s.strip()]
 
     # --- streaming ----------------------------------------------------------------------------------------------
-    async def _stream(self, ws: Any, protocol: Protocol_, symbols: list[str], quotes: bool) -> None:
+    async def _stream(self, ws: Any, protocol: Protocol_, sub: Subscription) -> None:
+        symbols, quotes = sub.symbols, sub.quotes
         if not symbols:
             await ws.wait_closed()
             return
@@ -238,6 +279,8 @@ class LocalExchange:
         chunk = max(1, cfg.batch // n_sym) if protocol != "binance" else max(1, 64 // n_sym)
         iso = _FastIso()
         sent = 0
+        with_bars = sub.bars is not None and original and protocol != "iex"
+        day: dict[str, tuple[float, float, float]] = {}  # symbol -> (volume, open, pv) of the bars sent
         while cfg.max_ticks is None or sent < cfg.max_ticks:
             if per_sym_rate:
                 elapsed = (time.time_ns() - self.epoch_ns) / _NS
@@ -253,6 +296,7 @@ class LocalExchange:
                 counts = [min(c, max(0, math.ceil(room / n_sym))) for c in counts]
             frames: list[str | bytes] = []
             records: list[tuple[str, Any, Any, Any, Any]] = []
+            bars: dict[str, list[TapeBar]] = {}
             for i, (sym, tape) in enumerate(zip(symbols, tapes, strict=True)):
                 if counts[i] <= 0:
                     continue
@@ -267,6 +311,10 @@ class LocalExchange:
                     ts = np.full(len(ts), time.time_ns() + int(cfg.skew_secs * _NS), dtype=np.int64)
                 cursors[i] += len(ts)
                 records.append((sym, ts, px, sz, ids))
+                if with_bars:
+                    done = _complete_bars(tape, start, start + len(ts), day, sym)
+                    if done:
+                        bars[sym] = done
             if not records:
                 if original and all(c >= len(t) for c, t in zip(cursors, tapes, strict=True)):
                     await ws.wait_closed()  # the tape is over; stay connected like a market after the close
@@ -274,11 +322,13 @@ class LocalExchange:
                 await asyncio.sleep(0.001)
                 continue
             n_ticks = sum(len(r[1]) for r in records)
-            frames = _encode(protocol, records, quotes, cfg.quote_every, iso)
+            frames = _encode(protocol, records, quotes, cfg.quote_every, iso, bars, sub.bars, trades=sub.trades)
             for frame in frames:
                 await ws.send(frame)
             sent += n_ticks
-            self.stats.ticks_sent += n_ticks
+            if sub.trades:
+                self.stats.ticks_sent += n_ticks
+            self.stats.bars_sent += sum(len(b) for b in bars.values())
             self.stats.frames_sent += len(frames)
             for sym, ts, *_ in records:
                 self.stats.per_symbol[sym] = self.stats.per_symbol.get(sym, 0) + len(ts)
@@ -287,35 +337,107 @@ class LocalExchange:
         await ws.wait_closed()  # the tape is over: stay connected, as a market does after the close
 
 
+def _complete_bars(
+    tape: TickTape, start: int, end: int, day: dict[str, tuple[float, float, float]], symbol: str
+) -> list[TapeBar]:
+    """The tape bars whose last tick is in ticks `[start, end)` (so all their ticks have been replayed)."""
+    tpb = tape.ticks_per_bar
+    s = tape.series
+    out: list[TapeBar] = []
+    for k in range(start // tpb, end // tpb):
+        if k >= len(s):
+            break
+        _, px, sz = tape.bar_ticks(k)
+        pv = float(px @ sz)
+        v = float(s.volume[k])
+        volume, day_open, day_pv = day.get(symbol, (0.0, float(s.open[k]), 0.0))
+        volume, day_pv = volume + v, day_pv + pv
+        day[symbol] = (volume, day_open, day_pv)
+        out.append(
+            TapeBar(int(s.ts[k]), s.timeframe_ns, float(s.open[k]), float(s.high[k]), float(s.low[k]),
+                    float(s.close[k]), v, tpb, pv, k * tpb, (k + 1) * tpb - 1, volume, day_open, day_pv)
+        )  # fmt: skip
+    return out
+
+
+_BINANCE_INTERVALS = {1: "1s", 60: "1m", 180: "3m", 300: "5m", 900: "15m", 1800: "30m", 3600: "1h", 7200: "2h",
+                      14400: "4h", 21600: "6h", 28800: "8h", 43200: "12h", 86400: "1d", 259200: "3d",
+                      604800: "1w"}  # fmt: skip
+
+
+def _num(x: float) -> str:
+    """A number as Binance writes it: a decimal string."""
+    return repr(float(x))
+
+
+def _bar_message(protocol: Protocol_, sym: str, b: TapeBar, kind: str | None, iso: _FastIso) -> Any:
+    """One provider bar message, with each provider's documented field names."""
+    vwap = b.pv / b.volume if b.volume else b.close
+    if protocol == "alpaca":  # https://docs.alpaca.markets/docs/real-time-stock-pricing-data#bars
+        return {"T": "b", "S": sym, "o": b.open, "h": b.high, "l": b.low, "c": b.close, "v": b.volume,
+                "t": iso(b.ts_ns), "n": b.trades, "vw": vwap}  # fmt: skip
+    if protocol == "polygon":  # https://polygon.io/docs/stocks/ws_stocks_a (and ws_stocks_am)
+        return {"ev": kind or "A", "sym": sym, "v": b.volume, "av": b.day_volume, "op": b.day_open, "vw": vwap,
+                "o": b.open, "c": b.close, "h": b.high, "l": b.low, "a": b.day_pv / b.day_volume if b.day_volume
+                else vwap, "z": int(b.volume // b.trades) if b.trades else 0, "s": b.ts_ns // _MS,
+                "e": (b.ts_ns + b.width_ns) // _MS}  # fmt: skip
+    # Binance: https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams#klinecandlestick-streams
+    close_ms = (b.ts_ns + b.width_ns) // _MS - 1
+    interval = _BINANCE_INTERVALS.get(b.width_ns // _NS, (kind or "kline_1m").removeprefix("kline_"))
+    k = {"t": b.ts_ns // _MS, "T": close_ms, "s": sym, "i": interval, "f": b.first_id, "L": b.last_id,
+         "o": _num(b.open), "c": _num(b.close), "h": _num(b.high), "l": _num(b.low), "v": _num(b.volume),
+         "n": b.trades, "x": True, "q": _num(b.pv), "V": _num(b.volume), "Q": _num(b.pv), "B": "0"}  # fmt: skip
+    data = {"e": "kline", "E": close_ms, "s": sym, "k": k}
+    return {"stream": f"{sym.lower()}@{kind or 'kline_1m'}", "data": data}
+
+
 def _quote_rows(ids: Any, quote_every: int) -> Any:
     return np.flatnonzero(ids % quote_every == 0) if quote_every > 0 else np.empty(0, dtype=np.int64)
 
 
 def _encode(
-    protocol: Protocol_, records: list[tuple[str, Any, Any, Any, Any]], quotes: bool, quote_every: int, iso: _FastIso
+    protocol: Protocol_,
+    records: list[tuple[str, Any, Any, Any, Any]],
+    quotes: bool,
+    quote_every: int,
+    iso: _FastIso,
+    bars: dict[str, list[TapeBar]] | None = None,
+    bar_kind: str | None = None,
+    *,
+    trades: bool = True,
 ) -> list[str | bytes]:
-    """One frame per batch for the array protocols; one per event for Binance."""
+    """One frame per batch for the array protocols; one per event for Binance. Each of `bars` (per symbol)
+    follows the trade that completes it (the one with its `last_id`)."""
+    bars = bars or {}
     if protocol == "binance":
         out: list[str | bytes] = []
         for sym, ts, px, sz, ids in records:
             low = sym.lower()
             q_rows = set(_quote_rows(ids, quote_every).tolist()) if quotes else set()
+            klines = {b.last_id: orjson.dumps(_bar_message(protocol, sym, b, bar_kind, iso)).decode()
+                      for b in bars.get(sym, ())}  # fmt: skip
             for j, (t, p, s, i) in enumerate(zip(ts.tolist(), px.tolist(), sz.tolist(), ids.tolist(), strict=True)):
                 ms = t // _MS
-                out.append(
-                    f'{{"stream":"{low}@trade","data":{{"e":"trade","E":{ms},"s":"{sym}","t":{i},"p":"{p!r}",'
-                    f'"q":"{s!r}","T":{ms},"m":false,"M":true}}}}'
-                )
+                if trades:
+                    out.append(
+                        f'{{"stream":"{low}@trade","data":{{"e":"trade","E":{ms},"s":"{sym}","t":{i},"p":"{p!r}",'
+                        f'"q":"{s!r}","T":{ms},"m":false,"M":true}}}}'
+                    )
                 if j in q_rows:
                     out.append(
                         f'{{"stream":"{low}@bookTicker","data":{{"u":{i},"s":"{sym}","b":"{p * 0.9999!r}",'
                         f'"B":"100.0","a":"{p * 1.0001!r}","A":"100.0"}}}}'
                     )
+                if klines and i in klines:
+                    out.append(klines[i])
         return out
     messages: list[dict[str, Any]] = []
     for sym, ts, px, sz, ids in records:
         tl, pl, sl, il = ts.tolist(), px.tolist(), sz.tolist(), ids.tolist()
-        if protocol == "alpaca":
+        first = len(messages)
+        if not trades:
+            pass  # bars only: the ticks pace the tape but are not sent
+        elif protocol == "alpaca":
             messages.extend(
                 {"T": "t", "S": sym, "i": i, "x": "V", "p": p, "s": s, "t": iso(t), "c": ["@"], "z": "C"}
                 for t, p, s, i in zip(tl, pl, sl, il, strict=True)
@@ -330,6 +452,11 @@ def _encode(
                 {"symbol": sym, "price": p, "size": s, "time": t // _MS, "seq": i}
                 for t, p, s, i in zip(tl, pl, sl, il, strict=True)
             )
+        sym_bars = bars.get(sym) if protocol != "iex" else None
+        if sym_bars:  # right after the trade that completes each (ids are the tape's tick indices)
+            for b in reversed(sym_bars):
+                at = first + b.last_id - il[0] + 1 if trades else len(messages)
+                messages.insert(at, _bar_message(protocol, sym, b, bar_kind, iso))
         if quotes:
             for j in _quote_rows(ids, quote_every).tolist():
                 t, p = tl[j], pl[j]

@@ -98,7 +98,8 @@ def _add_other(frame: ParsedFrame, e: Any) -> None:
         frame.add_quote(e.sym, e.t * _MS, e.bp, e.ap, e.bs, e.as_)
     elif kind in (_Second, _Minute):
         secs = max(1, (e.e - e.s) // 1000)
-        frame.bars.append(ProviderBar(e.sym, e.s * _MS, secs, e.o, e.h, e.l, e.c, e.v, e.vw or e.c, e.z))
+        # `z` is the average trade size, not a count: the aggregate carries no trade count (0 = unknown).
+        frame.bars.append(ProviderBar(e.sym, e.s * _MS, secs, e.o, e.h, e.l, e.c, e.v, e.vw or e.c, 0))
     elif kind is _Status:
         frame.control.append({"ev": "status", "status": e.status, "message": e.message})
 
