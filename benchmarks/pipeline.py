@@ -13,7 +13,8 @@
 
 Figures are printed; nothing is asserted (timings on a shared 2-core machine are noisy and conservative).
 
-    python benchmarks/pipeline.py [--duration 30] [--redis redis://127.0.0.1:6379/0] [--skip-e2e]
+    python benchmarks/pipeline.py [--duration 30] [--redis redis://127.0.0.1:6379/0] [--skip-e2e] [--skip-inprocess]
+                                  [--only batched,one-per-frame,paced]
 """
 
 from __future__ import annotations
@@ -299,7 +300,10 @@ async def baseline_e2e(duration: float, redis_url: str, symbols: list[str]) -> f
     return n / elapsed
 
 
-def bench_e2e(duration: float, redis_url: str) -> None:
+E2E_SCENARIOS = ("batched", "one-per-frame", "paced")
+
+
+def bench_e2e(duration: float, redis_url: str, only: frozenset[str] = frozenset(E2E_SCENARIOS)) -> None:
     symbols = ["AAPL", "MSFT"]
     print(
         "\n== 2. end to end on loopback (exchange process -> websocket -> parse -> 1s bars -> Redis Streams), "
@@ -308,11 +312,13 @@ def bench_e2e(duration: float, redis_url: str) -> None:
     base = asyncio.run(baseline_e2e(duration, redis_url, symbols))
     print(f"baseline (stdlib json, one awaited XADD per tick): {base:,.0f} ticks/s")
     scenarios = (
-        ("batched frames (alpaca, 100 trades/frame)", "alpaca", 0.0, 100),
-        ("one trade per frame (binance)", "binance", 0.0, 1),
-        ("paced 10,000 ticks/s (alpaca, 10/frame)", "alpaca", 10_000.0, 10),
+        ("batched", "batched frames (alpaca, 100 trades/frame)", "alpaca", 0.0, 100),
+        ("one-per-frame", "one trade per frame (binance)", "binance", 0.0, 1),
+        ("paced", "paced 10,000 ticks/s (alpaca, 10/frame)", "alpaca", 10_000.0, 10),
     )
-    for label, protocol, rate, batch in scenarios:
+    for key, label, protocol, rate, batch in scenarios:
+        if key not in only:
+            continue
         res = asyncio.run(e2e(protocol, rate, batch, duration, redis_url, symbols))
         loss = "zero loss" if res["received"] == res["in_redis"] and res["dead"] == 0 else "LOSS"
         print(f"\n{label}")
@@ -341,12 +347,20 @@ def main() -> None:
     ap.add_argument("--ticks", type=int, default=400_000, help="ticks per in-process format")
     ap.add_argument("--redis", default=os.environ.get("GPT_TRADER_REALTIME__REDIS_URL", "redis://127.0.0.1:6379/0"))
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--skip-inprocess", action="store_true")
+    ap.add_argument(
+        "--only", default=",".join(E2E_SCENARIOS), help=f"end-to-end scenarios, comma-separated: {E2E_SCENARIOS}"
+    )
     args = ap.parse_args()
+    only = frozenset(x.strip() for x in args.only.split(",") if x.strip())
+    if only - set(E2E_SCENARIOS):
+        ap.error(f"unknown scenario(s) {sorted(only - set(E2E_SCENARIOS))}; choose from {E2E_SCENARIOS}")
     print(f"machine: {os.cpu_count()} cores (shared; figures are noisy), python {sys.version.split()[0]}")
     load_series("SPX"), load_series("IXIC")
-    bench_inprocess(args.ticks)
+    if not args.skip_inprocess:
+        bench_inprocess(args.ticks)
     if not args.skip_e2e:
-        bench_e2e(args.duration, args.redis)
+        bench_e2e(args.duration, args.redis, only)
     print(f"\npeak RSS of this process: {peak_rss_mb():.0f} MB")
 
 
