@@ -14,9 +14,10 @@ batched call (ModelCall.latency_ms) is reported per model.
 
 Everything (MLflow store, models, state DB) lives in a temporary directory, removed at the end. The models are
 trained only to exist (transformer 1 epoch, PPO a few hundred steps): latency does not depend on their quality.
-torch runs inference on `--threads` threads (default 2, as `trading.live.inference_threads`: the decision holds
-the live event loop, so ingestion waits for it whatever the thread count; run `--threads 1` for the figure when
-another process owns the second core). On a shared 2-core machine the figures are noisy; nothing is asserted.
+torch runs inference on `--threads` threads (default: `trading.live.inference_threads`, 1). This loop does
+nothing but decide, so 2 threads make the transformer faster here; in the live process (exchange, pipeline and
+session sharing 2 cores) 2 threads measured slower, hence the default. On a shared 2-core machine the figures are
+noisy; nothing is asserted.
 
     python benchmarks/live.py [--bars 200] [--symbols 50] [--steps 40] [--threads 2] [--profile]
 """
@@ -278,7 +279,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the many-symbol run with champions")
     parser.add_argument("--profile-rows", type=int, default=25, help="functions listed by --profile")
     parser.add_argument(
-        "--threads", type=int, default=2, help="torch threads for inference (trading.live.inference_threads)"
+        "--threads", type=int, default=None, help="torch threads for inference (default trading.live.inference_threads)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
@@ -302,9 +303,10 @@ def main() -> None:
             raise SystemExit(f"SPX has {len(bars)} bars; --history + --bars/--steps need {needed}")
         history = len(bars) - WARMUP_STEPS - max(args.bars, args.steps)  # the tape is the most recent bars
         train_champions(settings, frame.head(history), client)
-        torch.set_num_threads(args.threads)
+        threads = args.threads or settings.trading.live.inference_threads
+        torch.set_num_threads(threads)
         print(
-            f"torch threads {args.threads} (inference); window_bars "
+            f"torch threads {threads} (inference); window_bars "
             f"{settings.trading.live.window_bars}; policy {settings.trading.signals.policy}; "
             f"warm-up {args.history} bars/symbol, first {WARMUP_STEPS} steps not counted; 2 shared CPU cores: "
             f"figures are noisy"

@@ -108,9 +108,10 @@ class LiveConfig(Section):
     # Decisions are taken once per bar timestamp for all symbols: how long to wait for the other symbols' bars
     # of a timestamp before deciding without them (a symbol with no trades in a window has no bar).
     batch_wait_secs: float = Field(default=1.0, ge=0)
-    # torch threads for model inference. The decision holds the live event loop (ingestion waits for it anyway),
-    # so it may use every core; set 1 when another process (a separate pipeline) owns the others.
-    inference_threads: int = Field(default=2, ge=1)
+    # torch threads for model inference. More than 1 measured slower in the live process here (2 cores): the
+    # OpenMP workers spin between forward passes and take the core the Python side (ingestion, features,
+    # orders) needs; raise it on machines with cores to spare.
+    inference_threads: int = Field(default=1, ge=1)
     # Serve a single-asset model on other symbols: live symbol -> the model asset it is scored as.
     model_symbol_map: dict[str, str] = Field(default_factory=dict)
 
