@@ -62,8 +62,9 @@ def live(
             *(
                 (
                     f"shadow {name}",
-                    f"{e['return']:+.2%} vs champion v{e['champion_version']} {e['champion_return']:+.2%} "
-                    f"over {e['bars']} bars (tagged for the promotion gate)",
+                    f"{e['return']:+.2%} vs "
+                    + (f"champion v{e['champion_version']}" if e["champion_version"] else "flat (no champion)")
+                    + f" {e['champion_return']:+.2%} over {e['bars']} bars (tagged for the promotion gate)",
                 )
                 for name, e in summary["shadow_evidence"].items()
             ),
