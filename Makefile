@@ -39,7 +39,7 @@ run: $(STAMP) ## The main job on bundled real data: dvc repro, promotion gate, a
 	@cat reports/rl/report.md
 	gpt-trader models gate all
 	gpt-trader models list
-	gpt-trader live --duration 60 --start 2018-06-01 --symbols SPX,IXIC
+	gpt-trader live --duration 60 --start 2018-06-01 --symbols SPX,IXIC --fresh
 
 test: $(STAMP) services browser ## Run the full test suite (starts Redis/PostgreSQL, installs headless Chromium)
 	pytest

@@ -22,6 +22,9 @@ def live(
     end: Annotated[str | None, typer.Option(help="Last replayed day, exclusive (default: end of the data).")] = None,
     rate: Annotated[float, typer.Option(help="Trades per second from the local exchange (20 trades per bar).")] = 400.0,
     strategy: Annotated[str, typer.Option(help="Strategy id: names the state store, so a rerun resumes it.")] = "live",
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Clear the strategy's saved paper book first instead of resuming it.")
+    ] = False,
     dashboard: Annotated[int | None, typer.Option(help="Also serve the dashboard on this loopback port.")] = None,
 ) -> None:
     """Stream replayed bars through features, champion models, risk and the paper broker; print the P&L."""
@@ -41,6 +44,7 @@ def live(
             rate=rate,
             strategy=strategy,
             dashboard_port=dashboard,
+            fresh=fresh,
         )
         with Live(console=err_console, refresh_per_second=4, transient=True) as view:
             report = asyncio.run(run_live(settings, options, on_bar=lambda row: view.update(_status(row))))
@@ -72,6 +76,12 @@ def live(
         for row in rows:
             table.add_row(*row)
         console.print(table)
+        if summary["bars"] == 0 and report.bars_streamed > 0:
+            console.print(
+                f"Strategy '{strategy}' had already processed every replayed bar (its state resumes); "
+                "pass --fresh to start its paper book over, or another --strategy.",
+                highlight=False,
+            )
         for severity, message in report.alerts[-5:]:
             console.print(f"[yellow]{severity}[/] {message}", highlight=False)
 

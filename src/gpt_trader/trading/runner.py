@@ -44,6 +44,8 @@ class LiveOptions:
     strategy: str = "live"
     dashboard_port: int | None = None
     dashboard_token: str | None = None
+    # Start the strategy's paper book from scratch (its saved state is cleared first) instead of resuming it.
+    fresh: bool = False
 
 
 @dataclass(slots=True)
@@ -213,6 +215,8 @@ def build_session(
     if state_url.startswith("sqlite:///") and not Path(state_url.removeprefix("sqlite:///")).is_absolute():
         state_url = f"sqlite:///{Path(settings.paths.data) / 'trading' / f'{options.strategy}.db'}"
     store = StateStore(state_url, strategy=options.strategy)
+    if options.fresh:
+        store.clear()
     monitor = SystemMonitor(settings.monitoring)
     monitor.start()
     scaler = AutoScaler(settings.scaling)

@@ -272,6 +272,13 @@ class StateStore:
                     {"equity": str(point.equity)},
                 )
 
+    def clear(self) -> None:
+        """Forget everything this strategy saved (book, orders, fills, progress, equity) in one transaction;
+        other strategies in the same database are untouched."""
+        with self.engine.begin() as conn:
+            for table in (fills, orders, positions, accounts, bar_progress, equity_curve):
+                conn.execute(table.delete().where(table.c.strategy == self.strategy))
+
     def save_orders(self, changed: Iterable[BrokerOrder]) -> None:
         """Record order changes outside a bar (cancels, reconciliation) in their own transaction."""
         with self.engine.begin() as conn:

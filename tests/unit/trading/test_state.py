@@ -55,6 +55,19 @@ def roundtrip(url: str) -> None:
     assert store.last_bar("AAPL") == T0
     # Another strategy in the same database is independent.
     assert StateStore(url, strategy="other").load(D(5)).portfolio.cash == D(5)
+    # Clearing one strategy forgets its book, orders, fills and progress, and nothing of another's.
+    other = StateStore(url, strategy="other")
+    other.commit_bar(BarUpdate("MSFT", T0, Portfolio(D(5)), equity=Portfolio(D(5)).record_equity(T0)))
+    store.clear()
+    cleared = store.load(D(10_000))
+    assert cleared.portfolio.cash == D(10_000)
+    assert cleared.portfolio.positions == {}
+    assert cleared.orders == []
+    assert cleared.last_bars == {}
+    assert cleared.portfolio.equity_curve == []
+    assert store.fills() == []
+    assert other.load(D(5)).last_bars == {"MSFT": T0}
+    other.close()
     store.close()
 
 
