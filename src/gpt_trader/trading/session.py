@@ -202,8 +202,11 @@ class LiveSession:
         """Load committed state, restore the broker, seed the risk baselines, warm the features, load models.
 
         `history` (oldest first, per symbol) must reach the last committed bar after a restart: feature state is
-        not persisted, it is rebuilt from bars, so a resumed session decides exactly as an uninterrupted one.
-        Models load after the features are warm, so a new champion is probed on real live rows.
+        not persisted, it is rebuilt from bars, so the features and the transformer's views after a restart equal
+        an uninterrupted session's. The RL policy's simulated account is not persisted either: it restarts flat
+        at the oldest bar of the feature book (`trading.live.window_bars` back) and catches up, as it does after
+        a hot swap, so its first decisions may differ from an uninterrupted session's. Models load after the
+        features are warm, so a new champion is probed on real live rows.
         """
         saved = self.store.load(self.portfolio.initial_cash)
         self.portfolio = saved.portfolio
