@@ -15,6 +15,7 @@ import numpy.typing as npt
 import polars as pl
 
 from gpt_trader.core.errors import DataError
+from gpt_trader.core.frames import TIME_COLUMNS, to_polars
 from gpt_trader.core.schemas import BAR_SCHEMA
 from gpt_trader.data.config import FeaturesConfig
 from gpt_trader.data.features import build_features, feature_columns
@@ -22,7 +23,7 @@ from gpt_trader.data.features import build_features, feature_columns
 FloatArray = npt.NDArray[np.float64]
 # Standardized features beyond this many standard deviations are clipped: one crash day must not saturate a net.
 FEATURE_CLIP = 10.0
-_TIME_ALIASES = ("ts", "timestamp", "date", "datetime", "time")
+_TIME_ALIASES = TIME_COLUMNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,24 +67,6 @@ class MarketArrays:
         std[std < 1e-12] = 1.0
         scaled = np.clip((self.features - mean) / std, -FEATURE_CLIP, FEATURE_CLIP).astype(np.float32)
         return replace(self, features=scaled)
-
-
-def to_polars(data: Any) -> pl.DataFrame:
-    """Accept a polars DataFrame/LazyFrame or a pandas DataFrame (time as a column or the index)."""
-    if isinstance(data, pl.LazyFrame):
-        return data.collect()
-    if isinstance(data, pl.DataFrame):
-        return data
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pd = None
-    if pd is not None and isinstance(data, pd.DataFrame):
-        frame = data
-        if not any(str(c).lower() in _TIME_ALIASES for c in frame.columns):
-            frame = frame.reset_index()
-        return pl.from_pandas(frame)
-    raise DataError(f"market data must be a polars or pandas DataFrame, got {type(data).__name__}")
 
 
 def normalize_bars(df: pl.DataFrame) -> pl.DataFrame:

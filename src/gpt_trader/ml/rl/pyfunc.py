@@ -32,7 +32,8 @@ import numpy.typing as npt
 from mlflow.pyfunc import PythonModel
 
 from gpt_trader.core.errors import DataError
-from gpt_trader.ml.rl.market import FEATURE_CLIP, MarketArrays, market_arrays, to_polars
+from gpt_trader.core.frames import to_polars
+from gpt_trader.ml.rl.market import FEATURE_CLIP, MarketArrays, market_arrays
 
 # Agent classes by name, resolved lazily so loading a PPO model does not need the DQN extensions and vice versa.
 AGENT_CLASSES = {

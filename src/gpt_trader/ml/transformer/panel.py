@@ -16,6 +16,7 @@ import numpy.typing as npt
 import polars as pl
 
 from gpt_trader.core.errors import DataError
+from gpt_trader.core.frames import to_polars
 from gpt_trader.core.schemas import BAR_SCHEMA
 from gpt_trader.data.config import FeaturesConfig
 from gpt_trader.data.features import CALENDAR_COLUMNS, LABEL_COLUMNS, build_features, feature_columns
@@ -66,24 +67,6 @@ def market_feature_indices(columns: list[str]) -> tuple[int, int]:
     if VOLUME_FEATURE not in columns or vol is None:
         raise DataError(f"input columns need {VOLUME_FEATURE!r} and an 'rvol_*' column for the attention bias")
     return columns.index(VOLUME_FEATURE), vol
-
-
-def to_polars(data: Any, *, name: str = "data") -> pl.DataFrame:
-    """A polars frame from polars (eager or lazy) or pandas input; a pandas DatetimeIndex becomes `ts`."""
-    if isinstance(data, pl.LazyFrame):
-        return data.collect()
-    if isinstance(data, pl.DataFrame):
-        return data
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pd = None
-    if pd is not None and isinstance(data, pd.DataFrame):
-        frame = data
-        if "ts" not in frame.columns and isinstance(frame.index, pd.DatetimeIndex):
-            frame = frame.rename_axis("ts").reset_index()
-        return pl.from_pandas(frame)
-    raise DataError(f"{name}: expected a polars or pandas DataFrame, got {type(data).__name__}")
 
 
 def ensure_features(data: Any, config: FeaturesConfig, *, name: str = "data") -> pl.DataFrame:
