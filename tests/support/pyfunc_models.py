@@ -34,6 +34,16 @@ class FixedTransformer(mlflow.pyfunc.PythonModel):
         )
 
 
+class AlignedOnlyTransformer(FixedTransformer):
+    """A confident Buy, but like a multi-asset model it refuses a frame whose symbols end on different bars."""
+
+    def predict(self, context, model_input, params=None):
+        last = model_input.groupby("symbol")["ts"].max()
+        if last.nunique() > 1:
+            raise ValueError(f"symbols end on different bars: {last.to_dict()}")
+        return super().predict(context, model_input, params)
+
+
 class FixedPolicy(mlflow.pyfunc.PythonModel):
     """Always the same target position."""
 

@@ -280,13 +280,17 @@ class FrameScorer:
 
     def score(self, book: FeatureBook, symbols: Sequence[str]) -> dict[str, ModelView]:
         """Predict on every symbol's rows (multi-asset models need them together); the last row per symbol."""
-        out = self.predict(book.frame())
-        if "symbol" in out.columns:
-            last = out.groupby("symbol", sort=False).tail(1).set_index("symbol")
-            rows = {s: last.loc[s] for s in symbols if s in last.index}
-        else:
-            rows = {symbols[0]: out.iloc[-1]} if len(symbols) == 1 and len(out) else {}
-        return {s: self._view(row) for s, row in rows.items()}
+        frame = book.frame()
+        out = self.predict(frame)
+        if "symbol" not in out.columns:
+            if len(out) != len(frame):
+                raise ValueError(
+                    f"prediction has no 'symbol' column and {len(out)} rows for {len(frame)} input rows: "
+                    "its rows cannot be matched to symbols"
+                )
+            out = out.assign(symbol=frame["symbol"].to_numpy())  # row-wise output: row i answers input row i
+        last = out.groupby("symbol", sort=False).tail(1).set_index("symbol")
+        return {s: self._view(last.loc[s]) for s in symbols if s in last.index}
 
     def _view(self, row: Any) -> ModelView:
         if self.kind == "transformer":

@@ -21,7 +21,7 @@ from gpt_trader.trading.session import LiveSession, ModelRunner
 from gpt_trader.trading.shadow import ShadowEvidence
 from gpt_trader.trading.state import StateStore
 from gpt_trader.trading.types import TradingState
-from tests.support.pyfunc_models import FixedPolicy, FixedTransformer, log_and_register
+from tests.support.pyfunc_models import AlignedOnlyTransformer, FixedPolicy, FixedTransformer, log_and_register
 
 pytestmark = pytest.mark.slow
 T_NAME, R_NAME = "t-model", "r-model"
@@ -250,6 +250,42 @@ def test_session_two_symbols_same_timestamps_one_equity_point_each(tmp_path, cli
     assert curve[-1].equity == session.portfolio.equity()
     assert session.portfolio.quantity("SPX") > 0
     assert session.portfolio.quantity("IXIC") > 0
+
+
+def test_session_on_bars_decides_once_per_timestamp_with_every_symbols_bar(tmp_path, client):
+    alerts: list = []
+    log_and_register(client, T_NAME, AlignedOnlyTransformer(p_buy=0.8), champion=True)
+    log_and_register(client, R_NAME, FixedPolicy(1.0), champion=True)
+    session, store = make_session(tmp_path, client, alerts=alerts)
+    session.start()
+    start, end = datetime(2016, 1, 1, tzinfo=UTC), datetime(2016, 6, 1, tzinfo=UTC)
+    spx = spx_bars(start, end)
+    ixic = [Bar(**r) for r in BundledSource().fetch("IXIC", start, end, Timeframe.parse("1d")).iter_rows(named=True)]
+    for a, b in zip(spx, ixic, strict=True):
+        outcomes = session.on_bars([a, b], bar_length=DAY)
+        assert [o.symbol for o in outcomes] == ["SPX", "IXIC"]
+        assert outcomes[0].decision_ms == outcomes[1].decision_ms  # one decision for the timestamp
+    assert len(session.decision_ms) == len(spx)
+    assert not [m for s, m in alerts if "failed to predict" in m]  # the model never saw a half-updated window
+    assert session.portfolio.quantity("SPX") > 0
+    assert session.portfolio.quantity("IXIC") > 0
+    assert [p.ts for p in store.load(Decimal(100_000)).portfolio.equity_curve] == [b.ts for b in spx]
+
+
+def test_session_bar_by_bar_shows_a_multi_asset_model_mixed_bars(tmp_path, client):
+    """The defect on_bars fixes: deciding on SPX's new bar before IXIC's arrived mixes bars of two timestamps."""
+    alerts: list = []
+    log_and_register(client, T_NAME, AlignedOnlyTransformer(p_buy=0.8), champion=True)
+    log_and_register(client, R_NAME, FixedPolicy(1.0), champion=True)
+    session, _ = make_session(tmp_path, client, alerts=alerts)
+    session.start()
+    start, end = datetime(2016, 1, 1, tzinfo=UTC), datetime(2016, 6, 1, tzinfo=UTC)
+    spx = spx_bars(start, end)
+    ixic = [Bar(**r) for r in BundledSource().fetch("IXIC", start, end, Timeframe.parse("1d")).iter_rows(named=True)]
+    for a, b in zip(spx, ixic, strict=True):
+        session.on_bar(a, bar_length=DAY)
+        session.on_bar(b, bar_length=DAY)
+    assert any("failed to predict" in m and "different bars" in m for _, m in alerts)
 
 
 def test_session_window_has_the_offline_feature_dtypes(tmp_path, client):
