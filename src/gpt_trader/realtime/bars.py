@@ -244,6 +244,58 @@ class BarAggregator:
         self.counters.trades += 1
         return True
 
+    def window_bounds(self, symbol: str) -> tuple[int, int, bool] | None:
+        """`(start, end, open)` of the window holding `symbol`'s newest trade, with `end` cut where the finality
+        frontier would move (the newest trade minus the lateness reaching a new window): trades at `start <= t < end`
+        added with `add_one` leave `advance` nothing new to emit but their own window (None before any trade).
+        `open` says whether that window takes trades (it exists, or is not final yet)."""
+        top = self._max_event.get(symbol)
+        if top is None:
+            return None
+        width, lateness = self.width, self.lateness_ns
+        start = top - top % width
+        end = min(start + width, ((top - lateness) // width + 1) * width + lateness)
+        windows = self._open.get(symbol)
+        is_open = (windows is not None and start in windows) or start >= self._final_before.get(symbol, _NEG_INF)
+        return start, end, is_open
+
+    def add_in_window(
+        self, symbol: str, ts: Sequence[int], px: Sequence[float], sz: Sequence[float], source: str
+    ) -> None:
+        """`add_one` for each trade in turn (same arithmetic, same order), for trades the caller has checked fall in
+        the open window `window_bounds` reports."""
+        windows = self._open.get(symbol)
+        if windows is None:
+            windows = self._open[symbol] = {}
+        t0 = ts[0]
+        start = t0 - t0 % self.width
+        win = windows.get(start)
+        if win is None:
+            win = windows[start] = _Window(start, source=source)
+        open_ts, open_, close_ts, close = win.open_ts, win.open, win.close_ts, win.close
+        high, low, volume, pv = win.high, win.low, win.volume, win.pv
+        top = self._max_event.get(symbol, _NEG_INF)
+        for t, price, size in zip(ts, px, sz, strict=True):
+            if t < open_ts:
+                open_ts, open_ = t, price
+            if t >= close_ts:
+                close_ts, close = t, price
+            if price > high:
+                high = price
+            if price < low:
+                low = price
+            volume += size
+            pv += price * size
+            if t > top:
+                top = t
+        win.open_ts, win.open, win.close_ts, win.close = open_ts, open_, close_ts, close
+        win.high, win.low, win.volume, win.pv = high, low, volume, pv
+        n = len(ts)
+        win.trades += n
+        win.dirty = True
+        self._max_event[symbol] = top
+        self.counters.trades += n
+
     def add_run(
         self,
         symbol: str,

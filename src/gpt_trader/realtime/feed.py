@@ -80,6 +80,20 @@ def unread_input(ws: Any) -> bool:
     return kernel_unread(transport.get_extra_info("socket")) > 0
 
 
+def _queued_messages(ws: Any) -> Callable[[], bool] | None:
+    """A check that says whether `ws.recv()` has a complete message queued (websockets >= 13's asyncio
+    connection: its assembler's frame queue starts with a final frame), so it returns without waiting; None when
+    the connection does not expose that queue (then frames are handled one by one)."""
+    queue = getattr(getattr(getattr(ws, "recv_messages", None), "frames", None), "queue", None)
+    if not isinstance(queue, deque):
+        return None
+
+    def queued() -> bool:
+        return bool(queue) and getattr(queue[0], "fin", False) is True
+
+    return queued
+
+
 def backoff_delay(attempt: int, base_secs: float, max_secs: float, rng: random.Random) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(max, base * 2**attempt)] (AWS' recommendation)."""
     return rng.uniform(0.0, min(max_secs, base_secs * (2 ** min(attempt, 30))))
@@ -142,8 +156,15 @@ async def run_feed(
     *,
     rng: random.Random | None = None,
     now_ns: Callable[[], int] = time.time_ns,
+    on_frames: Callable[[Feed, list[Any], int], Awaitable[None]] | None = None,
+    max_batch: int = 512,
 ) -> None:
-    """Keep `feed` connected until `stop` is set."""
+    """Keep `feed` connected until `stop` is set.
+
+    With `on_frames`, the frames that are already waiting in the connection when one is received (the client
+    fell behind the exchange) are taken together, up to `max_batch`, and handed over in one call with one
+    receive time; a frame that arrives alone goes to `on_frame`.
+    """
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -172,9 +193,18 @@ async def run_feed(
                 on_state(feed, "connected")
                 watchdog = asyncio.create_task(_watchdog(feed, config, on_state, now_ns), name=f"watchdog-{feed.name}")
                 recv = ws.recv
+                queued = _queued_messages(ws) if on_frames is not None else None
                 while not stop.is_set():
                     raw = await recv()
-                    await on_frame(feed, raw, now_ns())
+                    if queued is None or on_frames is None or not queued():
+                        await on_frame(feed, raw, now_ns())
+                        continue
+                    batch = [raw]
+                    try:
+                        while len(batch) < max_batch and queued():
+                            batch.append(await recv())  # a complete message is queued: returns without waiting
+                    finally:
+                        await on_frames(feed, batch, now_ns())
         except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError, SourceError, InvalidURI) as exc:
             if isinstance(exc, InvalidURI):
                 raise SourceError(f"{feed.name}: invalid websocket URL {endpoint!r}") from None

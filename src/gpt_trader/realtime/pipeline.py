@@ -23,6 +23,7 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -129,6 +130,22 @@ class LatencyRecorder:
         """Record one sample."""
         self.samples[self.count % self.capacity] = value_ns
         self.count += 1
+
+    def add_many(self, values_ns: Sequence[int]) -> None:
+        """Record several samples, in order (as `add` for each)."""
+        k = len(values_ns)
+        if k == 0:
+            return
+        if k > self.capacity:
+            self.count += k - self.capacity
+            values_ns = values_ns[k - self.capacity :]
+            k = self.capacity
+        pos = self.count % self.capacity
+        first = min(k, self.capacity - pos)
+        self.samples[pos : pos + first] = array("q", values_ns[:first])
+        if k > first:
+            self.samples[: k - first] = array("q", values_ns[first:])
+        self.count += k
 
     def percentiles(self, qs: Sequence[float] = (50, 99, 99.9)) -> dict[float, float]:
         """Percentiles in milliseconds (NaN when empty)."""
@@ -269,6 +286,7 @@ class RealtimePipeline:
                         self._stop,
                         rng=self._rng,
                         now_ns=self._now_ns,
+                        on_frames=self._on_frames,
                     ),
                     name=f"feed-{feed.name}",
                 )
@@ -403,6 +421,171 @@ class RealtimePipeline:
             # Backpressure instead of loss: wait for the writer; TCP then slows the exchange down.
             self._flushed.clear()
             await self._flushed.wait()
+
+    async def _on_frames(self, feed: Feed, raws: Sequence[Any], recv_ns: int) -> None:
+        """Frames that were already waiting together in the connection, received at `recv_ns`: the same result as
+        `_on_frame` for each in turn. Runs of plain one-trade frames (Binance `<sym>@trade`) that can change nothing
+        but their own bar windows go through `_ingest_trade_run` in one pass; every other frame through `_on_frame`."""
+        parse_trade = getattr(feed.adapter, "parse_trade", None)
+        if parse_trade is None or self.config.bar_time != "exchange":
+            for raw in raws:
+                await self._on_frame(feed, raw, recv_ns)
+            return
+        i, n = 0, len(raws)
+        while i < n:
+            j = self._ingest_trade_run(feed, raws, i, recv_ns, parse_trade)
+            if j == i:
+                await self._on_frame(feed, raws[i], recv_ns)
+                j = i + 1
+            i = j
+        if self._pending_count >= self.config.max_pending_ticks:
+            self._flushed.clear()
+            await self._flushed.wait()
+
+    def _ingest_trade_run(
+        self,
+        feed: Feed,
+        raws: Sequence[Any],
+        start: int,
+        recv_ns: int,
+        parse_trade: Callable[[Any], tuple[str, int, float, float, Any] | None],
+    ) -> int:
+        """Ingest `raws[start:k]` as one run and return `k`: the longest run of one-trade frames whose trades are
+        valid, new, for a symbol this feed is active on (no handover catch-up, no open gap) and fall in the open
+        window of every timeframe without moving the finality frontier, so that per-frame processing would emit no
+        bar and dead-letter nothing before the run's end. Per frame, in order, exactly as `_ingest_one`: the
+        validation against the clock offset so far, the offset estimator and the delay average; per symbol, the
+        bars (`BarAggregator.add_in_window`: `add_one`'s arithmetic in order), dedup, buffer and bus in one go.
+        Returns `start` when frame `start` does not qualify (the caller sends it through `_on_frame`)."""
+        cfg = self.config
+        max_price, max_size = cfg.max_price, cfg.max_trade_size
+        future_ns = int(cfg.max_future_secs * _NS) if feed.check_future and cfg.max_future_secs is not None else None
+        est = feed.estimator
+        health = feed.health
+        symbols = feed.symbols
+        active, catchup, open_gaps, dedup = self._active, self._catchup, self._open_gaps, self._dedup
+        runs: dict[str, tuple[list[int], list[float], list[float], list[Any], list[int], set[Any]]] = {}
+        bounds: dict[str, tuple[int, int]] = {}
+        xlat: list[int] = []
+        k = start
+        for k in range(start, len(raws)):  # after the loop, `k` is where the run ends
+            trade = parse_trade(raws[k])
+            if trade is None:
+                break
+            sym, t, p, z, tid = trade
+            if sym not in symbols or not 0 < p < max_price or not 0 <= z <= max_size or t <= 0:  # NaN refused
+                break
+            offset = est.offset_ns
+            if future_ns is not None and offset is not None and t > recv_ns - offset + future_ns:
+                break
+            run = runs.get(sym)
+            if run is None:
+                if active.get(sym) is not feed or sym in catchup or sym in open_gaps:
+                    break
+                window = self._run_window(sym)
+                if window is None or not window[0] <= t < window[1] or tid in dedup[sym].seen:
+                    break
+                bounds[sym] = window
+                run = runs[sym] = ([], [], [], [], [], set())
+            else:
+                lo, hi = bounds[sym]
+                if not lo <= t < hi or tid in run[5] or tid in dedup[sym].seen:
+                    break
+            est.observe(recv_ns, t)
+            offset = est.offset_ns or 0
+            delay = est.last_delay_ns
+            if delay is not None:
+                health.observe_delay(delay)
+            ts_l, px_l, sz_l, id_l, off_l, seen = run
+            ts_l.append(t)
+            px_l.append(p)
+            sz_l.append(z)
+            id_l.append(tid)
+            off_l.append(offset)
+            seen.add(tid)
+            xlat.append(t + offset)
+        else:
+            k = len(raws)
+        if k == start:
+            return start
+        n_frames = k - start
+        health.messages += n_frames
+        health.last_message_ns = recv_ns
+        name = feed.name
+        for sym, (ts_l, px_l, sz_l, id_l, off_l, _) in runs.items():
+            self._commit_run(feed, name, sym, ts_l, px_l, sz_l, id_l, off_l, recv_ns)
+        for sym in runs:
+            self._advance(sym, feed)
+        done = self._now_ns()
+        self.latency.add_many([done - recv_ns] * n_frames)
+        self.exchange_latency.add_many([done - x for x in xlat])
+        return k
+
+    def _run_window(self, symbol: str) -> tuple[int, int] | None:
+        """`[lo, hi)`: where `symbol`'s trades fall in the open window of every timeframe without moving any
+        finality frontier (see `BarAggregator.window_bounds`); None when there is no such window yet."""
+        lo, hi = 0, 2**63
+        for agg in self.aggregators:
+            b = agg.window_bounds(symbol)
+            if b is None or not b[2]:
+                return None
+            lo, hi = max(lo, b[0]), min(hi, b[1])
+        return (lo, hi) if lo < hi else None
+
+    def _commit_run(
+        self,
+        feed: Feed,
+        name: str,
+        symbol: str,
+        ts: list[int],
+        px: list[float],
+        sz: list[float],
+        ids: list[Any],
+        offsets: list[int],
+        recv_ns: int,
+    ) -> None:
+        """One symbol's trades of a run checked by `_ingest_trade_run`: `_route_trades` + `_aggregate_few` for
+        each, in one go."""
+        n = len(ts)
+        feed.health.last_price[symbol] = px[-1]
+        self._dedup[symbol].fresh(ids)  # all new: checked by the run
+        for agg in self.aggregators:
+            agg.add_in_window(symbol, ts, px, sz, name)
+        self.ticks_accepted += n
+        feed.health.ticks += n
+        key = (name, symbol)
+        self._tick_counts[key] = self._tick_counts.get(key, 0) + n
+        newest = max(ts)
+        if newest >= self._last_active_ts.get(symbol, 0):
+            i = n - 1 - ts[::-1].index(newest)  # the last of the newest, as trade-by-trade updates leave it
+            self._last_active_ts[symbol] = newest
+            self._last_active_tick[symbol] = (newest, px[i], sz[i], feed.adapter.ts_precision_ns)
+        self._last_price[symbol] = px[-1]
+        self._last_trade_wall[symbol] = recv_ns
+        if len(self._routes[symbol]) > 1:
+            recent = self._recent_active.get(symbol)
+            if recent is None:
+                recent = self._recent_active[symbol] = deque(maxlen=4096)
+            recent.extend(zip([t // 1_000_000 for t in ts], px, sz, strict=True))
+        bid, ask, bsz, asz = self._quote_state.get(symbol, _NO_QUOTE)
+        ring = self._buffers[symbol]
+        before = ring.counters.overwritten + ring.counters.dropped
+        corrected = [t + o for t, o in zip(ts, offsets, strict=True)]
+        if n == 1 or (ring.policy != "overwrite" and len(ring) + n > ring.capacity):
+            for row in zip(ts, corrected, px, sz, strict=True):
+                ring.write_row(row[0], recv_ns, row[1], row[2], row[3], bid, ask, bsz, asz, KIND_TRADE)
+        else:
+            ring.write(
+                n,
+                {"ts_event": ts, "ts_corrected": corrected, "ts_init": recv_ns, "price": px, "size": sz,
+                 "bid": bid, "ask": ask, "bid_size": bsz, "ask_size": asz, "kind": KIND_TRADE},
+            )  # fmt: skip
+        lost = ring.counters.overwritten + ring.counters.dropped - before
+        if lost:
+            self.metrics.overflow.labels(ring.policy).inc(lost)
+        if self.config.publish_ticks:
+            self._pending_ticks.setdefault(symbol, []).append((ts, px, sz, recv_ns, name))
+            self._pending_count += n
 
     def _dead_letter(self, feed: Feed, reason: str, detail: str, raw: str, wall_ns: int) -> None:
         feed.health.rejects += 1
@@ -1110,14 +1293,19 @@ class RealtimePipeline:
         self._pending_entries, self._pending_ticks = {}, {}
         n_ticks = 0
         for symbol, parts in ticks.items():
-            ts = np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts])
+            if any(isinstance(p[0], np.ndarray) for p in parts):
+                ts = np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts])
+                price = np.concatenate([np.asarray(p[1], dtype=np.float64) for p in parts])
+                size = np.concatenate([np.asarray(p[2], dtype=np.float64) for p in parts])
+            else:  # lists only (small frames, batched single trades): one conversion per column, not per part
+                ts = np.array(list(chain.from_iterable(p[0] for p in parts)), dtype=np.int64)
+                price = np.array(list(chain.from_iterable(p[1] for p in parts)), dtype=np.float64)
+                size = np.array(list(chain.from_iterable(p[2] for p in parts)), dtype=np.float64)
             n_ticks += len(ts)
             payload = orjson.dumps(
                 {
-                    "symbol": symbol, "n": len(ts), "ts_event": ts,
-                    "price": np.concatenate([np.asarray(p[1], dtype=np.float64) for p in parts]),
-                    "size": np.concatenate([np.asarray(p[2], dtype=np.float64) for p in parts]),
-                    "ts_init": np.concatenate([np.full(len(p[0]), p[3], dtype=np.int64) for p in parts]),
+                    "symbol": symbol, "n": len(ts), "ts_event": ts, "price": price, "size": size,
+                    "ts_init": np.repeat(np.array([p[3] for p in parts], dtype=np.int64), [len(p[0]) for p in parts]),
                     "source": parts[-1][4],
                 },
                 option=orjson.OPT_SERIALIZE_NUMPY,

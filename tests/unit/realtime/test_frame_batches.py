@@ -1,0 +1,321 @@
+"""Frames handled as a batch (`RealtimePipeline._on_frames`: what a client that fell behind finds waiting in the
+connection) give exactly what handling them one by one (`_on_frame`) gives: bars and their revisions, dead letters
+in order, dedup, clock offset and delay, buffers, bus entries, health, handover state. Binance one-trade frames take
+the batched run path; everything else (quotes, klines, control, malformed, invalid, duplicate, late, window
+crossings, standby and catch-up routing) falls back to `_on_frame` inside the batch."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from gpt_trader.realtime import DataSource, RealtimePipeline, StreamConfig
+from gpt_trader.realtime.bars import BarAggregator
+from gpt_trader.realtime.bus import InProcessBus
+from gpt_trader.realtime.config import RealtimeConfig
+from gpt_trader.realtime.pipeline import LatencyRecorder
+from gpt_trader.realtime.sources import binance
+
+S = 1_000_000_000
+MS = 1_000_000
+SYMBOLS = ["AAA", "BBB", "CCC"]
+
+
+def _trade(sym: str, t_ms: int, price: Any, size: Any, tid: int) -> str:
+    return (
+        f'{{"stream":"{sym.lower()}@trade","data":{{"e":"trade","E":{t_ms},"s":"{sym}","t":{tid},"p":"{price}",'
+        f'"q":"{size}","T":{t_ms},"m":false,"M":true}}}}'
+    )
+
+
+def _frames(seed: int, n: int = 1500) -> list[tuple[int, list[str]]]:
+    """Batches `(recv_ns, frames)` of a Binance combined stream: mostly in-order trades of two symbols (windows
+    cross every ~1 s), with out-of-order and late trades, duplicates, bad prices and sizes, unknown symbols, future
+    timestamps, quotes, closed klines, control replies, malformed frames and unknown streams."""
+    rng = random.Random(seed)
+    t_ms, next_id = 1_700_000_000_000, 1
+    frames: list[str] = []
+    for _ in range(n):
+        t_ms += rng.choice([0, 0, 1, 2, 5, 15, 40])
+        sym = rng.choice(SYMBOLS[:2])
+        price, size = f"{rng.uniform(10, 11)!r}", f"{rng.choice([0.001, 0.01, 1.0, rng.uniform(0, 3)])!r}"
+        tid, t = next_id, t_ms
+        next_id += 1
+        r = rng.random()
+        if r < 0.05:
+            t = t_ms - rng.randrange(1, 1500)  # out of order: same window, past the lateness, or a closed window
+        elif r < 0.08:
+            tid = rng.randrange(1, next_id)  # a duplicate (or a repeat inside the batch)
+        elif r < 0.09:
+            price = rng.choice(["0", "-1", "nan", "1e12"])
+        elif r < 0.10:
+            size = "-1"
+        elif r < 0.11:
+            sym = "CCC"  # not subscribed
+        elif r < 0.12:
+            t = t_ms + 3_600_000  # an hour ahead of the source's clock
+        elif r < 0.14:
+            frames.append(
+                f'{{"stream":"{sym.lower()}@bookTicker","data":{{"u":{tid},"s":"{sym}","b":"{price}","B":"1.0",'
+                f'"a":"{float(price) + 0.01!r}","A":"2.0"}}}}'
+            )
+            continue
+        elif r < 0.145:
+            frames.append(orjson.dumps({"result": None, "id": tid}).decode())
+            continue
+        elif r < 0.15:
+            frames.append(rng.choice(["{not json", '{"stream":"x@trade","data":{"s":"AAA"}}', "[1,2]"]))
+            continue
+        elif r < 0.155:
+            frames.append(f'{{"stream":"{sym.lower()}@depth","data":{{}}}}')
+            continue
+        elif r < 0.16:
+            frames.append(
+                orjson.dumps(
+                    {
+                        "stream": f"{sym.lower()}@kline_1m",
+                        "data": {
+                            "e": "kline",
+                            "s": sym,
+                            "k": {
+                                "t": t_ms - 60_000,
+                                "s": sym,
+                                "i": "1m",
+                                "o": "10",
+                                "h": "11",
+                                "l": "9",
+                                "c": "10.5",
+                                "v": "3",
+                                "n": 3,
+                                "x": True,
+                                "q": "31",
+                            },
+                        },
+                    }
+                ).decode()
+            )
+            continue
+        frames.append(_trade(sym, t, price, size, tid))
+    batches: list[tuple[int, list[str]]] = []
+    i, t_recv = 0, 1_700_000_000_000 * MS
+    while i < len(frames):
+        k = rng.choice([1, 1, 2, 3, 8, 30, 64, 200])
+        t_recv += rng.randrange(1, 60) * MS
+        batches.append((t_recv, frames[i : i + k]))
+        i += k
+    return batches
+
+
+def _pipeline(config: RealtimeConfig, feeds: int = 1) -> RealtimePipeline:
+    streams = [StreamConfig(DataSource.BINANCE, SYMBOLS[:2], url=f"ws://127.0.0.1:{9 + k}") for k in range(feeds)]
+    return RealtimePipeline(streams, config, bus=InProcessBus())
+
+
+def _state(p: RealtimePipeline, bars: list[Any]) -> dict[str, Any]:
+    def clean(x: Any) -> Any:
+        return repr(x)  # NaN-safe, exact floats
+
+    out: dict[str, Any] = {
+        "accepted": p.ticks_accepted,
+        "bars": [clean(b) for b in bars],
+        "letters": [(d.source, d.reason, d.detail, d.raw, d.wall_ns) for d in p.dead_letters.recent],
+        "by_reason": p.dead_letters.by_reason(),
+        "entries": clean(p._pending_entries),
+        "last_active": clean(p._last_active_tick),
+        "last_price": clean(p._last_price),
+        "last_wall": clean(p._last_trade_wall),
+        "recent": clean({s: list(d) for s, d in p._recent_active.items()}),
+        "active": {s: f.name if f else None for s, f in p._active.items()},
+        "catchup": dict(p._catchup),
+        "quotes": clean(p._quote_state),
+        "latency_n": (p.latency.count, p.exchange_latency.count),
+        "counts": dict(p._tick_counts),
+    }
+    for f in p.feeds:
+        h, e = f.health, f.estimator
+        out[f"feed:{f.name}"] = clean(
+            (h.messages, h.ticks, h.rejects, h.last_message_ns, h.delay_ewma_ns, h.last_price, e.offset_ns,
+             e.samples, e.last_sample_ns, list(e._mins), {s: list(sh.ticks) for s, sh in f.shadows.items()})
+        )  # fmt: skip
+    for sym in SYMBOLS[:2]:
+        out[f"seen:{sym}"] = sorted(p._dedup[sym].seen)
+        out[f"ring:{sym}"] = clean({k: v.tolist() for k, v in p._buffers[sym].snapshot().items()})
+        out[f"ringc:{sym}"] = vars(p._buffers[sym].counters)
+        for agg in p.aggregators:
+            out[f"open:{agg.label}:{sym}"] = clean(sorted(agg._open.get(sym, {}).items()))
+    for agg in p.aggregators:
+        out[f"agg:{agg.label}"] = (vars(agg.counters), clean(agg._max_event), clean(agg._final_before))
+    return out
+
+
+def _flat_ticks(p: RealtimePipeline) -> dict[str, tuple[list[Any], ...]]:
+    """The pending ticks per symbol as flat columns (how they are published), whatever the batching."""
+    out: dict[str, tuple[list[Any], ...]] = {}
+    for sym, parts in p._pending_ticks.items():
+        cols: tuple[list[Any], ...] = ([], [], [], [], [])
+        for ts, px, sz, recv, name in parts:
+            cols[0].extend(list(ts))
+            cols[1].extend(list(px))
+            cols[2].extend(list(sz))
+            cols[3].extend([recv] * len(ts))
+            cols[4].extend([name] * len(ts))
+        out[sym] = cols
+    return out
+
+
+def _run(
+    batches: list[tuple[int, list[str]]],
+    config: RealtimeConfig,
+    batched: bool,
+    feeds: int = 1,
+    events: dict[int, tuple[int, str]] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Feed every batch to feed 0 (the primary), either as one `_on_frames` call or frame by frame; `events` maps
+    a batch index to (feed index, state) applied before it (failover)."""
+
+    async def go() -> tuple[dict[str, Any], dict[str, Any]]:
+        p = _pipeline(config, feeds)
+        wall = [0]
+        p._now_ns = lambda: wall[0]
+        await p._build_feeds()
+        for f in p.feeds:
+            f.health.connected = True
+        bars: list[Any] = []
+        p.add_bar_listener(bars.append)
+        commit, in_runs = p._commit_run, [0]
+
+        def counting(*args: Any) -> None:
+            in_runs[0] += len(args[3])
+            commit(*args)
+
+        p._commit_run = counting  # type: ignore[method-assign]
+        for k, (recv_ns, raws) in enumerate(batches):
+            wall[0] = recv_ns
+            if events and k in events:
+                idx, state = events[k]
+                p._on_state(p.feeds[idx], state)
+            target = p.feeds[k % feeds] if feeds > 1 else p.feeds[0]
+            if batched:
+                await p._on_frames(target, raws, recv_ns)
+            else:
+                for raw in raws:
+                    await p._on_frame(target, raw, recv_ns)
+        state = _state(p, bars)
+        state["in_runs"] = in_runs[0]
+        return state, _flat_ticks(p)
+
+    return asyncio.run(go())
+
+
+CONFIGS = {
+    "1s+1m late100": RealtimeConfig(timeframes=["1s", "1m"], lateness_ms=100, start_timeout_secs=0),
+    "1s late0 small ring": RealtimeConfig(timeframes=["1s"], lateness_ms=0, buffer_size=37, start_timeout_secs=0),
+    "drop_newest": RealtimeConfig(
+        timeframes=["1s"], lateness_ms=250, buffer_size=300, overflow_policy="drop_newest", start_timeout_secs=0
+    ),
+    "1s+1m small dedup": RealtimeConfig(
+        timeframes=["1m", "1s"], lateness_ms=30, dedup_window=50, offset_window=4, start_timeout_secs=0
+    ),
+    "no publish": RealtimeConfig(timeframes=["1s"], lateness_ms=100, publish_ticks=False, start_timeout_secs=0),
+}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_batched_frames_equal_frame_by_frame(seed, name):
+    batches = _frames(seed)
+    config = CONFIGS[name]
+    one, one_ticks = _run(batches, config, batched=False)
+    many, many_ticks = _run(batches, config, batched=True)
+    assert many.keys() == one.keys()
+    assert one.pop("in_runs") == 0
+    assert many.pop("in_runs") > one["accepted"] // 2
+    for key in one:
+        assert many[key] == one[key], key
+    assert many_ticks == one_ticks
+    # the scenario exercised what it should
+    assert one["accepted"] > 500
+    reasons = one["by_reason"]
+    for reason in ("duplicate", "late", "bad_price", "bad_size", "unknown_symbol", "bad_timestamp", "unknown_event"):
+        assert reasons.get(reason), (reason, reasons)
+    assert reasons.get("malformed_json", 0) + reasons.get("malformed_frame", 0) + reasons.get("invalid_message", 0)
+    assert any("'final'" in b for b in one["bars"])
+    assert any("'provisional'" in b for b in one["bars"]) or not config.lateness_ms
+
+
+def test_batched_frames_equal_frame_by_frame_through_failover_and_catchup():
+    """Two feeds of the same symbols; the primary drops and comes back: shadows, handover, catch-up, gaps."""
+    batches = _frames(7, 2500)
+    config = RealtimeConfig(timeframes=["1s"], lateness_ms=100, failback_after_secs=0, start_timeout_secs=0)
+    events = {30: (0, "disconnected"), 60: (0, "connected"), 90: (1, "disconnected"), 120: (1, "connected")}
+    one, one_ticks = _run(batches, config, batched=False, feeds=2, events=events)
+    many, many_ticks = _run(batches, config, batched=True, feeds=2, events=events)
+    assert one.pop("in_runs") == 0
+    assert many.pop("in_runs") > one["accepted"] // 4
+    for key in one:
+        assert many[key] == one[key], key
+    assert many_ticks == one_ticks
+    assert one["accepted"] > 300
+
+
+def test_parse_trade_equals_parse_frame_or_declines():
+    for seed in (1, 2):
+        for _, raws in _frames(seed, 600):
+            for raw in raws:
+                got = binance.parse_trade(raw)
+                frame = binance.parse_frame(raw)
+                plain = frame.n_trades == 1 and not (frame.rejects or frame.control or frame.q_ts or frame.bars)
+                if got is None:
+                    assert not plain, raw  # only frames that are not a plain trade are declined
+                    continue
+                assert plain, raw
+                exp = (frame.t_symbol[0], frame.t_ts[0], frame.t_price[0], frame.t_size[0], frame.t_id[0])
+                assert repr(got) == repr(exp)
+    assert binance.parse_trade('{"stream":"a@b@trade","data":{"s":"A","t":1,"p":"1","q":"1","T":1}}') is None
+    assert binance.parse_trade('{"stream":"a@aggTrade","data":{"s":"A","t":1,"p":"1","q":"1","T":1}}') is None
+
+
+def test_add_in_window_equals_add_one_and_bounds_hold():
+    rng = random.Random(5)
+    for lateness in (0, 30 * MS, 400 * MS):
+        a, b = BarAggregator("1s", lateness), BarAggregator("1s", lateness)
+        t = 50 * S + 990 * MS
+        a.add_one("X", t, 10.0, 1.0, "f")
+        b.add_one("X", t, 10.0, 1.0, "f")
+        a.advance("X", None, 0)
+        b.advance("X", None, 0)
+        lo, hi, is_open = a.window_bounds("X")
+        assert is_open
+        assert lo == 50 * S
+        assert t < hi <= 51 * S
+        ts = [rng.randrange(lo, hi) for _ in range(50)]
+        px = [rng.uniform(9, 11) for _ in ts]
+        sz = [rng.choice([0.1, 0.01, rng.uniform(0, 2)]) for _ in ts]
+        a.add_in_window("X", ts, px, sz, "f")
+        for x in zip(ts, px, sz, strict=True):
+            assert b.add_one("X", *x, "f")
+            assert b.advance("X", None, 0) == []  # nothing to emit inside the bounds
+        assert repr(a._open["X"][lo]) == repr(b._open["X"][lo])
+        assert a._max_event == b._max_event
+        assert vars(a.counters) == vars(b.counters)
+        assert repr(a.advance("X", None, 0)) == repr(b.advance("X", None, 0))
+
+
+def test_latency_add_many_equals_add():
+    for capacity, sizes in ((7, [3, 5, 1, 20, 2]), (100, [50, 60, 1])):
+        a, b = LatencyRecorder(capacity), LatencyRecorder(capacity)
+        v = 0
+        for k in sizes:
+            values = list(range(v, v + k))
+            v += k
+            a.add_many(values)
+            for x in values:
+                b.add(x)
+            assert a.count == b.count
+            assert a.samples == b.samples
+    assert np.isnan(LatencyRecorder(3).percentiles()[50])
