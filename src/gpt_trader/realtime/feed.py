@@ -123,6 +123,9 @@ class Feed:
     connected_since_ns: int = 0
     shadows: dict[str, Shadow] = field(default_factory=dict)
     ws: Any = None
+    # True while a batch of frames taken from the connection is being handed over: those not processed yet are
+    # no longer in the connection's buffers, but still unread for `has_unread`.
+    in_batch: bool = False
 
     @functools.cached_property
     def name(self) -> str:
@@ -136,6 +139,8 @@ class Feed:
 
     def has_unread(self) -> bool:
         """True while this feed's connection holds frames that arrived but were not processed yet."""
+        if self.in_batch:
+            return True
         ws = self.ws
         return ws is not None and unread_input(ws)
 
@@ -200,11 +205,15 @@ async def run_feed(
                         await on_frame(feed, raw, now_ns())
                         continue
                     batch = [raw]
+                    feed.in_batch = True
                     try:
                         while len(batch) < max_batch and queued():
                             batch.append(await recv())  # a complete message is queued: returns without waiting
                     finally:
-                        await on_frames(feed, batch, now_ns())
+                        try:
+                            await on_frames(feed, batch, now_ns())
+                        finally:
+                            feed.in_batch = False
         except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError, SourceError, InvalidURI) as exc:
             if isinstance(exc, InvalidURI):
                 raise SourceError(f"{feed.name}: invalid websocket URL {endpoint!r}") from None

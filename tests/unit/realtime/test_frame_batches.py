@@ -319,3 +319,25 @@ def test_latency_add_many_equals_add():
             assert a.count == b.count
             assert a.samples == b.samples
     assert np.isnan(LatencyRecorder(3).percentiles()[50])
+
+
+def test_feed_in_batch_counts_as_unread_so_the_clock_closes_nothing():
+    """While a drained batch is being handed over (the pipeline may await backpressure in the middle of it, and the
+    ticker runs), its frames are unread: the exchange clock must not close windows ahead of them."""
+
+    async def go() -> None:
+        p = _pipeline(RealtimeConfig(timeframes=["1s"], lateness_ms=0, quiet_close_ms=0, start_timeout_secs=0))
+        await p._build_feeds()
+        feed = p.feeds[0]
+        feed.health.connected = True
+        t = 1_700_000_000_000
+        await p._on_frames(feed, [_trade("AAA", t, 10.0, 1.0, 1), _trade("AAA", t, 10.0, 1.0, 2)], t * MS)
+        wall = (t + 5000) * MS
+        assert p._source_now(feed, wall, "AAA") is not None
+        feed.in_batch = True
+        assert feed.has_unread()
+        assert p._source_now(feed, wall, "AAA") is None
+        feed.in_batch = False
+        assert not feed.has_unread()
+
+    asyncio.run(go())
