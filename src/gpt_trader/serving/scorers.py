@@ -235,6 +235,42 @@ class PolicyScorer:
                 views[symbol] = ModelView(float(self.fractions[self.flat_action]), 1.0)
         return {s: v for s, v in views.items() if s in pending}
 
+    def export_state(self, book: FeatureBook) -> dict[str, dict[str, Any]]:
+        """Per symbol, the carried account and last decision as of the book's newest bar (JSON-friendly), for
+        symbols fully caught up; a restart hands it to `restore_state` to continue exactly."""
+        out: dict[str, dict[str, Any]] = {}
+        for symbol, state in self._states.items():
+            if state.seen != book.total(symbol) or state.seen == 0 or len(state.window) < self.window_size:
+                continue
+            out[symbol] = {
+                "ts": int(book.ts(symbol, 1)[0]),
+                "action": state.action,
+                "dead": state.dead,
+                **state.env.account_state(),
+            }
+        return out
+
+    def restore_state(self, book: FeatureBook, saved: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Continue from `export_state` output: for each symbol whose newest book bar is the saved one, rebuild
+        the window from the book and reload the account. Returns the symbols restored (others catch up flat)."""
+        restored = []
+        for symbol, item in saved.items():
+            if book.size(symbol) < self.window_size or int(book.ts(symbol, 1)[0]) != int(item["ts"]):
+                continue
+            state = self._state(symbol)
+            vectors, bars = book.vectors(symbol, self.window_size), book.bars(symbol, 1)
+            state.window.clear()
+            state.window.extend(self._scaled(v) for v in vectors)
+            state.env.load_account_state(
+                dict(item), np.concatenate(state.window), float(bars[0, _CLOSE]), float(bars[0, _VOLUME]),
+                float(vectors[-1, self.sigma_idx]),
+            )  # fmt: skip
+            state.action = None if item["action"] is None else int(item["action"])
+            state.dead = bool(item["dead"])
+            state.seen = book.total(symbol)
+            restored.append(symbol)
+        return restored
+
     def _advance(
         self, symbol: str, vector: npt.NDArray[np.float64], bar: npt.NDArray[np.float64]
     ) -> npt.NDArray[np.float32] | None:

@@ -31,7 +31,7 @@ from gpt_trader.data.config import FeaturesConfig
 from gpt_trader.serving.book import FeatureBook
 from gpt_trader.serving.champion import ChampionSlot
 from gpt_trader.serving.features import LiveFeatures
-from gpt_trader.serving.scorers import FrameScorer, ModelView, Scorer, scorer_for
+from gpt_trader.serving.scorers import FrameScorer, ModelView, PolicyScorer, Scorer, scorer_for
 from gpt_trader.trading.config import TradingConfig
 from gpt_trader.trading.costs import CostModel
 from gpt_trader.trading.execution import Broker, PaperBroker, make_client_order_id
@@ -117,13 +117,7 @@ class ModelRunner:
             return {}
         start = time.perf_counter()
         try:
-            if self._scorer is None or self._scorer[0] != id(loaded.model):
-                scorer = self._prepared.pop(id(loaded.model), None)
-                self._prepared.clear()  # probes of versions that never served
-                if scorer is None:
-                    scorer = scorer_for(loaded.model, self.kind, book.columns, self.symbol_map)
-                self._scorer = (id(loaded.model), scorer)
-            views = self._scorer[1].score(book, symbols)
+            views = self._serving_scorer(loaded.model, book).score(book, symbols)
             _check_views(views)
         except Exception as exc:  # a model's failure must not stop trading the rest of the book
             key = f"{self.slot.name}/{loaded.version}"
@@ -139,6 +133,33 @@ class ModelRunner:
                 output = TransformerOutput(v.p_sell, v.p_hold, v.p_buy, v.expected_return, model_id=self.slot.name)
             calls[symbol] = ModelCall(self.slot.name, loaded.version, v.target, v.confidence, latency, output)
         return calls
+
+    def _serving_scorer(self, model: Any, book: FeatureBook) -> Scorer:
+        if self._scorer is None or self._scorer[0] != id(model):
+            scorer = self._prepared.pop(id(model), None)
+            self._prepared.clear()  # probes of versions that never served
+            if scorer is None:
+                scorer = scorer_for(model, self.kind, book.columns, self.symbol_map)
+            self._scorer = (id(model), scorer)
+        return self._scorer[1]
+
+    def export_state(self, book: FeatureBook) -> tuple[str, dict[str, Any]] | None:
+        """(version, state) of a stateful scorer (the RL policy's carried accounts), else None."""
+        loaded = self.slot.current
+        if loaded is None:
+            return None
+        scorer = self._serving_scorer(loaded.model, book)
+        if not isinstance(scorer, PolicyScorer):
+            return None
+        return loaded.version, scorer.export_state(book)
+
+    def restore_state(self, book: FeatureBook, version: str, state: dict[str, Any]) -> list[str]:
+        """Hand saved scorer state back to the serving scorer when it is still the same version."""
+        loaded = self.slot.current
+        if loaded is None or loaded.version != version:
+            return []
+        scorer = self._serving_scorer(loaded.model, book)
+        return scorer.restore_state(book, state) if isinstance(scorer, PolicyScorer) else []
 
 
 def _check_views(views: dict[str, ModelView]) -> None:
@@ -202,11 +223,10 @@ class LiveSession:
         """Load committed state, restore the broker, seed the risk baselines, warm the features, load models.
 
         `history` (oldest first, per symbol) must reach the last committed bar after a restart: feature state is
-        not persisted, it is rebuilt from bars, so the features and the transformer's views after a restart equal
-        an uninterrupted session's. The RL policy's simulated account is not persisted either: it restarts flat
-        at the oldest bar of the feature book (`trading.live.window_bars` back) and catches up, as it does after
-        a hot swap, so its first decisions may differ from an uninterrupted session's. Models load after the
-        features are warm, so a new champion is probed on real live rows.
+        not persisted, it is rebuilt from bars. The RL policy's simulated accounts are committed with every bar
+        and restored when the same version serves after the restart, so a resumed session decides exactly as an
+        uninterrupted one. (A new version starts flat at the oldest bar of the feature book and catches up, as
+        after a hot swap.) Models load after the features are warm, so a new champion is probed on live rows.
         """
         saved = self.store.load(self.portfolio.initial_cash)
         self.portfolio = saved.portfolio
@@ -237,6 +257,11 @@ class LiveSession:
             for bar in bars:
                 self._remember(bar, self.features.update(bar))
         self.refresh_models()
+        for runner in (self.transformer, self.rl):
+            saved_model = saved.model_states.get(runner.slot.name) if runner is not None else None
+            if runner is not None and saved_model is not None:
+                restored = runner.restore_state(self.book, *saved_model)
+                log.info("%s: carried state restored for %s", runner.slot.name, restored or "no symbol")
 
     def refresh_models(self) -> None:
         """Poll the registry for moved aliases (swaps happen here, between bars); publish the shadow evidence."""
@@ -337,7 +362,8 @@ class LiveSession:
             [
                 BarUpdate(o.symbol, o.ts, self.portfolio, tuple(o.fills), tuple(o.orders), point)
                 for o in outcomes.values()
-            ]
+            ],
+            self._model_states(),
         )
         for bar in bars:
             self._last_bars[bar.symbol] = bar.ts
@@ -349,6 +375,15 @@ class LiveSession:
         self.commit_ms.append(commit_ms)
         self._record_metrics(list(outcomes.values()))
         return list(outcomes.values())
+
+    def _model_states(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """The serving models' carried state to commit with the bars (the RL policy's simulated accounts)."""
+        out = {}
+        for runner in (self.transformer, self.rl):
+            exported = runner.export_state(self.book) if runner is not None else None
+            if runner is not None and exported is not None and exported[1]:
+                out[runner.slot.name] = exported
+        return out
 
     def _decide_symbol(self, bar: Bar, outcome: BarOutcome, t_call: ModelCall | None, r_call: ModelCall | None) -> None:
         outcome.calls.extend(c for c in (t_call, r_call) if c is not None)

@@ -9,11 +9,13 @@ any fill from being booked twice. Decimals are stored as text so both backends k
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -23,6 +25,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     create_engine,
     delete,
     insert,
@@ -106,6 +109,16 @@ equity_curve = Table(
     Column("equity", _DEC, nullable=False),
 )
 
+# A model's carried serving state (the RL policy's simulated accounts per symbol), as of the last committed bar.
+model_states = Table(
+    "trading_model_state",
+    metadata,
+    Column("strategy", String(64), primary_key=True),
+    Column("model", String(256), primary_key=True),
+    Column("version", String(32), nullable=False),
+    Column("state", Text, nullable=False),
+)
+
 
 def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
@@ -130,6 +143,8 @@ class SavedState:
     portfolio: Portfolio
     orders: list[BrokerOrder] = field(default_factory=list)
     last_bars: dict[str, datetime] = field(default_factory=dict)
+    # model name -> (version, state) saved with the last committed bar
+    model_states: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def open_orders(self) -> list[BrokerOrder]:
@@ -187,7 +202,11 @@ class StateStore:
                 r.symbol: _utc(r.last_bar_ts)
                 for r in conn.execute(select(bar_progress).where(bar_progress.c.strategy == s))
             }
-        return SavedState(portfolio, saved_orders, last)
+            states = {
+                r.model: (r.version, json.loads(r.state))
+                for r in conn.execute(select(model_states).where(model_states.c.strategy == s))
+            }
+        return SavedState(portfolio, saved_orders, last, states)
 
     def last_bar(self, symbol: str) -> datetime | None:
         """Time of the last bar of `symbol` committed, or None."""
@@ -225,11 +244,14 @@ class StateStore:
         """Write one bar's effects in one transaction; a bar at or before the last committed one is refused."""
         self.commit_bars([bar])
 
-    def commit_bars(self, bars: Sequence[BarUpdate]) -> None:
+    def commit_bars(
+        self, bars: Sequence[BarUpdate], model_state: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None
+    ) -> None:
         """Write the effects of bars processed together (one timestamp, many symbols) in one transaction.
 
         A bar at or before its symbol's last committed bar aborts the whole transaction. The book written is the
-        last update's (they share the portfolio after all of them were applied).
+        last update's (they share the portfolio after all of them were applied). `model_state` (model name ->
+        (version, JSON-able state)) is saved in the same transaction, so it always matches the committed bars.
         """
         if not bars:
             return
@@ -263,6 +285,13 @@ class StateStore:
                     {"strategy": self.strategy, "symbol": bar.symbol},
                     {"last_bar_ts": _utc(bar.bar_ts)},
                 )
+            for model, (version, state) in (model_state or {}).items():
+                self._upsert(
+                    conn,
+                    model_states,
+                    {"strategy": self.strategy, "model": model},
+                    {"version": version, "state": json.dumps(state)},
+                )
             for point in dict.fromkeys(b.equity for b in bars if b.equity is not None):
                 # Several symbols close bars at the same time: the latest equity (all marks applied) wins.
                 self._upsert(
@@ -276,7 +305,7 @@ class StateStore:
         """Forget everything this strategy saved (book, orders, fills, progress, equity) in one transaction;
         other strategies in the same database are untouched."""
         with self.engine.begin() as conn:
-            for table in (fills, orders, positions, accounts, bar_progress, equity_curve):
+            for table in (fills, orders, positions, accounts, bar_progress, equity_curve, model_states):
                 conn.execute(table.delete().where(table.c.strategy == self.strategy))
 
     def save_orders(self, changed: Iterable[BrokerOrder]) -> None:

@@ -301,3 +301,76 @@ def test_session_window_has_the_offline_feature_dtypes(tmp_path, client):
         assert window[column].dtype.kind == "i", column  # model signatures refuse floats here
         want = offline.filter(offline["ts"] >= bars[-5].ts)
         assert window[column].tail(5).tolist() == want[column].head(5).to_list()
+
+
+def test_session_restart_restores_the_rl_account_and_decides_as_an_uninterrupted_run(tmp_path, client):
+    """A real PPO pyfunc served by the fast scorer: its simulated accounts are committed with the bars, so a
+    session restarted mid-stream makes the same decisions as one that never stopped (and, without the saved
+    accounts, it would not)."""
+    import mlflow
+    import torch
+    from stable_baselines3 import PPO
+
+    from gpt_trader.ml.rl.config import EnvConfig
+    from gpt_trader.ml.rl.env import TradingEnv
+    from gpt_trader.ml.rl.pyfunc import log_trading_policy
+    from gpt_trader.registry.models import promote, register_challenger
+    from tests.unit.serving.test_scorers import offline_features, policy_spec
+
+    spec = policy_spec()
+    env = TradingEnv.streaming(len(spec.feature_names), env_config=EnvConfig(window_size=spec.window_size))
+    agent = PPO("MlpPolicy", env, seed=7, device="cpu")
+    with torch.no_grad():  # a random policy that reacts strongly to its inputs, the account included
+        agent.policy.action_net.weight.mul_(60.0)
+    agent.save(tmp_path / "agent.zip")
+    features = offline_features(("SPX",), datetime(2012, 1, 1, tzinfo=UTC), datetime(2014, 1, 1, tzinfo=UTC))
+    with mlflow.start_run():
+        uri = log_trading_policy(tmp_path / "agent.zip", "ppo", spec, features).model_uri
+    promote(client, R_NAME, register_challenger(client, R_NAME, uri, {}), reason="test")
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.8), champion=True)
+    trading = TradingConfig.model_validate({"signals": {"policy": "rl"}, "live": {"window_bars": 40}})
+    bars = spx_bars(datetime(2015, 1, 1, tzinfo=UTC), datetime(2016, 12, 31, tzinfo=UTC))
+    warm, cut = 100, 300
+
+    def session_on(db: str) -> LiveSession:
+        store = StateStore(f"sqlite:///{tmp_path}/{db}.db", strategy="test")
+        costs = CostModel()
+        return LiveSession(
+            trading=trading,
+            features=FeaturesConfig(),
+            costs=costs,
+            broker=PaperBroker(costs, initial_cash=Decimal(100_000)),
+            store=store,
+            transformer=ModelRunner(ChampionSlot(T_NAME, client), "transformer"),
+            rl=ModelRunner(ChampionSlot(R_NAME, client), "rl"),
+        )
+
+    def targets(session: LiveSession, tape: list[Bar]) -> dict[datetime, float]:
+        out = {}
+        for bar in tape:
+            for outcome in session.on_bars([bar], bar_length=DAY):
+                out[outcome.ts] = next(c.target for c in outcome.calls if c.model == R_NAME)
+        return out
+
+    straight = session_on("straight")
+    straight.start({"SPX": bars[:warm]})
+    want = targets(straight, bars[warm:])
+    assert len(set(want.values())) == 3  # the policy really trades between short, flat and long
+
+    def resumed(db: str, keep_state: bool) -> dict[datetime, float]:
+        first = session_on(db)
+        first.start({"SPX": bars[:warm]})
+        targets(first, bars[warm:cut])
+        if not keep_state:
+            with first.store.engine.begin() as conn:
+                conn.exec_driver_sql("DELETE FROM trading_model_state")
+        first.store.close()
+        second = session_on(db)  # a new process: nothing carried over but the state store
+        second.start({"SPX": bars[:cut]})
+        return targets(second, bars[cut:])
+
+    got = resumed("resumed", keep_state=True)
+    assert got == {ts: want[ts] for ts in got}
+    assert len(got) == len(bars) - cut
+    lost = resumed("no-state", keep_state=False)
+    assert lost != {ts: want[ts] for ts in lost}  # without the saved accounts the policy restarts flat

@@ -238,6 +238,31 @@ class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
         obs, _, terminated, _, _ = self.step(action)
         return obs, terminated
 
+    # The account fields a `streaming` env carries from bar to bar (what a restart must restore).
+    ACCOUNT_FIELDS = ("cash", "shares", "equity", "peak", "drawdown", "held")
+
+    def account_state(self) -> dict[str, float | int | None]:
+        """The simulated account, JSON-friendly (see `ACCOUNT_FIELDS`)."""
+        return {name: getattr(self, f"_{name}") for name in self.ACCOUNT_FIELDS}
+
+    def load_account_state(
+        self, state: dict[str, Any], window: npt.NDArray[np.float32], close: float, volume: float, sigma: float
+    ) -> npt.NDArray[np.float32]:
+        """Put a `streaming` env back where `account_state` left it, at the bar `window`/`close`/... describe
+        (the last one it had advanced to); returns that bar's observation."""
+        missing = [name for name in self.ACCOUNT_FIELDS if name not in state]
+        if missing:
+            raise ValueError(f"account state lacks {missing}")
+        s = self.start
+        self._windows[1] = window
+        for values, value in ((self._close, close), (self._volume, max(volume, 0.0)), (self._sigma, max(sigma, 0.0))):
+            values[s + 1] = value
+        for name in ("cash", "shares", "equity", "peak", "drawdown"):
+            setattr(self, f"_{name}", float(state[name]))
+        self._held = None if state["held"] is None else int(state["held"])
+        self._t = s + 1
+        return self._observation()
+
     def _observation(self) -> npt.NDArray[np.float32]:
         k = self._windows.shape[1]
         obs = np.empty(k + N_STATE, dtype=np.float32)
