@@ -26,6 +26,18 @@ from gpt_trader.realtime.timestamps import ns_to_datetime
 _NS = 1_000_000_000
 _SMALL = 8  # below this many trades a plain loop beats numpy's per-call overhead
 _NEG_INF = -(2**62)
+_AT0 = np.zeros(1, dtype=np.intp)
+
+
+def volume_sum(sz: Any) -> float:
+    """A run of trades' volume as numpy sums it for one segment of `np.add.reduceat` (whose result does not depend
+    on where the segment lies), so one batched `reduceat` over many runs gives exactly each run's own sum."""
+    return float(np.add.reduceat(sz, _AT0)[0])
+
+
+def pv_sum(px: Any, sz: Any) -> float:
+    """A run of trades' sum of price * size, like `volume_sum`."""
+    return float(np.add.reduceat(px * sz, _AT0)[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +356,50 @@ class BarAggregator:
         self.counters.trades += n
         return True
 
+    def add_terms(
+        self,
+        symbol: str,
+        t_first: int,
+        p_first: float,
+        t_last: int,
+        p_last: float,
+        high: float,
+        low: float,
+        volumes: Sequence[float],
+        pvs: Sequence[float],
+        n: int,
+        source: str = "",
+    ) -> None:
+        """`add_run` for consecutive runs of `n` trades in all in the open window `window_bounds` reports, given as
+        one summary whose volume and price * size are added term by term in order (one term per run that `add_run`
+        would take, one per trade that `add` would take one by one), as those calls would add them."""
+        windows = self._open.get(symbol)
+        if windows is None:
+            windows = self._open[symbol] = {}
+        if t_last > self._max_event.get(symbol, _NEG_INF):
+            self._max_event[symbol] = t_last
+        start = t_first - t_first % self.width
+        win = windows.get(start)
+        if win is None:
+            win = windows[start] = _Window(start, source=source)
+        if t_first < win.open_ts:
+            win.open_ts, win.open = t_first, p_first
+        if t_last >= win.close_ts:
+            win.close_ts, win.close = t_last, p_last
+        if high > win.high:
+            win.high = high
+        if low < win.low:
+            win.low = low
+        volume, pv = win.volume, win.pv
+        for v in volumes:
+            volume += v
+        for x in pvs:
+            pv += x
+        win.volume, win.pv = volume, pv
+        win.trades += n
+        win.dirty = True
+        self.counters.trades += n
+
     def _add_window(
         self,
         windows: dict[int, _Window],
@@ -375,8 +431,8 @@ class BarAggregator:
             win.high = hi
         if lo < win.low:
             win.low = lo
-        win.volume += float(sz.sum())
-        win.pv += float(px @ sz)
+        win.volume += volume_sum(sz)
+        win.pv += pv_sum(px, sz)
         win.trades += n
         win.dirty = True
 

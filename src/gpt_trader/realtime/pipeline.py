@@ -31,7 +31,7 @@ import numpy.typing as npt
 import orjson
 
 from gpt_trader.core.errors import ConfigError, SourceError
-from gpt_trader.realtime.bars import BarAggregator, Gap, LiveBar
+from gpt_trader.realtime.bars import BarAggregator, Gap, LiveBar, pv_sum, volume_sum
 from gpt_trader.realtime.buffer import KIND_QUOTE, KIND_TRADE, TickRing
 from gpt_trader.realtime.bus import Bus, InProcessBus
 from gpt_trader.realtime.clock import OffsetEstimator
@@ -96,6 +96,11 @@ class _Dedup:
         seen.update(new)
         self._record(new)
         return keep
+
+    def add_fresh(self, ids: list[Any]) -> None:
+        """Record ids the caller has checked are all new and distinct (as `fresh` would)."""
+        self.seen.update(ids)
+        self._record(ids)
 
     def _record(self, ids: list[Any]) -> None:
         if not ids:
@@ -427,13 +432,21 @@ class RealtimePipeline:
         `_on_frame` for each in turn. Runs of plain one-trade frames (Binance `<sym>@trade`) that can change nothing
         but their own bar windows go through `_ingest_trade_run` in one pass; every other frame through `_on_frame`."""
         parse_trade = getattr(feed.adapter, "parse_trade", None)
-        if parse_trade is None or self.config.bar_time != "exchange":
+        parse_frames = getattr(feed.adapter, "parse_trade_frames", None)
+        if (parse_trade is None and parse_frames is None) or self.config.bar_time != "exchange":
             for raw in raws:
                 await self._on_frame(feed, raw, recv_ns)
             return
         i, n = 0, len(raws)
+        cols: Any = None  # the parsed trade frames from `i` on, kept while a run ends inside them
         while i < n:
-            j = self._ingest_trade_run(feed, raws, i, recv_ns, parse_trade)
+            j = i
+            if parse_trade is not None:
+                j = self._ingest_trade_run(feed, raws, i, recv_ns, parse_trade)
+            elif parse_frames is not None:
+                cols = cols.from_frame(i) if cols is not None and cols.start <= i < cols.end else parse_frames(raws, i)
+                if cols is not None:
+                    j = self._ingest_frame_run(feed, cols, recv_ns)
             if j == i:
                 await self._on_frame(feed, raws[i], recv_ns)
                 j = i + 1
@@ -441,6 +454,230 @@ class RealtimePipeline:
         if self._pending_count >= self.config.max_pending_ticks:
             self._flushed.clear()
             await self._flushed.wait()
+
+    def _ingest_frame_run(self, feed: Feed, cols: Any, recv_ns: int) -> int:
+        """Ingest the trade-only frames `cols` (an adapter's `parse_trade_frames`) from their first on, as one run
+        with one set of array operations, and return the batch index where the run ends: the longest run whose
+        trades are valid, new, for symbols this feed is active on (no handover catch-up, no open gap, an
+        buffer that does not raise) and fall in the open window of every timeframe without moving the finality frontier
+        (`_run_window`), so that frame-by-frame handling would emit no bar and dead-letter nothing before its end.
+        Per frame, in order, as `_ingest_trades`: the validation against the clock offset so far, the estimator
+        (newest trade of the frame), the delay average and the latency samples; per symbol, in one go, what
+        `_aggregate` does for each frame's trades of it: dedup, bars (`BarAggregator.add_terms` with each frame's
+        volume and price * size sums, computed as `_aggregate` computes them), buffer (each frame's offset) and
+        bus. Returns `cols.start` when the first frame does not qualify (the caller sends it to `_on_frame`)."""
+        cfg = self.config
+        start = cols.start
+        counts: list[int] = cols.counts
+        ts, px, sz = cols.ts, cols.price, cols.size
+        syms: list[str] = cols.symbol
+        nf = len(counts)
+        frame_of = np.repeat(np.arange(nf), counts)
+        code = {sym: k for k, sym in enumerate(dict.fromkeys(syms))}
+        n_codes = len(code)
+        codes = (
+            np.fromiter(map(code.__getitem__, syms), dtype=np.intp, count=len(syms))
+            if n_codes > 1
+            else np.zeros(len(syms), dtype=np.intp)
+        )
+        limit = nf  # frames that qualify so far
+        lo_w = np.zeros(n_codes, dtype=np.int64)
+        hi_w = np.zeros(n_codes, dtype=np.int64)
+        active, catchup, open_gaps = self._active, self._catchup, self._open_gaps
+        for sym, c in code.items():
+            window = None
+            if (
+                sym in feed.symbols
+                and active.get(sym) is feed
+                and sym not in catchup
+                and sym not in open_gaps
+                and self._buffers[sym].policy != "raise"
+            ):
+                window = self._run_window(sym)
+            if window is None:
+                limit = min(limit, int(frame_of[int(np.argmax(codes == c))]))
+            else:
+                lo_w[c], hi_w[c] = window
+        if limit == 0:
+            return start
+        with np.errstate(invalid="ignore"):
+            ok = (px > 0) & (px < cfg.max_price) & (sz >= 0) & (sz <= cfg.max_trade_size)  # NaN refused
+        ok &= (ts > 0) & (ts >= lo_w[codes]) & (ts < hi_w[codes])
+        if not ok.all():
+            limit = min(limit, int(frame_of[int(np.argmin(ok))]))
+            if limit == 0:
+                return start
+        ids: list[Any] = cols.ids
+        dedup = self._dedup
+        m = sum(counts[:limit])
+        for sym, c in code.items():  # every id new (not in the window, not repeated in the run)
+            mine = ids[:m] if n_codes == 1 else [ids[i] for i in np.flatnonzero(codes[:m] == c).tolist()]
+            if not mine or (dedup[sym].seen.isdisjoint(mine) and len(set(mine)) == len(mine)):
+                continue
+            run: dict[str, set[Any]] = {}
+            for i in range(m):
+                s, x = syms[i], ids[i]
+                batch = run.setdefault(s, set())
+                if x in batch or x in dedup[s].seen:
+                    limit = int(frame_of[i])
+                    break
+                batch.add(x)
+            break
+        if limit == 0:
+            return start
+        # Per frame, in order: validation against the offset so far, then the estimator and the delay average.
+        ends = np.cumsum(counts[:limit]).tolist()
+        firsts = [0, *ends[:-1]]
+        newest = np.maximum.reduceat(ts[: ends[-1]], firsts).tolist()
+        future_ns = int(cfg.max_future_secs * _NS) if feed.check_future and cfg.max_future_secs is not None else None
+        est, health = feed.estimator, feed.health
+        offsets: list[int] = []
+        xlat: list[int] = []
+        for k, t in enumerate(newest):
+            offset = est.offset_ns
+            if future_ns is not None and offset is not None and t > recv_ns - offset + future_ns:
+                limit = k
+                break
+            est.observe(recv_ns, t)
+            offset = est.offset_ns or 0
+            delay = est.last_delay_ns
+            if delay is not None:
+                health.observe_delay(delay)
+            offsets.append(offset)
+            xlat.append(t + offset)
+        if limit == 0:
+            return start
+        m = ends[limit - 1]
+        health.messages += limit
+        health.last_message_ns = recv_ns
+        done_syms = self._commit_frame_run(
+            feed, code, counts[:limit], offsets, ts[:m], px[:m], sz[:m], codes[:m], ids, recv_ns
+        )
+        for sym in done_syms:
+            self._advance(sym, feed)
+        done = self._now_ns()
+        self.latency.add_many([done - recv_ns] * limit)
+        self.exchange_latency.add_many([done - x for x in xlat])
+        return start + limit
+
+    def _commit_frame_run(
+        self,
+        feed: Feed,
+        code: dict[str, int],
+        counts: list[int],
+        offsets: list[int],
+        ts: npt.NDArray[np.int64],
+        px: npt.NDArray[np.float64],
+        sz: npt.NDArray[np.float64],
+        codes: npt.NDArray[np.intp],
+        ids: list[Any],
+        recv_ns: int,
+    ) -> list[str]:
+        """The trades of a run checked by `_ingest_frame_run`, per symbol: `_aggregate` of each frame's trades of
+        it, in one go (see there). Returns the symbols that had trades."""
+        nf = len(counts)
+        n_codes = len(code)
+        frame_of = np.repeat(np.arange(nf), counts)
+        corrected_by = np.repeat(np.array(offsets, dtype=np.int64), counts)
+        if n_codes > 1:
+            # Group by symbol once: a stable sort by symbol code keeps each symbol's trades in arrival order.
+            order = np.argsort(codes, kind="stable")
+            ts, px, sz = ts[order], px[order], sz[order]
+            frame_of, corrected_by = frame_of[order], corrected_by[order]
+            order_list = order.tolist()
+            ids = list(operator.itemgetter(*order_list)(ids)) if len(order_list) > 1 else [ids[order_list[0]]]
+            sym_ends = np.cumsum(np.bincount(codes, minlength=n_codes)).tolist()
+            group_key = codes[order] * nf + frame_of
+        else:
+            ids = ids[: len(ts)]
+            sym_ends = [len(ts)]
+            group_key = frame_of
+        # (frame, symbol) groups: what `_aggregate` gets per frame; their sums as it computes them.
+        g_starts = np.flatnonzero(np.diff(group_key)) + 1
+        g_first = [0, *g_starts.tolist()]
+        g_ends = [*g_first[1:], len(ts)]
+        pxsz = px * sz
+        vols = np.add.reduceat(sz, g_first).tolist()
+        pvs = np.add.reduceat(pxsz, g_first).tolist()
+        g_max = np.maximum.reduceat(ts, g_first).tolist()
+        corrected = ts + corrected_by
+        name = feed.name
+        prec = feed.adapter.ts_precision_ns
+        publish = self.config.publish_ticks
+        g = 0
+        lo = 0
+        done: list[str] = []
+        for sym, hi in zip(code, sym_ends, strict=True):
+            n = hi - lo
+            if n == 0:  # only in frames after the end of the run
+                continue
+            done.append(sym)
+            s_ts, s_px, s_sz = ts[lo:hi], px[lo:hi], sz[lo:hi]
+            s_ids = ids[lo:hi]
+            self._dedup[sym].add_fresh(s_ids)
+            # Per group in order: one term of each sum (`add_run`), or one per trade below `_SMALL` (`add`).
+            v_terms: list[float] = []
+            pv_terms: list[float] = []
+            last_ts = self._last_active_ts.get(sym, 0)
+            top_group = -1
+            g0 = g
+            while g < len(g_first) and g_first[g] < hi:
+                a, b = g_first[g], g_ends[g]
+                if b - a >= _SMALL:
+                    v_terms.append(vols[g])
+                    pv_terms.append(pvs[g])
+                else:
+                    v_terms.extend(sz[a:b].tolist())
+                    pv_terms.extend(pxsz[a:b].tolist())
+                if g_max[g] >= last_ts:
+                    last_ts, top_group = g_max[g], g
+                g += 1
+            i_min = int(s_ts.argmin())  # first of the earliest: the open
+            t_max = int(s_ts.max())
+            i_close = n - 1 - int(s_ts[::-1].argmax())  # last of the latest
+            hi_px, lo_px = float(s_px.max()), float(s_px.min())
+            t_min, p_open, p_close = int(s_ts[i_min]), float(s_px[i_min]), float(s_px[i_close])
+            for agg in self.aggregators:
+                agg.add_terms(sym, t_min, p_open, t_max, p_close, hi_px, lo_px, v_terms, pv_terms, n, name)
+            self.ticks_accepted += n
+            feed.health.ticks += n
+            key = (name, sym)
+            self._tick_counts[key] = self._tick_counts.get(key, 0) + n
+            if top_group >= 0:  # the last frame whose newest trade reached the newest so far; its first such trade
+                a, b = g_first[top_group], g_ends[top_group]
+                i = a + int(ts[a:b].argmax())
+                self._last_active_ts[sym] = g_max[top_group]
+                self._last_active_tick[sym] = (g_max[top_group], float(px[i]), float(sz[i]), prec)
+            last_px = float(s_px[-1])
+            feed.health.last_price[sym] = last_px
+            self._last_price[sym] = last_px
+            self._last_trade_wall[sym] = recv_ns
+            if len(self._routes[sym]) > 1:
+                recent = self._recent_active.get(sym)
+                if recent is None:
+                    recent = self._recent_active[sym] = deque(maxlen=4096)
+                recent.extend(zip((s_ts // 1_000_000).tolist(), s_px.tolist(), s_sz.tolist(), strict=True))
+            bid, ask, bsz, asz = self._quote_state.get(sym, _NO_QUOTE)
+            ring = self._buffers[sym]
+            before = ring.counters.overwritten + ring.counters.dropped
+            # One write, unless it outgrows the ring (or a non-overwriting ring's room): then per frame, as the
+            # frames' writes count and keep what they store.
+            whole = n <= ring.capacity and (ring.policy == "overwrite" or len(ring) + n <= ring.capacity)
+            parts = [(lo, hi)] if whole else list(zip(g_first[g0:g], g_ends[g0:g], strict=True))
+            for a, b in parts:
+                ring.write(
+                    b - a,
+                    {"ts_event": ts[a:b], "ts_corrected": corrected[a:b], "ts_init": recv_ns, "price": px[a:b],
+                     "size": sz[a:b], "bid": bid, "ask": ask, "bid_size": bsz, "ask_size": asz, "kind": KIND_TRADE},
+                )  # fmt: skip
+            lost = ring.counters.overwritten + ring.counters.dropped - before
+            if lost:
+                self.metrics.overflow.labels(ring.policy).inc(lost)
+            if publish:
+                self._pending_ticks.setdefault(sym, []).append((s_ts, s_px, s_sz, recv_ns, name))
+                self._pending_count += n
+            lo = hi
+        return done
 
     def _ingest_trade_run(
         self,
@@ -883,7 +1120,7 @@ class RealtimePipeline:
             if b_min - b_min % width == b_max - b_max % width:
                 # One window of this timeframe: aggregate the summary, computed once for every such timeframe.
                 if stats is None:
-                    stats = (float(px.max()), float(px.min()), float(sz.sum()), float(px @ sz))
+                    stats = (float(px.max()), float(px.min()), volume_sum(sz), pv_sum(px, sz))
                 hi, lo, vol, pv = stats
                 ok = agg.add_run(symbol, b_min, float(px[i_min]), b_max, float(px[i_close]), hi, lo, vol, pv, n, name)
                 late: Sequence[int] | None = None if ok else range(n)

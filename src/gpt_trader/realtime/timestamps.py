@@ -112,7 +112,9 @@ def _batch_loop(texts: list[str]) -> list[int]:
 
 
 def _batch_same_second(texts: list[str]) -> npt.NDArray[np.int64] | None:
-    """All of `texts` as `YYYY-MM-DDTHH:MM:SS.<d digits>Z` with one shared second and 1 <= d <= 9, or None."""
+    """All of `texts` as `YYYY-MM-DDTHH:MM:SS.<d digits>Z` with one width (1 <= d <= 9), or None. The whole
+    seconds come from `_seconds` once per run of equal prefixes (a frame's, or a batch of frames', trades are in
+    time order, so there are few runs); the fractions from one dot product."""
     first = texts[0]
     width = len(first)
     digits = width - 21
@@ -124,21 +126,36 @@ def _batch_same_second(texts: list[str]) -> npt.NDArray[np.int64] | None:
         return None
     a = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(n, width)
     template = _template(first, width)
-    # Every row: the same 20-character prefix (to the second and the dot) and a final 'Z'.
-    if not (a[:, _frame_cols(width)] == template).all():
-        return None
+    # Every row: the same 20-character prefix (to the second and the dot) and a final 'Z' ...
+    same = (a[:, _frame_cols(width)] == template).all(axis=1)
     d = a[:, 20 : width - 1] - _ZERO  # uint8: a non-digit wraps above 9
     if (d > 9).any():
         return None
-    base = _SECOND_CACHE.get(first[:19])
-    if base is None:
-        base = _seconds(first[:19])
     out: npt.NDArray[np.int64] = d @ _WEIGHTS[digits]
-    out += base
+    if same.all():
+        base = _SECOND_CACHE.get(first[:19])
+        if base is None:
+            base = _seconds(first[:19])
+        out += base
+        return out
+    # ... or several seconds: each row still needs the '.' and the 'Z'; each run of one prefix gets its seconds.
+    if not ((a[:, 19] == _DOT) & (a[:, width - 1] == _Z)).all():
+        return None
+    starts = np.flatnonzero((a[1:, :19] != a[:-1, :19]).any(axis=1)) + 1
+    bounds = [0, *starts.tolist(), n]
+    cache = _SECOND_CACHE
+    bases = []
+    for i in bounds[:-1]:
+        prefix = texts[i][:19]
+        base = cache.get(prefix)
+        bases.append(base if base is not None else _seconds(prefix))
+    out += np.repeat(np.array(bases, dtype=np.int64), np.diff(bounds))
     return out
 
 
 _ZERO = np.uint8(48)
+_DOT = np.uint8(46)
+_Z = np.uint8(90)
 # Fraction digit weights in nanoseconds for 1..9 digits: '.5' is 500_000_000 ns.
 _WEIGHTS = {k: 10 ** np.arange(8, 8 - k, -1, dtype=np.int64) for k in range(1, 10)}
 _COLS: dict[int, npt.NDArray[np.intp]] = {}

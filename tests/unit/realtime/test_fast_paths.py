@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gpt_trader.realtime import DataSource, RealtimePipeline, StreamConfig
-from gpt_trader.realtime.bars import BarAggregator
+from gpt_trader.realtime.bars import BarAggregator, pv_sum, volume_sum
 from gpt_trader.realtime.buffer import BufferOverflowError, TickRing
 from gpt_trader.realtime.bus import InProcessBus
 from gpt_trader.realtime.config import RealtimeConfig
@@ -107,7 +107,7 @@ def test_aggregator_add_run_equals_add_including_ties_and_late():
         i_min, i_close = int(ts.argmin()), n - 1 - int(ts[::-1].argmax())
         ok = b.add_run(
             "X", int(ts[i_min]), float(px[i_min]), int(ts.max()), float(px[i_close]), float(px.max()),
-            float(px.min()), float(sz.sum()), float(px @ sz), n, "f",
+            float(px.min()), volume_sum(sz), pv_sum(px, sz), n, "f",
         )  # fmt: skip
         assert ok
         a.advance("X", None, 0)

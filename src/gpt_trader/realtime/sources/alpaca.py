@@ -8,9 +8,12 @@ ignore). Client sends `{"action":"auth","key":..,"secret":..}` then `{"action":"
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from gpt_trader.core.errors import SourceError
@@ -81,6 +84,75 @@ _KNOWN: Any = _Trade | _Quote | _Bar | _Success | _Error | _Subscription
 for _cls in _IGNORED:
     _KNOWN = _KNOWN | _cls
 _DECODER = msgspec.json.Decoder(list[_KNOWN])
+# A frame of trades only decodes with this one exactly as with `_DECODER` (same `_Trade` rules); anything else fails.
+_TRADES_DECODER = msgspec.json.Decoder(list[_Trade])
+
+
+@dataclass(slots=True)
+class TradeFrames:
+    """The trades of consecutive trade-only frames `raws[start:start + len(counts)]` of a batch, as columns in
+    frame order: exactly the `t_*` columns `parse_frame` gives each of them, concatenated."""
+
+    start: int
+    counts: list[int]  # trades per frame (each at least 1)
+    symbol: list[str]
+    ts: npt.NDArray[np.int64]
+    price: npt.NDArray[np.float64]
+    size: npt.NDArray[np.float64]
+    ids: list[Any]
+
+    @property
+    def end(self) -> int:
+        """Index after the last frame."""
+        return self.start + len(self.counts)
+
+    def from_frame(self, index: int) -> TradeFrames | None:
+        """The frames from batch index `index` on (None when none is left)."""
+        k = index - self.start
+        if k <= 0:
+            return self
+        if k >= len(self.counts):
+            return None
+        m = sum(self.counts[:k])
+        return TradeFrames(
+            index, self.counts[k:], self.symbol[m:], self.ts[m:], self.price[m:], self.size[m:], self.ids[m:]
+        )
+
+
+def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
+    """The longest run of frames from `raws[start]` (up to `stop`) that hold only well-formed trades (at least
+    one), as columns; None when `raws[start]` is not such a frame (it then needs `parse_frame`). Pure."""
+    decode = _TRADES_DECODER.decode
+    counts: list[int] = []
+    trades: list[_Trade] = []
+    for k in range(start, len(raws) if stop is None else stop):
+        try:
+            messages = decode(raws[k])
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            break
+        if not messages:
+            break
+        counts.append(len(messages))
+        trades += messages
+    while counts:
+        try:
+            ts = parse_rfc3339_array([m.t for m in trades])
+        except (ValueError, IndexError):
+            # Keep the frames before the first one with a bad timestamp (that one goes through `parse_frame`).
+            good, m = 0, 0
+            for c in counts:
+                try:
+                    parse_rfc3339_array([x.t for x in trades[m : m + c]])
+                except (ValueError, IndexError):
+                    break
+                good, m = good + 1, m + c
+            counts, trades = counts[:good], trades[:m]
+            continue
+        return TradeFrames(
+            start, counts, [m.S for m in trades], ts, np.array([m.p for m in trades], dtype=np.float64),
+            np.array([m.s for m in trades], dtype=np.float64), [hash((m.x, m.i)) for m in trades],
+        )  # fmt: skip
+    return None
 
 
 def parse_frame(raw: bytes | str) -> ParsedFrame:
@@ -229,3 +301,5 @@ class AlpacaAdapter:
     def parse(self, raw: bytes | str) -> ParsedFrame:
         """See `parse_frame`."""
         return parse_frame(raw)
+
+    parse_trade_frames = staticmethod(parse_trade_frames)  # the pipeline's batched path for runs of trade frames
