@@ -83,6 +83,8 @@ class RealtimeConfig(Section):
     backoff_base_secs: float = Field(default=0.2, ge=0)
     backoff_max_secs: float = Field(default=10.0, ge=0)
     failback_after_secs: float = Field(default=1.0, ge=0)
+    # How much longer a failback may wait for the recovered feed's standby trades to overlap what was counted.
+    failback_max_wait_secs: float = Field(default=10.0, ge=0)
     backfill_timeout_secs: float = Field(default=30.0, gt=0)
     start_timeout_secs: float = Field(default=10.0, ge=0)
     # Input sanity: refuse (dead-letter) ticks outside these bounds.

@@ -37,7 +37,7 @@ from gpt_trader.realtime.bus import Bus, InProcessBus
 from gpt_trader.realtime.clock import OffsetEstimator
 from gpt_trader.realtime.config import RealtimeConfig, StreamEndpoints
 from gpt_trader.realtime.deadletter import DeadLetters, tick_raw
-from gpt_trader.realtime.feed import Feed, run_feed
+from gpt_trader.realtime.feed import Feed, Shadow, run_feed
 from gpt_trader.realtime.health import RealtimeMetrics, SourceHealth, update_disagreement
 from gpt_trader.realtime.models import DataSource, ParsedFrame, StreamConfig
 from gpt_trader.realtime.timestamps import datetime_to_ns, ns_to_datetime
@@ -59,6 +59,14 @@ _NO_QUOTE = (math.nan, math.nan, math.nan, math.nan)
 def _as_list(values: Any) -> list[Any]:
     """A numpy column as a list of Python scalars; lists pass through."""
     return values.tolist() if isinstance(values, np.ndarray) else values
+
+
+def _covers(shadow: Shadow | None, last: int) -> bool:
+    """True when a standby feed's trades reach back to `last`, the newest trade counted from the active feed.
+
+    Compared by millisecond: feeds stamp at different precisions (Alpaca ns, the others ms), and `_after_last`
+    matches the trades of that millisecond across feeds."""
+    return bool(shadow and shadow.ticks) and shadow.ticks[0][0] // 1_000_000 <= last // 1_000_000  # type: ignore[union-attr]
 
 
 class _Dedup:
@@ -1371,6 +1379,13 @@ class RealtimePipeline:
             since = self._now_ns() - best.connected_since_ns
             if since < self.config.failback_after_secs * _NS:
                 return
+            # A voluntary switch also waits until the recovered feed's standby trades reach back to the last trade
+            # counted (the active feed may lag behind it): switching earlier would flag a gap where nothing was lost.
+            last = self._last_active_ts.get(symbol)
+            shadow = best.shadows.get(symbol)
+            waited = since - self.config.failback_after_secs * _NS
+            if last is not None and not _covers(shadow, last) and waited < self.config.failback_max_wait_secs * _NS:
+                return
         self._switch(symbol, best)
 
     def _switch(self, symbol: str, feed: Feed | None) -> None:
@@ -1395,9 +1410,7 @@ class RealtimePipeline:
         """Replay the new active feed's shadow after `last`; open a gap where it cannot cover."""
         shadow = feed.shadows.get(symbol)
         ticks = self._after_last(symbol, feed, list(shadow.ticks), last) if shadow else []
-        covered = bool(
-            shadow and shadow.ticks and not shadow.overflowed and (last is None or shadow.ticks[0][0] <= last)
-        )
+        covered = shadow is not None and not shadow.overflowed and (last is None or _covers(shadow, last))
         if last is not None and not covered and symbol not in self._open_gaps:
             wall = self._now_ns()
             self._open_gaps[symbol] = [agg.open_gap(symbol, last, wall) for agg in self.aggregators]

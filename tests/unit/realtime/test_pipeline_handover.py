@@ -88,3 +88,68 @@ def test_failover_and_failback_count_each_trade_once(standby_lead: int) -> None:
         assert p.dead_letters.total == 0
 
     asyncio.run(scenario())
+
+
+def test_failback_waits_until_the_recovered_feed_overlaps_what_was_counted() -> None:
+    """The recovered primary comes back ahead of the lagging backup: its standby trades start after the last one
+    counted. Switching then would flag a gap that lost nothing, so failback waits until the backup has counted up to
+    the primary's first standby trade, then hands over with no gap and no double count."""
+
+    async def scenario() -> None:
+        p = await _pipeline()
+        alpaca, polygon = p.feeds
+        feed = {"alpaca": alpaca, "polygon": polygon}
+
+        async def send(name: str, lo: int, hi: int) -> None:
+            await p._on_frame(feed[name], frame(name, lo, hi), T0)
+
+        await send("alpaca", 0, 20)
+        await send("polygon", 0, 20)
+        p._on_state(alpaca, "disconnected")
+        await send("polygon", 20, 30)  # the backup lags: it has counted up to 29
+        alpaca.health.connected = True
+        alpaca.connected_since_ns = p._now_ns()  # fresh: `failback_after_secs` is 0, the max wait 10 s
+        await send("alpaca", 35, 40)  # the primary is back, already at 35
+        p._reroute("SPX")
+        assert p.active_source("SPX") == "polygon"  # 30..34 are not in the primary's standby trades yet
+        await send("polygon", 30, 36)  # the backup reaches 35: now the standby trades overlap
+        p._reroute("SPX")
+        assert p.active_source("SPX") == "alpaca"
+        await send("alpaca", 40, 50)
+        await send("polygon", 36, 50)
+
+        bars = p.get_bars("SPX", "1m")
+        assert p.ticks_accepted == 50
+        assert float(bars["volume"].sum()) == _volume(0, 50)
+        assert not bars["gap"].any()
+        assert p.dead_letters.total == 0
+
+    asyncio.run(scenario())
+
+
+def test_failback_gives_up_waiting_for_overlap_after_the_max_wait() -> None:
+    """A backup that never catches up does not pin the symbol to it: after `failback_max_wait_secs` the primary
+    takes over and the window that may have missed trades is flagged as a gap."""
+
+    async def scenario() -> None:
+        p = await _pipeline()
+        p.config = p.config.model_copy(update={"failback_max_wait_secs": 0.0})
+        alpaca, polygon = p.feeds
+        feed = {"alpaca": alpaca, "polygon": polygon}
+
+        async def send(name: str, lo: int, hi: int) -> None:
+            await p._on_frame(feed[name], frame(name, lo, hi), T0)
+
+        await send("alpaca", 0, 20)
+        await send("polygon", 0, 20)
+        p._on_state(alpaca, "disconnected")
+        await send("polygon", 20, 30)
+        alpaca.health.connected = True
+        alpaca.connected_since_ns = 0
+        await send("alpaca", 35, 40)
+        p._reroute("SPX")
+        assert p.active_source("SPX") == "alpaca"
+        bars = p.get_bars("SPX", "1m")
+        assert bars["gap"].any()
+
+    asyncio.run(scenario())
