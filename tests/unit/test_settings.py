@@ -53,11 +53,67 @@ def test_load_settings_overlay_from_env_variable(tmp_path, monkeypatch):
 
 
 def test_load_settings_unknown_key_named_with_suggestion(tmp_path):
-    overlay = write(tmp_path / "o.yaml", "monitoring: {alert_cooldown: 300}\n")
+    overlay = write(tmp_path / "o.yaml", "monitoring: {alert_cooldwn: 300}\n")
     with pytest.raises(ConfigError) as err:
         load_settings(overlay, params=None)
-    assert "monitoring.alert_cooldown: unknown key; did you mean 'alert_cooldown_secs'?" in str(err.value)
+    assert "monitoring.alert_cooldwn: unknown key; did you mean 'alert_cooldown_secs'?" in str(err.value)
     assert str(overlay) in str(err.value)
+    overlay = write(tmp_path / "o.yaml", "scaling: {cost_limt: 100}\n")
+    with pytest.raises(ConfigError, match=r"scaling\.cost_limt: unknown key; did you mean 'cost_limit_usd_per_hour'"):
+        load_settings(overlay, params=None)
+
+
+# The seed's (phase3-summary.md) monitoring and scaling blocks, verbatim: its key names are aliases of ours.
+SEED_SECTIONS = """
+monitoring:
+  retention_hours: 168  # 1 week
+  alert_cooldown: 300   # 5 minutes
+
+scaling:
+  min_workers: 2
+  max_workers: 20
+  cost_limit: 100  # $/hour
+"""
+
+
+def test_load_settings_seed_key_names_in_overlay_accepted(tmp_path):
+    overlay = write(tmp_path / "o.yaml", SEED_SECTIONS.replace("300", "240").replace("100", "75"))
+    settings = load_settings(overlay, params=None)
+    assert settings.monitoring.alert_cooldown_secs == 240
+    assert settings.scaling.cost_limit_usd_per_hour == 75.0
+    # The canonical names are what the resolved config shows (`gpt-trader config show`).
+    dumped = settings.model_dump()
+    assert dumped["monitoring"]["alert_cooldown_secs"] == 240
+    assert "alert_cooldown" not in dumped["monitoring"]
+    assert dumped["scaling"]["cost_limit_usd_per_hour"] == 75.0
+    assert "cost_limit" not in dumped["scaling"]
+
+
+def test_load_settings_seed_key_names_in_params_and_env_accepted(tmp_path, monkeypatch):
+    params = write(tmp_path / "params.yaml", "monitoring: {alert_cooldown: 60}\nscaling: {cost_limit: 40}\n")
+    overlay = write(tmp_path / "o.yaml", "{}\n")
+    settings = load_settings(overlay, params=params)
+    assert (settings.monitoring.alert_cooldown_secs, settings.scaling.cost_limit_usd_per_hour) == (60, 40.0)
+    # The environment, under the same seed name, beats params.yaml.
+    monkeypatch.setenv("GPT_TRADER_MONITORING__ALERT_COOLDOWN", "15")
+    monkeypatch.setenv("GPT_TRADER_SCALING__COST_LIMIT", "25.5")
+    settings = load_settings(overlay, params=params)
+    assert (settings.monitoring.alert_cooldown_secs, settings.scaling.cost_limit_usd_per_hour) == (15, 25.5)
+
+
+def test_load_settings_seed_alias_and_canonical_name_both_set(tmp_path, monkeypatch):
+    overlay = write(tmp_path / "o.yaml", SEED_SECTIONS)
+    # The same value under both names (here a string from the environment) is one setting, not a conflict.
+    monkeypatch.setenv("GPT_TRADER_SCALING__COST_LIMIT_USD_PER_HOUR", "100")
+    assert load_settings(overlay, params=None).scaling.cost_limit_usd_per_hour == 100.0
+    # Different values cannot be ranked once the layers are merged: refused, naming both keys.
+    monkeypatch.setenv("GPT_TRADER_MONITORING__ALERT_COOLDOWN_SECS", "30")
+    with pytest.raises(ConfigError) as err:
+        load_settings(overlay, params=None)
+    message = str(err.value)
+    assert "monitoring: " in message
+    assert "'alert_cooldown_secs' ('30') and its seed alias 'alert_cooldown' (300) are both set" in message
+    assert "scaling" not in message
 
 
 def test_load_settings_wrong_type_names_key_and_value(tmp_path):

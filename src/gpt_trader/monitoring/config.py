@@ -7,7 +7,9 @@ webhook URLs, SMTP password) may come from GPT_TRADER_MONITORING__... environmen
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, TypeAdapter, ValidationError, model_validator
 
 from gpt_trader.config_base import Section
 from gpt_trader.monitoring.alerts import AlertRule, AlertSeverity
@@ -108,7 +110,10 @@ class MonitoringConfig(Section):
     """Metric retention, alert pacing, exporter, history store, notifications and health budgets."""
 
     retention_hours: int = Field(default=168, gt=0)
-    alert_cooldown_secs: int = Field(default=300, ge=0)
+    # The seed's config calls it `alert_cooldown`; accepted as an alias so a seed-style file loads unchanged.
+    alert_cooldown_secs: int = Field(
+        default=300, ge=0, validation_alias=AliasChoices("alert_cooldown_secs", "alert_cooldown")
+    )
     # Rolling number of realised outcomes behind `model.accuracy`.
     accuracy_window: int = Field(default=500, gt=0)
     alert_history_size: int = Field(default=10_000, gt=0)
@@ -119,3 +124,30 @@ class MonitoringConfig(Section):
     notifications: NotificationsConfig = NotificationsConfig()
     health: HealthConfig = HealthConfig()
     drift: DriftConfig = DriftConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_per_key(cls, data: Any) -> Any:
+        return _fold_seed_alias(cls, data, "alert_cooldown_secs", "alert_cooldown")
+
+
+def _fold_seed_alias(model: type[Section], data: Any, canonical: str, seed: str) -> Any:
+    """Keep one of `canonical` and its seed alias `seed` when both are given with equal values, else refuse.
+
+    The layers (params.yaml, overlay, environment) are merged before validation, so which one set which name is
+    lost by now: two different values cannot be ranked, and picking either would silently drop a setting. Values
+    are compared as the field's type, so an environment string "300" equals a YAML 300.
+    """
+    if not isinstance(data, dict) or canonical not in data or seed not in data:
+        return data
+    adapter: TypeAdapter[Any] = TypeAdapter(model.model_fields[canonical].annotation or Any)
+    try:
+        same = adapter.validate_python(data[canonical]) == adapter.validate_python(data[seed])
+    except ValidationError:
+        same = False
+    if not same:
+        raise ValueError(
+            f"{canonical!r} ({data[canonical]!r}) and its seed alias {seed!r} ({data[seed]!r}) are both set, "
+            f"perhaps in different layers (params.yaml, overlay, GPT_TRADER_* environment); use one name throughout"
+        )
+    return {k: v for k, v in data.items() if k != seed}

@@ -4,9 +4,9 @@ and actuator sections. Every section is frozen and refuses unknown keys, so `Sca
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, TypeAdapter, ValidationError, model_validator
 
 from gpt_trader.config_base import Section
 
@@ -134,13 +134,21 @@ class ScalingConfig(Section):
 
     min_workers: int = Field(default=2, ge=0)
     max_workers: int = Field(default=20, ge=1)
-    cost_limit_usd_per_hour: float = Field(default=100.0, gt=0)
+    # The seed's config calls it `cost_limit`; accepted as an alias so a seed-style file loads unchanged.
+    cost_limit_usd_per_hour: float = Field(
+        default=100.0, gt=0, validation_alias=AliasChoices("cost_limit_usd_per_hour", "cost_limit")
+    )
     conditions: ConditionConfig = ConditionConfig()
     forecast: ForecastConfig = ForecastConfig()
     profiles: ProfilesConfig = ProfilesConfig()
     actuator: ActuatorConfig = ActuatorConfig()
     # Decisions kept for `get_status()` (the log has them all).
     decision_history: int = Field(default=20, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_per_key(cls, data: Any) -> Any:
+        return _fold_seed_alias(cls, data, "cost_limit_usd_per_hour", "cost_limit")
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> ScalingConfig:
@@ -155,3 +163,26 @@ class ScalingConfig(Section):
                 f"({self.min_workers}) at any profile (cheapest ${min(floor_costs):.4g}/h)"
             )
         return self
+
+
+# Same as gpt_trader.monitoring.config._fold_seed_alias: each section module stays self-contained.
+def _fold_seed_alias(model: type[Section], data: Any, canonical: str, seed: str) -> Any:
+    """Keep one of `canonical` and its seed alias `seed` when both are given with equal values, else refuse.
+
+    The layers (params.yaml, overlay, environment) are merged before validation, so which one set which name is
+    lost by now: two different values cannot be ranked, and picking either would silently drop a setting. Values
+    are compared as the field's type, so an environment string "300" equals a YAML 300.
+    """
+    if not isinstance(data, dict) or canonical not in data or seed not in data:
+        return data
+    adapter: TypeAdapter[Any] = TypeAdapter(model.model_fields[canonical].annotation or Any)
+    try:
+        same = adapter.validate_python(data[canonical]) == adapter.validate_python(data[seed])
+    except ValidationError:
+        same = False
+    if not same:
+        raise ValueError(
+            f"{canonical!r} ({data[canonical]!r}) and its seed alias {seed!r} ({data[seed]!r}) are both set, "
+            f"perhaps in different layers (params.yaml, overlay, GPT_TRADER_* environment); use one name throughout"
+        )
+    return {k: v for k, v in data.items() if k != seed}

@@ -206,6 +206,33 @@ def test_monitor_configured_rules_are_loaded(clock: SimClock) -> None:
         monitor.stop()
 
 
+def test_monitor_seed_named_cooldown_paces_refiring(clock: SimClock) -> None:
+    # `alert_cooldown` is the seed's name for `alert_cooldown_secs`; the value must reach the alert manager.
+    config = MonitoringConfig.model_validate(
+        {
+            "alert_cooldown": 60,
+            "rules": [
+                {"name": "lag", "metric_name": "pipeline.lag_secs", "condition": "gt", "threshold": 5},
+            ],
+        }
+    )
+    assert config.alert_cooldown_secs == 60
+    monitor = SystemMonitor(config, registry=CollectorRegistry(), clock=clock)
+    try:
+        monitor.record_pipeline_metrics(ticks_ingested=1, lag_secs=9)
+        [first] = monitor.alert_manager.active_alerts()
+        monitor.alert_manager.resolve(first.id)
+        clock.advance(timedelta(seconds=59))
+        monitor.record_pipeline_metrics(ticks_ingested=1, lag_secs=9)
+        assert monitor.alert_manager.active_alerts() == []
+        assert monitor.alert_manager.suppressed_counts() == {"lag": 1}
+        clock.advance(timedelta(seconds=2))
+        monitor.record_pipeline_metrics(ticks_ingested=1, lag_secs=9)
+        assert [a.rule for a in monitor.alert_manager.active_alerts()] == ["lag"]
+    finally:
+        monitor.stop()
+
+
 def test_monitoring_import_is_light() -> None:
     code = (
         "import sys, gpt_trader.monitoring;"

@@ -41,6 +41,22 @@ def test_config_defaults_keep_seed_fields():
     assert config.actuator.kind == "recording"
 
 
+def test_config_seed_cost_limit_name_sets_budget():
+    # `cost_limit` is the seed's name; the canonical `cost_limit_usd_per_hour` is what the rest of the code reads.
+    config = ScalingConfig.model_validate({"min_workers": 2, "max_workers": 20, "cost_limit": 12})
+    assert config.cost_limit_usd_per_hour == 12.0
+    assert "cost_limit" not in config.model_dump()
+    with pytest.raises(ValidationError, match="cannot pay for min_workers"):
+        ScalingConfig.model_validate({"min_workers": 10, "cost_limit": 5})
+
+
+def test_config_seed_and_canonical_cost_limit_must_agree():
+    config = ScalingConfig.model_validate({"cost_limit": 50, "cost_limit_usd_per_hour": "50.0"})
+    assert config.cost_limit_usd_per_hour == 50.0
+    with pytest.raises(ValidationError, match="seed alias 'cost_limit' \\(60\\) are both set"):
+        ScalingConfig.model_validate({"cost_limit": 60, "cost_limit_usd_per_hour": 50})
+
+
 def test_config_unknown_nested_key_refused():
     with pytest.raises(ValidationError, match="extra"):
         ScalingConfig(conditions={"vol_windw": 10})
