@@ -2,19 +2,72 @@
 
 from __future__ import annotations
 
+import asyncio
+import email
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from email.message import Message
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from gpt_trader.core.clock import SimClock
 from gpt_trader.monitoring.alerts import AlertManager, AlertRule, AlertSeverity
-from gpt_trader.monitoring.config import MonitoringConfig, NotificationsConfig, WebhookTarget
+from gpt_trader.monitoring.config import EmailTarget, MonitoringConfig, NotificationsConfig, WebhookTarget
 from gpt_trader.monitoring.notifiers import EmailNotifier, NotificationDispatcher, SlackNotifier, WebhookNotifier
 from gpt_trader.monitoring.system import SystemMonitor
 from tests.support.receivers import HttpSink, SmtpReceiver
+
+
+class ScriptedSmtp:
+    """aiosmtpd on loopback whose replies to DATA are scripted: `replies` in order, then `then` for every later one.
+
+    With `hold=True` each DATA waits for `release()` before replying, so a test can act while a delivery is
+    provably in flight. Every attempt's message is kept in `attempts`, accepted ones also in `accepted`.
+    """
+
+    def __init__(self, replies: list[str], *, then: str = "250 Message accepted", hold: bool = False) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.attempts: list[Message] = []
+        self.accepted: list[Message] = []
+        self.holding = threading.Event()
+        self._released = threading.Event()
+        if not hold:
+            self._released.set()
+        script = list(replies)
+        outer = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                outer.attempts.append(email.message_from_bytes(envelope.content))
+                outer.holding.set()
+                await asyncio.to_thread(outer._released.wait, 10.0)
+                reply = script.pop(0) if script else then
+                if reply.startswith("250"):
+                    outer.accepted.append(outer.attempts[-1])
+                return reply
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.host, self.port = "127.0.0.1", int(sock.getsockname()[1])
+        self._controller = Controller(Handler(), hostname=self.host, port=self.port)
+
+    def release(self) -> None:
+        """Let held and later DATA commands reply at once."""
+        self._released.set()
+
+    def __enter__(self) -> ScriptedSmtp:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+        self._controller.stop()
 
 
 @pytest.fixture
@@ -96,6 +149,66 @@ def test_email_delivered_to_real_smtp_server(clock: SimClock, dispatcher: Notifi
         assert mail.rcpt_tos == ["ops@gpt-trader.test", "risk@gpt-trader.test"]
         assert mail.message["Subject"].startswith("[gpt-trader] [CRITICAL] high_loss firing")
         assert "value: -7500" in mail.message.get_payload()
+
+
+def test_email_transient_smtp_replies_are_retried_and_delivered(clock: SimClock) -> None:
+    # Two "try again later" answers, then acceptance: delivered on the third attempt, per the configured retries.
+    with ScriptedSmtp(["451 4.3.0 Try again later", "451 4.3.0 Try again later"]) as smtp:
+        target = EmailTarget(host=smtp.host, port=smtp.port, sender="bot@gpt-trader.test", recipients=["ops@x.test"])
+        config = MonitoringConfig(
+            alert_cooldown_secs=0,
+            notifications=NotificationsConfig(
+                email=[target], max_attempts=3, retry_wait_secs=0.01, retry_max_wait_secs=0.05
+            ),
+        )
+        monitor = SystemMonitor(config, registry=CollectorRegistry(), clock=clock)
+        monitor.alert_manager.add_rule(
+            AlertRule(
+                name="high_loss",
+                metric_name="trading.daily_pnl",
+                condition="lt",
+                threshold=-5000,
+                severity=AlertSeverity.CRITICAL,
+            )
+        )
+        try:
+            monitor.record_trading_metrics(daily_pnl=-6000)
+            assert monitor.dispatcher.wait_idle(10)
+            assert len(smtp.attempts) == 3
+            assert len({m.as_string() for m in smtp.attempts}) == 1  # the same email each attempt
+            [mail] = smtp.accepted
+            assert mail["Subject"].startswith("[gpt-trader] [CRITICAL] high_loss firing")
+            assert monitor.dispatcher.stats()["email-0"] == {"sent": 1, "failed": 0, "dropped": 0}
+            outcomes = {
+                outcome: monitor.registry.get_sample_value(
+                    "gpt_trader_notifications_total", {"notifier": "email-0", "outcome": outcome}
+                )
+                for outcome in ("sent", "failed")
+            }
+            assert outcomes == {"sent": 1.0, "failed": None}
+        finally:
+            monitor.stop()
+
+
+def test_email_permanently_refused_never_blocks_caller(clock: SimClock, dispatcher: NotificationDispatcher) -> None:
+    # Every attempt is held by the server and then refused for good (554): the caller goes on regardless.
+    with ScriptedSmtp([], then="554 5.7.1 Delivery not authorized", hold=True) as smtp:
+        manager = _manager(clock, dispatcher)
+        manager.add_notifier(EmailNotifier(smtp.host, smtp.port, "bot@gpt-trader.test", ["ops@gpt-trader.test"]))
+        manager.observe("trading.daily_pnl", -6000)
+        assert smtp.holding.wait(5)
+        # The first delivery is still in the server's hands; recording and alerting carry on meanwhile.
+        manager.observe("trading.daily_pnl", 100)  # resolves
+        manager.observe("trading.daily_pnl", -7000)  # fires again (cooldown 0)
+        assert [a.last_value for a in manager.active_alerts()] == [-7000]
+        assert len(smtp.attempts) == 1
+        assert dispatcher.stats()["email"] == {"sent": 0, "failed": 0, "dropped": 0}
+        smtp.release()
+        assert dispatcher.wait_idle(10)
+        # firing, resolved, firing: each tried max_attempts times, each counted failed, none delivered.
+        assert len(smtp.attempts) == 3 * 3
+        assert smtp.accepted == []
+        assert dispatcher.stats()["email"] == {"sent": 0, "failed": 3, "dropped": 0}
 
 
 def test_webhook_500_twice_then_200_is_retried_and_delivered(
