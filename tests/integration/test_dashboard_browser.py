@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT_COPY = Path("/tmp/dashboard.png")
 TOKEN = "browser-test-token-0123456789"
 VIEWPORT = {"width": 1400, "height": 1000}
+# Bars replayed before the tests: at 330 the demo holds both symbols (SPX and IXIC) with marks away from their
+# average prices, so the positions table and every P&L figure show real non-zero values (at 300 it is flat).
+BARS = 330
 
 if not CHROMIUM.exists():
     raise RuntimeError("no /usr/bin/chromium for the dashboard browser tests: run `make browser`")
@@ -37,14 +41,14 @@ except ImportError as exc:
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSession]:
-    """A replay 300 bars into 2007-2008 (stepped by the tests, not by a thread), with a drift report on disk."""
+    """A replay `BARS` bars into 2007-2008 (stepped by the tests, not by a thread), with a drift report on disk."""
     reports = tmp_path_factory.mktemp("reports")
     folder = reports / "drift" / "bundled" / "SPX_1d"  # where the drift module writes a dataset's reports
     folder.mkdir(parents=True)
     (folder / "latest.html").write_text("<html><body><h1>Drift report</h1></body></html>")
     (folder / "latest.json").write_text(json.dumps({"drift_detected": True, "share_drifted": 0.4}))
     demo = DemoSession(reports_dir=reports)
-    demo.run(300)
+    demo.run(BARS)
     yield demo
     demo.stop()
 
@@ -79,9 +83,25 @@ def page(browser: Any, server: DashboardServer) -> Iterator[Any]:
     context.close()
 
 
-def _money(x: float) -> str:
+def _rounded(x: float | Decimal, places: int) -> Decimal:
+    # The page formats the JSON float; ECMA-402 and toFixed round its exact value half away from zero.
+    return Decimal(float(x)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+
+
+def _money(x: float | Decimal) -> str:
     """What the page's Intl en-US currency format shows."""
-    return f"-${-x:,.2f}" if x < 0 else f"${x:,.2f}"
+    r = _rounded(x, 2)
+    return f"-${-r:,.2f}" if r < 0 else f"${r:,.2f}"
+
+
+def _number(x: float | Decimal) -> str:
+    """What the page's Intl en-US number format (at most 2 decimals) shows."""
+    text = f"{_rounded(x, 2):,.2f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _sign_class(x: float | Decimal) -> str:
+    return "pos" if x > 0 else "neg" if x < 0 else ""
 
 
 def test_dashboard_browser_renders_equity_chart_and_tables(page: Any, server: DashboardServer, session: DemoSession):
@@ -89,10 +109,12 @@ def test_dashboard_browser_renders_equity_chart_and_tables(page: Any, server: Da
     page.wait_for_function("() => document.getElementById('equity-line') !== null", timeout=15_000)
     line = page.locator("#equity-line")
     points = int(line.get_attribute("data-points"))
-    assert points == len(session.portfolio.equity_curve) == 300
+    assert points == len(session.portfolio.equity_curve) == BARS
     # the path really has one coordinate pair per point
     assert line.get_attribute("d").count(",") == points
     assert page.locator("#equity-value").inner_text() == _money(float(session.portfolio.equity()))
+    _check_pnl_figures(page, session)
+    _check_positions_table(page, session)
     assert page.locator("#pipeline tbody tr").count() == 2  # bundled:IXIC, bundled:SPX
     assert page.locator("#models tbody tr").count() == 2  # the trend signal and the condition classifier
     assert page.locator("#decisions tbody tr").count() >= 1
@@ -103,6 +125,49 @@ def test_dashboard_browser_renders_equity_chart_and_tables(page: Any, server: Da
     base = server.url.rstrip("/")
     assert all(url.startswith(base) for url in page.requests), page.requests  # nothing from the internet
     assert page.errors == []
+
+
+def _check_pnl_figures(page: Any, session: DemoSession) -> None:
+    """Every P&L figure shows the demo portfolio's own value, coloured by its sign."""
+    portfolio = session.portfolio
+    daily = session.monitor.latest("trading.daily_pnl")
+    assert daily is not None  # the demo records it every bar
+    figures = {
+        "pnl-total": portfolio.total_pnl(),
+        "pnl-daily": daily,
+        "pnl-realized": portfolio.realized_pnl,
+        "pnl-unrealized": portfolio.unrealized_pnl(),
+    }
+    assert all(value != 0 for value in figures.values())  # real figures, not a blank account
+    for element_id, value in figures.items():
+        figure = page.locator(f"#{element_id}")
+        sync_api.expect(figure).to_have_text(_money(value), timeout=10_000)
+        assert _sign_class(value) in (figure.get_attribute("class") or "").split()
+    assert portfolio.commissions > 0
+    assert page.locator("#pnl-commissions").inner_text() == _money(portfolio.commissions)
+    return_pct = (float(portfolio.equity()) / float(portfolio.initial_cash) - 1) * 100
+    sign = "+" if return_pct >= 0 else ""
+    assert page.locator("#pnl-return").inner_text() == f"{sign}{_rounded(return_pct, 2)} %"
+
+
+def _check_positions_table(page: Any, session: DemoSession) -> None:
+    """One row per open position, largest market value first, with the portfolio's quantities, prices and P&L."""
+    portfolio = session.portfolio
+    assert sorted(portfolio.positions) == ["IXIC", "SPX"]  # what BARS was chosen for
+    expected = []
+    for symbol, pos in portfolio.positions.items():
+        mark = portfolio.mark_price(symbol)
+        unrealized = pos.quantity * (mark - pos.avg_price)
+        assert unrealized != 0
+        cells = [_number(pos.quantity), _money(pos.avg_price), _money(mark), _money(pos.quantity * mark)]
+        expected.append((abs(pos.quantity * mark), [symbol, *cells, _money(unrealized)], _sign_class(unrealized)))
+    expected.sort(key=lambda row: -row[0])
+    rows = page.locator("#positions tbody tr")
+    sync_api.expect(rows).to_have_count(len(expected), timeout=10_000)
+    for i, (_, cells, sign) in enumerate(expected):
+        row = rows.nth(i)
+        assert row.locator("th, td").all_inner_texts() == cells
+        assert sign in (row.locator("td").last.get_attribute("class") or "").split()
 
 
 def test_dashboard_browser_ack_and_resolve_change_alert_state(page: Any, server: DashboardServer, session: DemoSession):
