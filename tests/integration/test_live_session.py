@@ -14,35 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from gpt_trader.settings import load_settings
 from gpt_trader.trading.runner import LiveOptions, run_live
 from gpt_trader.trading.state import StateStore
-from tests.support.pyfunc_models import FixedPolicy, FixedTransformer, log_and_register
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture
-def overlay(tmp_path, monkeypatch):
+def overlay(live_overlay):
     """Settings pointing every store at tmp_path, with Buy-everything champions registered."""
-    import mlflow
-
-    from gpt_trader.registry.tracking import setup_experiment
-
-    monkeypatch.chdir(ROOT)
-    path = tmp_path / "overlay.yaml"
-    path.write_text(
-        "paths:\n"
-        + "".join(f"  {k}: {tmp_path / k}\n" for k in ("data", "models", "reports", "mlflow", "metrics"))
-        + "trading: {signals: {policy: agreement}, live: {registry_poll_secs: 1.0}}\n"
-    )
-    settings = load_settings(path)
-    setup_experiment("live-test", settings.registry, settings.paths.mlflow)
-    client = mlflow.MlflowClient()
-    log_and_register(client, settings.registry.transformer_model, FixedTransformer(p_buy=0.8), champion=True)
-    log_and_register(client, settings.registry.rl_ppo_model, FixedPolicy(1.0), champion=True)
-    return path, settings
+    return live_overlay()
 
 
 def test_live_session_replay_end_to_end_trades_and_persists(overlay):

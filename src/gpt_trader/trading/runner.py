@@ -62,11 +62,16 @@ class LiveReport:
 async def run_live(
     settings: Settings, options: LiveOptions, *, on_bar: Callable[[dict[str, Any]], None] | None = None
 ) -> LiveReport:
-    """Replay `options.symbols` from `options.start` through the live path for up to `duration_secs`."""
+    """Replay `options.symbols` from `options.start` through the live path for up to `duration_secs`.
+
+    The pipeline publishes its bars on the bus configured in `realtime` (in-process by default, Redis Streams
+    with `realtime.bus: redis`); the session reads the final ones through a consumer group and acknowledges each
+    only after committing it, so with Redis a killed session finds its uncommitted bars again on restart.
+    """
     from gpt_trader.data.sources.bundled import BundledSource
-    from gpt_trader.realtime import DataSource, InProcessBus, RealtimePipeline, StreamConfig
-    from gpt_trader.realtime.config import RealtimeConfig
+    from gpt_trader.realtime import DataSource, RealtimePipeline, StreamConfig
     from gpt_trader.realtime.exchange import ExchangeConfig, LocalExchange
+    from gpt_trader.trading.bus_bars import BusBar, BusBarReader
 
     day = Timeframe.parse("1d")
     source = BundledSource()
@@ -98,17 +103,24 @@ async def run_live(
         )
     )
     await exchange.start()
-    realtime = RealtimeConfig(timeframes=["1d"], lateness_ms=0, max_future_secs=None)
+    # The configured bus, under a prefix of this strategy's own: a replay never reads another session's bars.
+    realtime = settings.realtime.model_copy(
+        update={
+            "timeframes": ["1d"],
+            "lateness_ms": 0,
+            "max_future_secs": None,
+            "bus_prefix": f"{settings.realtime.bus_prefix}live:{options.strategy}:",
+        }
+    )
     pipeline = RealtimePipeline(
         [StreamConfig(DataSource.ALPACA, list(options.symbols), url=exchange.url("alpaca"))],
         realtime,
-        bus=InProcessBus(),
         environ=LOOPBACK_KEYS,
         history=source,
     )
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    pipeline.add_bar_listener(lambda bar: queue.put_nowait(bar) if bar.final and bar.timeframe == "1d" else None)
+    reader = BusBarReader(pipeline.bus, options.symbols, "1d", group=f"session-{options.strategy}")
     batcher = BarBatcher(options.symbols, settings.trading.live.batch_wait_secs)
+    unacked: dict[tuple[str, datetime], list[BusBar]] = {}
     streamed = 0
     seen: set[tuple[str, datetime]] = set()
     deadline = time.monotonic() + options.duration_secs
@@ -116,55 +128,65 @@ async def run_live(
     last_poll = time.monotonic()
     reported = (0, 0)
 
-    def decide(batch: list[Bar]) -> None:
+    async def decide(batch: list[Bar]) -> None:
         nonlocal reported
         with lock:
             outcomes = session.on_bars(batch, bar_length=day.delta)
+        done = [b for bar in batch for b in unacked.pop((bar.symbol, bar.ts), [])]
+        await reader.ack(done)  # committed by `on_bars`: only now may the bus forget them
         reported = _report_pipeline(monitor, pipeline, reported)
         if on_bar is not None:
+            closes = {bar.symbol: bar.close for bar in batch}
             for outcome in outcomes:
-                on_bar({"ts": outcome.ts, "symbol": outcome.symbol, **session.summary()})
+                on_bar(
+                    {"ts": outcome.ts, "symbol": outcome.symbol, "close": closes[outcome.symbol], **session.summary()}
+                )
+
+    async def take(bus_bars: list[BusBar]) -> None:
+        nonlocal streamed
+        repeats = []
+        for item in bus_bars:
+            bar = item.to_bar()
+            key = (bar.symbol, bar.ts)
+            if key in seen:  # a window closed by the final flush can come twice
+                repeats.append(item)
+                continue
+            seen.add(key)
+            streamed += 1
+            unacked.setdefault(key, []).append(item)
+            batcher.add(bar)
+        await reader.ack(repeats)
 
     def refresh() -> None:
         with lock:  # a swap (and the new model's probe on the live book) never overlaps a decision
             session.refresh_models()
 
     try:
-        await pipeline.start()
+        await reader.start(fresh=options.fresh)
+        await take(await reader.pending())  # delivered before a crash and never committed: the session skips
+        await pipeline.start()  # what it had committed already
         total_ticks = sum(tape_bars.values()) * options.ticks_per_bar
         idle_since = time.monotonic()
         while time.monotonic() < deadline and streamed < expected:
-            try:
-                live_bar = await asyncio.wait_for(queue.get(), timeout=0.2)
-            except TimeoutError:
+            got = await reader.read(block_ms=200)
+            if not got:
                 for batch in batcher.ready():  # waited long enough for a missing symbol
-                    decide(batch)
+                    await decide(batch)
                 # The tape's last bar has no later trade to close it: once everything was sent and the feed
-                # is quiet, close the open windows (the bars are complete) and let them through.
-                if exchange.stats.ticks_sent >= total_ticks and time.monotonic() - idle_since > 1.0:
-                    for bar in pipeline.flush_bars():
-                        if bar.timeframe == "1d":
-                            queue.put_nowait(bar)
-                    if queue.empty():
-                        break
+                # is quiet, close the open windows (the bars are complete) and let them through the bus.
+                quiet = exchange.stats.ticks_sent >= total_ticks and time.monotonic() - idle_since > 1.0
+                if quiet and not pipeline.flush_bars() and not len(batcher):
+                    break
                 continue
             idle_since = time.monotonic()
-            while True:
-                bar = live_bar.to_bar()
-                if (bar.symbol, bar.ts) not in seen:  # a window closed by the final flush can come twice
-                    seen.add((bar.symbol, bar.ts))
-                    streamed += 1
-                    batcher.add(bar)
-                if queue.empty():
-                    break
-                live_bar = queue.get_nowait()
+            await take(got)
             for batch in batcher.ready():
-                decide(batch)
+                await decide(batch)
             if time.monotonic() - last_poll > settings.trading.live.registry_poll_secs:
                 await asyncio.to_thread(refresh)  # swaps land between bars: the next bar sees them
                 last_poll = time.monotonic()
         for batch in batcher.flush():
-            decide(batch)
+            await decide(batch)
     finally:
         session.publish_shadow()  # the live evidence so far, for the promotion gate
         stats = pipeline.stats()
@@ -174,6 +196,9 @@ async def run_live(
             dashboard.stop()
         monitor.stop()
         store.close()
+        broker_close = getattr(session.broker, "close", None)
+        if broker_close is not None:
+            broker_close()
     return LiveReport(session.summary(), streamed, stats, alerts, dashboard.url if dashboard else None)
 
 
@@ -191,8 +216,7 @@ def build_session(
     from gpt_trader.trading.state import StateStore
 
     trading = settings.trading
-    if trading.execution.broker != "paper":
-        raise ConfigError("the replayed live session trades on paper only (trading.execution.broker: paper)")
+    broker = _broker(settings, options)
     import torch
 
     torch.set_num_threads(trading.live.inference_threads)
@@ -224,7 +248,9 @@ def build_session(
         trading=trading,
         features=settings.features,
         costs=costs,
-        broker=PaperBroker(costs, initial_cash=Decimal(str(trading.execution.initial_cash_usd))),
+        broker=broker
+        if broker is not None
+        else PaperBroker(costs, initial_cash=Decimal(str(trading.execution.initial_cash_usd))),
         store=store,
         transformer=runner(registry.transformer_model, "transformer"),
         rl=runner(registry.rl_ppo_model, "rl"),
@@ -234,6 +260,26 @@ def build_session(
         on_alert=on_alert,
     )
     return session, monitor, scaler, store
+
+
+def _broker(settings: Settings, options: LiveOptions) -> Any:
+    """The Alpaca broker when `trading.execution.broker` is alpaca; None for the paper broker."""
+    execution = settings.trading.execution
+    if execution.broker == "paper":
+        return None
+    from urllib.parse import urlsplit
+
+    from gpt_trader.data.sources.credentials import read_alpaca_credentials
+    from gpt_trader.trading.alpaca import AlpacaBroker
+
+    host = urlsplit(execution.alpaca_base_url).hostname or ""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        # Replayed bars are history: orders on a real account would fill at today's prices, not the bars'.
+        raise ConfigError(
+            f"trading.execution.broker: alpaca with the replayed feed needs a loopback alpaca_base_url "
+            f"(a local server speaking Alpaca's API), got {execution.alpaca_base_url!r}"
+        )
+    return AlpacaBroker.from_config(execution, read_alpaca_credentials())
 
 
 def _start_dashboard(
