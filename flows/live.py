@@ -10,12 +10,15 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.retries import IO_RETRIES
 from gpt_trader.core.markdown import markdown_table
 from gpt_trader.settings import Settings, load_settings
 from gpt_trader.trading.runner import LiveOptions, run_live
 
 
-@task(name="run-live-session", cache_policy=NO_CACHE)
+# Feeds, broker and registry are remote: a session that died of a network failure its own reconnects could not
+# ride out is restarted, and resumes from its state store.
+@task(name="run-live-session", cache_policy=NO_CACHE, **IO_RETRIES)
 def live_task(settings: Settings, options: LiveOptions) -> dict[str, Any]:
     """Run the session until the duration or the tape ends; returns its summary."""
     report = asyncio.run(run_live(settings, options))
@@ -28,6 +31,7 @@ def live_flow(
     params: str = "params.yaml",
     symbols: str = "SPX",
     start: str = "2018-01-02",
+    end: str | None = None,
     duration_secs: float = 3600.0,
     rate: float = 400.0,
     strategy: str = "live",
@@ -37,6 +41,7 @@ def live_flow(
     options = LiveOptions(
         symbols=tuple(s.strip() for s in symbols.split(",") if s.strip()),
         start=date.fromisoformat(start),
+        end=date.fromisoformat(end) if end else None,
         duration_secs=duration_secs,
         rate=rate,
         strategy=strategy,
@@ -44,6 +49,8 @@ def live_flow(
     )
     summary = live_task(load_settings(config, params=params), options)
     nested = ("alerts", "positions", "shadow_pnl", "shadow_evidence")
-    rows = [{"figure": k, "value": v} for k, v in summary.items() if k not in nested]
+    # Money to the cent (the generic table keeps 4 significant digits: 99,568.26 would read 9.957e+04).
+    rows = [{"figure": k, "value": f"{v:,.2f}" if isinstance(v, float) else v} for k, v in summary.items()
+            if k not in nested]  # fmt: skip
     create_markdown_artifact(markdown_table(rows), key="live-session", description="Live paper session P&L")
     return summary

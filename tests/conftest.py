@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -58,3 +61,33 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if leaked:
         print(f"\nERROR: tests leaked {leaked} into {_REPO}; point stores at tmp_path")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def live_overlay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[Path, Any]]:
+    """`make(extra_yaml="")`: settings pointing every store at tmp_path (plus `extra_yaml`, top-level keys other
+    than `paths` and `trading`) with Buy-everything champions registered; returns (overlay path, settings)."""
+    import mlflow
+
+    from gpt_trader.registry.tracking import setup_experiment
+    from gpt_trader.settings import load_settings
+    from tests.support.pyfunc_models import FixedPolicy, FixedTransformer, log_and_register
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+
+    def make(extra_yaml: str = "", trading: str = "") -> tuple[Path, Any]:
+        path = tmp_path / "overlay.yaml"
+        path.write_text(
+            "paths:\n"
+            + "".join(f"  {k}: {tmp_path / k}\n" for k in ("data", "models", "reports", "mlflow", "metrics"))
+            + f"trading: {{signals: {{policy: agreement}}, live: {{registry_poll_secs: 1.0}}{trading}}}\n"
+            + extra_yaml
+        )
+        settings = load_settings(path)
+        setup_experiment("live-test", settings.registry, settings.paths.mlflow)
+        client = mlflow.MlflowClient()
+        log_and_register(client, settings.registry.transformer_model, FixedTransformer(p_buy=0.8), champion=True)
+        log_and_register(client, settings.registry.rl_ppo_model, FixedPolicy(1.0), champion=True)
+        return path, settings
+
+    return make
