@@ -37,3 +37,18 @@ def test_state_kill9_restart_on_postgresql_equals_uninterrupted_run(request: pyt
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert snapshot(crashed) == snapshot(clean)  # the same run, whichever backend kept the state
+
+
+@pytest.mark.skipif("postgresql" not in DATABASE_BACKENDS, reason="PostgreSQL not reachable")
+def test_production_config_keeps_trading_state_in_postgresql(request: pytest.FixtureRequest):
+    """config/production.yaml puts the state on PostgreSQL; the store builds its schema there and round-trips
+    (on a throw-away database of the same server instead of the configured one)."""
+    from sqlalchemy.engine import make_url
+
+    from gpt_trader.settings import load_settings
+
+    root = Path(__file__).resolve().parents[2]
+    url = make_url(load_settings(root / "config" / "production.yaml").trading.state.url)
+    assert url.get_backend_name() == "postgresql"
+    assert (url.host, url.port) == ("127.0.0.1", 5432)
+    roundtrip(url.set(database=request.getfixturevalue("postgres_database")).render_as_string(hide_password=False))
