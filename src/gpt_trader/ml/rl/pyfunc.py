@@ -263,6 +263,34 @@ def log_policy(
         pyfunc_log.setLevel(level)
 
 
+# What loading and predicting imports (beside gpt_trader itself); pinned to the versions installed when logging.
+POLICY_REQUIREMENTS = (
+    "stable-baselines3",
+    "gymnasium",
+    "torch",
+    "mlflow",
+    "cloudpickle",
+    "numpy",
+    "pandas",
+    "polars",
+    "pydantic",
+)
+
+
+def policy_requirements() -> list[str]:
+    """Pinned pip requirements of the policy pyfunc (given explicitly: MLflow's inference re-imports the model
+    in a subprocess, which takes seconds per logged seed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for name in POLICY_REQUIREMENTS:
+        try:
+            reqs.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            continue
+    return reqs
+
+
 def _log(wrapper: PythonModel, agent_path: Path, example: Any, output: Any) -> Any:
     import mlflow
     from mlflow.models import infer_signature
@@ -276,4 +304,5 @@ def _log(wrapper: PythonModel, agent_path: Path, example: Any, output: Any) -> A
             artifacts={"agent": str(agent_path)},
             signature=infer_signature(example, output),
             input_example=example,
+            pip_requirements=policy_requirements(),
         )

@@ -1,6 +1,9 @@
-"""Synthetic market arrays for the RL environment tests (no feature pipeline needed)."""
+"""Synthetic market arrays for the RL environment tests (no feature pipeline needed) and MLflow stores."""
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,3 +34,22 @@ def synthetic_market(
 def market() -> MarketArrays:
     """A 64-bar single-asset market."""
     return synthetic_market()
+
+
+@pytest.fixture(scope="session")
+def migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, created once per session: a fresh store runs seconds of schema migrations."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def mlflow_dir(tmp_path: Path, migrated_mlflow_db: Path) -> Path:
+    """This test's own MLflow directory (`paths.mlflow`), holding a copy of the migrated empty store."""
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    shutil.copyfile(migrated_mlflow_db, root / "mlflow.db")
+    return root

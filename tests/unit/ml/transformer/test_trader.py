@@ -129,6 +129,19 @@ def test_trader_training_run_mlflow_contents(tmp_path):
     mlflow.set_tracking_uri(tracking_uri(registry, tmp_path / "mlflow"))
     model = mlflow.pyfunc.load_model(trader.model_uri)
     assert model.metadata.signature is not None
+    # The logged input example: each symbol's last max_seq_length + 2 validation rows, in the signature's columns.
+    example = model.input_example
+    assert example is not None
+    assert list(example.columns) == model.metadata.get_input_schema().input_names()
+    rows = trader.config.max_seq_length + 2
+    val = data.filter(pl.col("ts") >= data["ts"][80]).sort("symbol", "ts").group_by("symbol", maintain_order=True)
+    expected = val.tail(rows)
+    assert list(example["symbol"]) == expected["symbol"].to_list() == ["AAA"] * rows + ["BBB"] * rows
+    np.testing.assert_array_equal(
+        example["ts"].to_numpy(), expected["ts"].dt.replace_time_zone(None).to_numpy().astype("datetime64[ns]")
+    )
+    np.testing.assert_allclose(example["close"].to_numpy(), expected["close"].to_numpy(), rtol=0)
+    assert len(model.predict(example)) == 2 * (rows - trader.config.max_seq_length + 1)
     live = synthetic_features(30, symbols=("AAA", "BBB"), seed=3)
     served = model.predict(live.with_columns(pl.col("ts").dt.replace_time_zone(None)).to_pandas())
     direct = trader.predict(live)
