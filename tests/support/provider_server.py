@@ -6,21 +6,27 @@ way each provider does (Alpaca 403, Polygon 401, Binance 401 for a bad optional 
 JSON, can be scripted to fail (429/418 with Retry-After, 5xx, slow responses) a given number of times, and
 records every request so tests can assert on retries, headers and query parameters.
 
+Besides the recorded pages it serves any bar series a test hands it (`serve_bars`, e.g. the bundled real bars a
+local exchange is replaying), filtered by the request's range and paged as the provider does, so a pipeline's
+backfill can be checked against the true bars.
+
     with ProviderServer() as server:
         source = AlpacaSource(server.provider_config(), server.alpaca_credentials())
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import SecretStr
@@ -94,6 +100,36 @@ def _request_id() -> str:
     return uuid.uuid4().hex
 
 
+@dataclass(frozen=True)
+class SeriesBar:
+    """One bar of a served series: open time in epoch milliseconds (UTC) and OHLCV."""
+
+    t_ms: int
+    o: float
+    h: float
+    low: float
+    c: float
+    v: float
+
+
+def series_from_frame(frame: Any) -> list[SeriesBar]:
+    """A polars frame in `BAR_SCHEMA` (ts, open, high, low, close, volume) as served bars."""
+    ts = frame["ts"].dt.epoch("ms").to_list()
+    cols = [frame[c].to_list() for c in ("open", "high", "low", "close", "volume")]
+    return [SeriesBar(t, *map(float, row)) for t, *row in zip(ts, *cols, strict=True)]
+
+
+def _rfc3339_ms(value: str) -> int:
+    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _alpaca_bar(b: SeriesBar) -> dict[str, Any]:
+    """Alpaca's bar object: RFC 3339 open time, OHLCV, trade count and VWAP."""
+    sec, ms = divmod(b.t_ms, 1000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + (f".{ms:03d}Z" if ms else "Z")
+    return {"t": stamp, "o": b.o, "h": b.h, "l": b.low, "c": b.c, "v": b.v, "n": 0, "vw": b.c}
+
+
 def _error_body(provider: str, status: int) -> Any:
     """The provider's own error JSON for a scripted status."""
     if provider == "binance":
@@ -139,6 +175,7 @@ class ProviderServer:
             "AAPL": [_load("polygon", "aapl_1day_page1.json"), _load("polygon", "aapl_1day_page2.json")]
         }
         self._binance_klines = {("BTCUSDT", "1h"): _load("binance", "btcusdt_1h.json")}
+        self._series: dict[tuple[str, str], list[SeriesBar]] = {}
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._http.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -213,6 +250,12 @@ class ProviderServer:
         with self._lock:
             self._scripts.append(_Scripted(times, 0, provider, delay_secs=secs))
 
+    def serve_bars(self, provider: Literal["alpaca", "polygon"], symbol: str, bars: list[SeriesBar]) -> None:
+        """Serve `bars` as `symbol`'s history on `provider`'s bars route (Alpaca /v2/stocks/{symbol}/bars, Polygon
+        aggregates), whatever timeframe is asked for: the test serves bars of the timeframe it streams."""
+        with self._lock:
+            self._series[(provider, symbol)] = sorted(bars, key=lambda b: b.t_ms)
+
     @property
     def requests(self) -> list[RecordedRequest]:
         """Every request received so far, oldest first."""
@@ -282,8 +325,12 @@ class ProviderServer:
         if path == "/api/v3/klines":
             return self._binance_klines_route(query, headers)
         if match := _POLYGON_AGGS.match(path):
+            if ("polygon", match["ticker"]) in self._series:
+                return self._polygon_series_route(match, headers)
             return self._polygon_route(match["ticker"], query, headers)
         if match := _ALPACA_STOCK_BARS.match(path):
+            if ("alpaca", match["symbol"]) in self._series:
+                return self._alpaca_series_route(match["symbol"], query, headers)
             return self._alpaca_route(self._alpaca_pages.get(match["symbol"]), query, headers, match["symbol"])
         if path == "/v1beta3/crypto/us/bars":
             symbol = query.get("symbols", "")
@@ -312,6 +359,48 @@ class ProviderServer:
             if page.get("next_page_token") == token:
                 return _Response(200, pages[i + 1])
         return _Response(400, {"message": "invalid page_token"})
+
+    # A served series on Alpaca: `start`/`end` are inclusive RFC 3339 bounds; `limit` bars per page, then an opaque
+    # `next_page_token` (base64 of the next bar's open time, as Alpaca's tokens encode a position).
+    def _alpaca_series_route(self, symbol: str, query: dict[str, str], headers: Any) -> _Response:
+        if headers.get("APCA-API-KEY-ID") != ALPACA_KEY_ID or headers.get("APCA-API-SECRET-KEY") != ALPACA_SECRET_KEY:
+            return _Response(403, {"message": "forbidden."})
+        if "timeframe" not in query:
+            return _Response(400, {"message": "missing timeframe"})
+        try:
+            start = _rfc3339_ms(query["start"]) if "start" in query else 0
+            end = _rfc3339_ms(query["end"]) if "end" in query else 2**62
+            if query.get("page_token"):
+                start = max(start, int(base64.urlsafe_b64decode(query["page_token"]).decode()))
+            limit = int(query.get("limit", "1000"))
+        except ValueError as exc:
+            return _Response(422, {"message": f"invalid query: {exc}"})
+        if not 1 <= limit <= 10_000:
+            return _Response(422, {"message": "invalid limit: must be between 1 and 10000"})
+        with self._lock:
+            rows = [b for b in self._series[("alpaca", symbol)] if start <= b.t_ms <= end]
+        page, rest = rows[:limit], rows[limit:]
+        token = base64.urlsafe_b64encode(str(rest[0].t_ms).encode()).decode() if rest else None
+        return _Response(
+            200, {"bars": [_alpaca_bar(b) for b in page] or None, "symbol": symbol, "next_page_token": token}
+        )
+
+    # A served series on Polygon: `from`/`to` in the path are inclusive epoch milliseconds; one page.
+    def _polygon_series_route(self, match: re.Match[str], headers: Any) -> _Response:
+        auth = headers.get("Authorization", "")
+        if auth != f"Bearer {POLYGON_API_KEY}":
+            return _Response(401, _load("polygon", "error_unknown_key.json"))
+        frm, to = int(match["frm"]), int(match["to"])
+        with self._lock:
+            rows = [b for b in self._series[("polygon", match["ticker"])] if frm <= b.t_ms <= to]
+        results = [{"t": b.t_ms, "o": b.o, "h": b.h, "l": b.low, "c": b.c, "v": b.v, "vw": b.c, "n": 0} for b in rows]
+        body: dict[str, Any] = {
+            "ticker": match["ticker"], "queryCount": len(rows), "resultsCount": len(rows), "adjusted": True,
+            "status": "OK", "request_id": _request_id(), "count": len(rows),
+        }  # fmt: skip
+        if results:  # Polygon omits `results` for an empty range
+            body["results"] = results
+        return _Response(200, body)
 
     # Binance: public endpoint; a present-but-wrong X-MBX-APIKEY is refused with 401 -2015.
     def _binance_klines_route(self, query: dict[str, str], headers: Any) -> _Response:

@@ -19,15 +19,28 @@ _SOURCES = ["replay", "simulated", "alpaca", "binance", "polygon", "iex"]
 @app.command("stream")
 def stream(
     ctx: typer.Context,
-    source: Annotated[str, typer.Option("--source", "-s", help=f"One of {', '.join(_SOURCES)}.")] = "replay",
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source", "-s", help=f"One of {', '.join(_SOURCES)} (default: the configured realtime.sources)."
+        ),
+    ] = None,
     symbols: Annotated[
-        str, typer.Option("--symbols", help="Comma-separated (bundled: SPX, IXIC, GOOGL, EURUSD; SPY = SPX).")
-    ] = "SPX",
+        str | None,
+        typer.Option(
+            "--symbols",
+            help="Comma-separated (bundled: SPX, IXIC, GOOGL, EURUSD; SPY = SPX). With --source, default SPX; "
+            "without, keeps only these of the configured sources' symbols.",
+        ),
+    ] = None,
     timeframe: Annotated[
         str | None,
         typer.Option("--timeframe", "-t", help="Bar timeframe (default: 1d for replay of daily data, else 1s)."),
     ] = None,
     duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds to run (0 = until Ctrl-C).")] = 10.0,
+    max_bars: Annotated[
+        int, typer.Option("--max-bars", "-n", min=0, help="Stop after this many final bars (0 = no limit).")
+    ] = 0,
     rate: Annotated[
         float | None, typer.Option("--rate", help="Replay/simulated trades per second (0 = as fast as possible).")
     ] = None,
@@ -35,18 +48,52 @@ def stream(
         str | None, typer.Option("--url", help="Websocket URL override (e.g. a running `exchange serve`).")
     ] = None,
 ) -> None:
-    """Stream live bars into a table in the terminal (rich live view) for `--duration` seconds."""
+    """Stream live bars into a table in the terminal (rich live view) until `--duration` or `--max-bars`.
+
+    Without `--source`, streams the sources configured in `realtime.sources` (failover in their order)."""
     import asyncio
 
     def body() -> None:
         settings = load(ctx)
-        asyncio.run(_stream(settings.realtime, source, symbols, timeframe, duration, rate, url))
+        configs = select_streams(settings.realtime, source, symbols, url)
+        asyncio.run(_stream(settings, configs, timeframe, duration, max_bars, rate))
 
     run_command(body)
 
 
+def select_streams(rt: Any, source: str | None, symbols: str | None, url: str | None) -> list[Any]:
+    """The `StreamConfig`s to run: the one `--source` names, or the configured sources (filtered by `--symbols`)."""
+    from dataclasses import replace
+
+    from gpt_trader.core.errors import ConfigError
+    from gpt_trader.realtime import DataSource, StreamConfig, StreamType
+    from gpt_trader.realtime.config import stream_configs
+    from gpt_trader.realtime.replay import canonical_symbol
+
+    names = [s.strip().upper() for s in (symbols or "").split(",") if s.strip()]
+    if source is None:
+        if url is not None:
+            raise ConfigError("--url needs --source (configured sources take `url` in realtime.sources)")
+        configs = stream_configs(rt)
+        if not names:
+            return configs
+        configured = {s for c in configs for s in c.symbols}
+        unknown = [s for s in names if s not in configured]
+        if unknown:
+            raise ConfigError(f"--symbols {unknown} not in realtime.sources (configured: {sorted(configured)})")
+        return [
+            replace(c, symbols=[s for s in c.symbols if s in names]) for c in configs if set(c.symbols) & set(names)
+        ]
+    if source not in _SOURCES:
+        raise ConfigError(f"unknown source {source!r}; choose one of {_SOURCES}")
+    names = names or ["SPX"]
+    if source == "replay":
+        names = [canonical_symbol(s) for s in names]
+    return [StreamConfig(DataSource(source), names, [StreamType.TRADES, StreamType.QUOTES], url=url)]
+
+
 async def _stream(
-    rt: Any, source: str, symbols: str, timeframe: str | None, duration: float, rate: float | None, url: str | None
+    settings: Any, configs: list[Any], timeframe: str | None, duration: float, max_bars: int, rate: float | None
 ) -> None:
     import asyncio
     import time
@@ -54,37 +101,34 @@ async def _stream(
     from rich.live import Live
     from rich.table import Table
 
-    from gpt_trader.core.errors import ConfigError
-    from gpt_trader.realtime import DataSource, RealtimePipeline, StreamConfig, StreamType
+    from gpt_trader.realtime import DataSource, RealtimePipeline
     from gpt_trader.realtime.replay import canonical_symbol
 
-    if source not in _SOURCES:
-        raise ConfigError(f"unknown source {source!r}; choose one of {_SOURCES}")
-    names = [s.strip().upper() for s in symbols.split(",") if s.strip()]
-    if source == "replay":
-        names = [canonical_symbol(s) for s in names]
+    rt = settings.realtime
+    replay = all(c.source == DataSource.REPLAY for c in configs)
+    names = list(dict.fromkeys(s for c in configs for s in c.symbols))
     if timeframe is None:
-        if source == "replay":
+        if replay:
             from gpt_trader.data.sources.bundled import CATALOG
 
-            known = [CATALOG[s].timeframe for s in names if s in CATALOG]
+            known = [CATALOG[n].timeframe for s in names if (n := canonical_symbol(s)) in CATALOG]
             timeframe = max(known, key=lambda tf: {"1h": 3600, "1d": 86400}.get(tf, 0)) if known else "1d"
         else:
             timeframe = "1s"
-    updates: dict[str, Any] = {"timeframes": [timeframe], "lateness_ms": 0 if source == "replay" else rt.lateness_ms}
-    if source == "replay":
+    updates: dict[str, Any] = {"timeframes": [timeframe], "lateness_ms": 0 if replay else rt.lateness_ms}
+    if replay:
         updates["max_future_secs"] = None
     if rate is not None:
         updates["replay"] = rt.replay.model_copy(update={"rate": rate})
     config = rt.model_copy(update=updates)
-    pipeline = RealtimePipeline(
-        [StreamConfig(DataSource(source), names, [StreamType.TRADES, StreamType.QUOTES], url=url)], config
-    )
+    # Gaps are backfilled from each source's own history API at the configured `data.providers` endpoints.
+    pipeline = RealtimePipeline(configs, config, providers=settings.data.providers)
     seen: list[Any] = []
     pipeline.add_bar_listener(lambda bar: seen.append(bar) if bar.final else None)
+    label = "+".join(c.label for c in configs)
 
     def render() -> Table:
-        table = Table(title=f"{source} {','.join(names)} {timeframe} bars (final; last 15)", expand=False)
+        table = Table(title=f"{label} {','.join(names)} {timeframe} bars (final; last 15)", expand=False)
         for col in ("time", "symbol", "open", "high", "low", "close", "volume", "vwap", "trades", "flags"):
             table.add_column(col, justify="left" if col in ("time", "symbol", "flags") else "right")
         for bar in seen[-15:]:
@@ -116,8 +160,8 @@ async def _stream(
     try:
         deadline = time.monotonic() + duration if duration > 0 else float("inf")
         with Live(render(), console=console, refresh_per_second=4) as live:
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.25)
+            while time.monotonic() < deadline and not (max_bars and len(seen) >= max_bars):
+                await asyncio.sleep(0.05 if max_bars else 0.25)
                 live.update(render())
     finally:
         await pipeline.close()

@@ -1,23 +1,70 @@
-"""Config section for the real-time pipeline."""
+"""Config section for the real-time pipeline, and `stream_configs`: the configured sources as `StreamConfig`s."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gpt_trader.config_base import Section
+from gpt_trader.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gpt_trader.data.config import ProviderConfig
+    from gpt_trader.realtime.models import StreamConfig
 
 ENDPOINT_ENV = "GPT_TRADER_REALTIME__ENDPOINTS__{}"
+# The REST history endpoints a pipeline built without Settings reads (the names Settings reads for data.providers).
+PROVIDER_ENV = "GPT_TRADER_DATA__PROVIDERS__{}"
+_PROVIDER_ENV_KEYS = ("alpaca_url", "alpaca_feed", "binance_url", "polygon_url")
+StreamTypeName = Literal["trades", "quotes", "bars"]
+
+
+def _default_stream_types() -> list[StreamTypeName]:
+    return ["trades", "quotes"]
 
 
 class StreamSourceConfig(Section):
-    """One streaming source and the symbols it serves, in failover priority order."""
+    """One streaming source and the symbols it serves; the list's order is the failover priority.
+
+    `url` overrides the provider's endpoint (e.g. a running `gpt-trader exchange serve`); `name` labels the feed
+    (metrics, logs) and must be unique; `priority` (lower wins) overrides the list order.
+    """
 
     type: Literal["alpaca", "binance", "polygon", "iex", "simulated", "replay"]
     symbols: list[str] = Field(min_length=1)
+    stream_types: list[StreamTypeName] = Field(default_factory=_default_stream_types, min_length=1)
+    url: str | None = None
+    priority: int | None = None
+    name: str | None = None
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_distinct(cls, symbols: list[str]) -> list[str]:
+        cleaned = [s.strip().upper() for s in symbols]
+        if any(not s for s in cleaned):
+            raise ValueError("symbols must be non-empty strings")
+        twice = sorted({s for s in cleaned if cleaned.count(s) > 1})
+        if twice:
+            raise ValueError(f"symbols listed twice: {twice}")
+        return cleaned
+
+    @field_validator("url")
+    @classmethod
+    def _websocket_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"must be a ws:// or wss:// URL, got {url!r}")
+        return url
+
+    @field_validator("stream_types")
+    @classmethod
+    def _types_served(cls, types: list[StreamTypeName], info: ValidationInfo) -> list[StreamTypeName]:
+        # IEX TOPS carries last sale and top of book only: a bars subscription would never be answered.
+        if info.data.get("type") == "iex" and "bars" in types:
+            raise ValueError("iex serves no bars (trades and quotes only)")
+        return types
 
 
 class StreamEndpoints(Section):
@@ -86,6 +133,11 @@ class RealtimeConfig(Section):
     # How much longer a failback may wait for the recovered feed's standby trades to overlap what was counted.
     failback_max_wait_secs: float = Field(default=10.0, ge=0)
     backfill_timeout_secs: float = Field(default=30.0, gt=0)
+    # Where missed bars come from when `RealtimePipeline(history=...)` is not given: "provider" = the history REST
+    # API of the symbol's own streaming sources, by priority (Alpaca bars, Polygon aggregates, Binance klines; the
+    # bundled bars for replay; none for IEX and simulated), endpoints from `data.providers`; "none" = no backfill
+    # (gap windows stay flagged `gap`).
+    backfill: Literal["provider", "none"] = "provider"
     start_timeout_secs: float = Field(default=10.0, ge=0)
     # Input sanity: refuse (dead-letter) ticks outside these bounds.
     max_price: float = Field(default=1e9, gt=0)
@@ -100,3 +152,98 @@ class RealtimeConfig(Section):
     max_pending_ticks: int = Field(default=200_000, gt=0)
     publish_ticks: bool = True
     tick_interval_ms: float = Field(default=20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _feed_names_unique(self) -> RealtimeConfig:
+        names = [s.name for s in self.sources if s.name is not None]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"sources: feed names used twice: {twice}")
+        return self
+
+
+def stream_configs(
+    sources: RealtimeConfig | Sequence[StreamSourceConfig | Mapping[str, Any]], *, where: str = "realtime.sources"
+) -> list[StreamConfig]:
+    """The configured sources as `StreamConfig`s in priority order (what `RealtimePipeline` takes).
+
+    Accepts a `RealtimeConfig` or the raw `sources` list (e.g. parsed YAML); a bad entry raises `ConfigError`
+    naming its key, e.g. `realtime.sources.1.symbols: replay has no bundled data for 'AAPL'`.
+    """
+    from gpt_trader.realtime.models import DataSource, StreamConfig, StreamType
+
+    items = sources.sources if isinstance(sources, RealtimeConfig) else sources
+    if isinstance(items, str | bytes | Mapping) or not isinstance(items, Sequence):
+        raise ConfigError(f"{where}: must be a list of sources, got {type(items).__name__}")
+    if not items:
+        raise ConfigError(f"{where}: at least one source is needed")
+    parsed: list[tuple[int, StreamSourceConfig]] = []
+    problems: list[str] = []
+    for i, item in enumerate(items):
+        try:
+            s = item if isinstance(item, StreamSourceConfig) else StreamSourceConfig.model_validate(item)
+        except ValidationError as exc:
+            problems += [_describe_error(f"{where}.{i}", err) for err in exc.errors()]
+        else:
+            parsed.append((i, s))
+    problems += _check_sources(parsed, where)
+    if problems:
+        raise ConfigError("invalid real-time sources:\n" + "\n".join(problems))
+    return [
+        StreamConfig(
+            DataSource(s.type), list(s.symbols), [StreamType(t) for t in s.stream_types], s.url, s.priority, s.name
+        )
+        for _, s in parsed
+    ]
+
+
+def _describe_error(where: str, err: Any) -> str:
+    key = ".".join([where, *(str(p) for p in err["loc"])])
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(sorted(StreamSourceConfig.model_fields))
+        return f"  {key}: unknown key (allowed: {allowed})"
+    if err["type"] == "value_error":  # our validators name the bad value themselves
+        return f"  {key}: {err['msg'].removeprefix('Value error, ')}"
+    value = err.get("input")
+    shown = "" if err["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+    return f"  {key}: {err['msg']}{shown}"
+
+
+def _check_sources(sources: list[tuple[int, StreamSourceConfig]], where: str) -> list[str]:
+    """What one entry alone cannot say: unique feed names, and replay symbols the bundled data holds."""
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for i, s in sources:
+        if s.name is not None:
+            if s.name in seen:
+                problems.append(f"  {where}.{i}.name: {s.name!r} is already the name of {where}.{seen[s.name]}")
+            seen.setdefault(s.name, i)
+        if s.type == "replay":
+            # Checked here, not at Settings load: the bundled catalog imports polars.
+            from gpt_trader.data.sources.bundled import CATALOG
+            from gpt_trader.realtime.replay import canonical_symbol
+
+            missing = [sym for sym in s.symbols if canonical_symbol(sym) not in CATALOG]
+            if missing:
+                problems.append(
+                    f"  {where}.{i}.symbols: replay has no bundled data for {missing}; "
+                    f"bundled: {sorted(CATALOG)} (SPY = SPX, QQQ = IXIC)"
+                )
+    return problems
+
+
+def providers_from_environ(environ: Mapping[str, str] | None = None) -> ProviderConfig:
+    """`data.providers` defaults overridden by GPT_TRADER_DATA__PROVIDERS__ALPACA_URL etc. (the names Settings
+    reads), for a pipeline built without Settings (the seed's bare `RealtimePipeline(configs)`)."""
+    from gpt_trader.data.config import ProviderConfig
+
+    env = os.environ if environ is None else environ
+    values = {
+        key: env[PROVIDER_ENV.format(key.upper())]
+        for key in _PROVIDER_ENV_KEYS
+        if env.get(PROVIDER_ENV.format(key.upper()))
+    }
+    try:
+        return ProviderConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError(f"{PROVIDER_ENV.format('*')}: {exc.errors()[0]['msg']} ({values})") from None

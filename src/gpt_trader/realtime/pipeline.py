@@ -19,6 +19,7 @@ import logging
 import math
 import operator
 import random
+import threading
 import time
 from array import array
 from collections import deque
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from gpt_trader.core.clock import Clock
+    from gpt_trader.data.config import ProviderConfig
     from gpt_trader.data.sources.base import HistoricalSource
     from gpt_trader.realtime.exchange import LocalExchange
 
@@ -67,6 +69,33 @@ def _covers(shadow: Shadow | None, last: int) -> bool:
     Compared by millisecond: feeds stamp at different precisions (Alpaca ns, the others ms), and `_after_last`
     matches the trades of that millisecond across feeds."""
     return bool(shadow and shadow.ticks) and shadow.ticks[0][0] // 1_000_000 <= last // 1_000_000  # type: ignore[union-attr]
+
+
+async def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` in a daemon thread of its own: a history fetch still retrying over the network when the pipeline
+    stops is abandoned, where in the loop's default executor (`asyncio.to_thread`) it would hold up `asyncio.run`'s
+    exit, which joins that executor's threads, for as long as its retries last."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if done.done():  # cancelled (timed out, pipeline stopped): nobody waits for it
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(value)
+
+    def run() -> None:
+        try:
+            value, error = fn(*args), None
+        except BaseException as exc:  # handed to the awaiting task, which decides
+            value, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the result is no longer wanted
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=run, name="backfill-fetch", daemon=True).start()
+    return await done
 
 
 class _Dedup:
@@ -173,7 +202,10 @@ class RealtimePipeline:
     """The seed's real-time pipeline: `await start()`, `get_live_data(symbol)`, `await stop()`.
 
     `configs` are in failover priority order (or set `StreamConfig.priority`). `history` backfills gaps: one
-    historical source for every symbol or a mapping symbol -> source (replay defaults to the bundled data).
+    historical source for every symbol or a mapping symbol -> source. Without it (and with `config.backfill:
+    provider`), each symbol's gaps are backfilled from the history REST API of the sources that stream it, by
+    priority (see `realtime.sources.history`), at the endpoints of `providers` (Settings' `data.providers`;
+    default: the production URLs, overridden by GPT_TRADER_DATA__PROVIDERS__<KEY>).
     """
 
     def __init__(
@@ -187,6 +219,7 @@ class RealtimePipeline:
         clock: Clock | None = None,
         environ: Mapping[str, str] | None = None,
         seed: int | None = None,
+        providers: ProviderConfig | None = None,
     ) -> None:
         if not configs:
             raise ConfigError("RealtimePipeline needs at least one StreamConfig")
@@ -207,6 +240,9 @@ class RealtimePipeline:
         self.exchange_latency = LatencyRecorder()  # exchange time (offset-corrected) -> bars updated
         self.bar_delay = LatencyRecorder(50_000)  # bar publish time minus window end (ms), provisional emissions
         self._history = history
+        self._providers = providers
+        # Each source's own history client, built on the first gap that needs it (None: it has none).
+        self._provider_histories: dict[DataSource, HistoricalSource | None] = {}
         self._feeds: list[Feed] = []
         self._routes: dict[str, list[Feed]] = {}
         self._active: dict[str, Feed | None] = {}
@@ -369,10 +405,6 @@ class RealtimePipeline:
         )
         await exchange.start()
         self._exchanges.append(exchange)
-        if self._history is None and sc.source == DataSource.REPLAY and r.timestamps == "original":
-            from gpt_trader.data.sources.bundled import BundledSource
-
-            self._history = BundledSource()  # replayed real bars are their own history
         return exchange.url("alpaca")
 
     async def stop(self) -> None:
@@ -1443,13 +1475,39 @@ class RealtimePipeline:
         out.sort(key=lambda t: t[0])
         return out
 
-    def _history_for(self, symbol: str) -> HistoricalSource | None:
+    def _history_for(self, symbol: str) -> list[HistoricalSource]:
+        """Where `symbol`'s gaps are backfilled from, in the order tried: `history=` when given (it replaces the
+        defaults), else each of its sources' own history client by feed priority (`config.backfill: provider`)."""
         h = self._history
-        if h is None:
-            return None
-        if isinstance(h, Mapping):
-            return h.get(symbol)
-        return h
+        if h is not None:
+            one = h.get(symbol) if isinstance(h, Mapping) else h
+            return [one] if one is not None else []
+        if self.config.backfill == "none":
+            return []
+        out: list[HistoricalSource] = []
+        for feed in self._routes.get(symbol, []):
+            source = self._provider_history(feed.config.source)
+            if source is not None and all(source is not s for s in out):
+                out.append(source)
+        return out
+
+    def _provider_history(self, source: DataSource) -> HistoricalSource | None:
+        if source in self._provider_histories:
+            return self._provider_histories[source]
+        from gpt_trader.realtime.config import providers_from_environ
+        from gpt_trader.realtime.sources.history import provider_history
+
+        client: HistoricalSource | None = None
+        try:
+            if self._providers is None:
+                self._providers = providers_from_environ(self._environ)
+            client = provider_history(
+                source, self._providers, self._environ, replay_timestamps=self.config.replay.timestamps
+            )
+        except (SourceError, ConfigError) as exc:  # e.g. no keys: its gaps stay flagged, the stream goes on
+            log.warning("no backfill from %s: %s", source.value, exc)
+        self._provider_histories[source] = client
+        return client
 
     def _check_gaps(self, wall: int) -> None:
         for agg in self.aggregators:
@@ -1470,27 +1528,34 @@ class RealtimePipeline:
                     task.add_done_callback(self._backfills.discard)
 
     async def _backfill(self, agg: BarAggregator, gap: Gap) -> None:
-        source = self._history_for(gap.symbol)
+        """Fill the gap's windows from the first history source with bars for it; all within `backfill_timeout_secs`."""
         bars: list[tuple[int, float, float, float, float, float]] | None = None
-        if source is not None:
-            first, last_end = agg.gap_windows(gap)
+        first, last_end = agg.gap_windows(gap)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.backfill_timeout_secs
+        used = "none"
+        for source in self._history_for(gap.symbol):
+            used = getattr(source, "name", type(source).__name__)
             try:
                 from gpt_trader.realtime.replay import canonical_symbol
 
-                name = canonical_symbol(gap.symbol) if getattr(source, "name", "") == "bundled" else gap.symbol
+                name = canonical_symbol(gap.symbol) if used == "bundled" else gap.symbol
                 frame = await asyncio.wait_for(
-                    asyncio.to_thread(
+                    _in_daemon_thread(
                         source.fetch, name, ns_to_datetime(first), ns_to_datetime(last_end), agg.timeframe
                     ),
-                    self.config.backfill_timeout_secs,
+                    max(0.0, deadline - loop.time()),
                 )
                 ts = frame["ts"].dt.epoch("ns").to_list()
                 cols = [frame[c].to_list() for c in ("open", "high", "low", "close", "volume")]
                 bars = list(zip(ts, *cols, strict=True))
+                if bars:
+                    break
+                log.warning("backfill %s %s: %s has no bars in the gap", gap.symbol, agg.label, used)
             except (SourceError, TimeoutError, OSError, ValueError) as exc:
-                log.warning("backfill %s %s failed: %s", gap.symbol, agg.label, exc)
+                log.warning("backfill %s %s from %s failed: %s", gap.symbol, agg.label, used, exc)
         filled = agg.resolve_gap(gap, bars)
-        log.info("backfill %s %s: %d window(s) filled", gap.symbol, agg.label, filled)
+        log.info("backfill %s %s from %s: %d window(s) filled", gap.symbol, agg.label, used, filled)
         self._advance(gap.symbol, None)
 
     # --- periodic work ------------------------------------------------------------------------------------------
