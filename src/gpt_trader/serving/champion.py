@@ -2,7 +2,9 @@
 
 The swap happens between bars: `refresh()` loads and probes the new version first and only then replaces the
 reference, so no bar is ever scored by a half-loaded model. A new champion that fails to load or to predict is
-refused: the old one keeps serving and an alert is raised.
+refused: the old one keeps serving and an alert is raised. The version a swap replaced is kept: a new champion
+that passed its probe but fails to predict later, while serving, is refused too and the previous version serves
+again (`fall_back`), so one bad promotion never leaves the symbols without a model.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class ChampionSlot:
         self._max_age = max_age
         self._clock = clock or SystemClock()
         self._current: LoadedModel | None = None
+        self._previous: LoadedModel | None = None  # what the last swap replaced, to fall back to
         self._refused: set[str] = set()
         self._lock = threading.Lock()
 
@@ -66,6 +69,11 @@ class ChampionSlot:
     def current(self) -> LoadedModel | None:
         """The model serving now (None before the first successful load)."""
         return self._current
+
+    @property
+    def previous(self) -> LoadedModel | None:
+        """The version the last swap replaced (None before a swap, or after falling back to it)."""
+        return self._previous
 
     def refresh(self) -> bool:
         """Check the alias; load, probe and swap in a new version. Returns True when the model changed."""
@@ -89,9 +97,30 @@ class ChampionSlot:
                 self._on_alert("ERROR", f"{self.name} v{version} failed to load or predict ({exc}); {keeping}")
                 return False
             registered = self.client.get_model_version(self.name, version).creation_timestamp
+            self._previous = self._current
             self._current = LoadedModel(self.name, version, model, _from_ms(registered))
             log.info("%s: now serving v%s", self.name, version)
             return True
+
+    def fall_back(self, failed_version: str, reason: str) -> LoadedModel | None:
+        """`failed_version` failed to predict while serving: refuse it (a refresh will not swap it back while the
+        alias still points at it) and serve the version it replaced again. Returns the model now serving, or None
+        when there is nothing to fall back to (the caller goes flat)."""
+        with self._lock:
+            current = self._current
+            if current is None or current.version != failed_version:
+                return current  # already replaced (a swap or an earlier fall-back): serve what is there now
+            previous = self._previous
+            if previous is None:
+                return None
+            self._refused.add(failed_version)
+            self._current, self._previous = previous, None
+        self._on_alert(
+            "ERROR",
+            f"{self.name} v{failed_version} failed to predict while serving ({reason}); "
+            f"fell back to v{previous.version}; v{failed_version} is refused",
+        )
+        return previous
 
     def is_expired(self) -> bool:
         """Whether the serving model is older than `max_age` (or missing): its symbol should go flat."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gpt_trader.config_base import Section
 
@@ -68,7 +68,10 @@ class RiskConfig(Section):
     max_drawdown_fraction: float = Field(default=0.10, gt=0, le=1)
     max_orders_per_window: int = Field(default=20, ge=1)
     order_window_secs: float = Field(default=60.0, gt=0)
-    # No new exposure when a symbol's last bar is older than this.
+    # No new exposure when a symbol's last bar is older than this (or its feed is reported down); a held symbol
+    # whose bars stop for longer while others' keep arriving is stale (see `LiveConfig.stale_action`). Bars of a
+    # symbol missing from one timestamp are `bar length` old at the next: with daily bars this must exceed a
+    # weekend, or one late symbol counts as a stopped feed.
     max_bar_age_secs: float = Field(default=180.0, gt=0)
 
 
@@ -90,6 +93,11 @@ class StateConfig(Section):
     """Where the trading state lives: a SQLite file locally, a PostgreSQL URL in production."""
 
     url: str = "sqlite:///data/trading/state.db"
+
+
+# What a market condition lets through (`TradingState` by name): everything, risk-reducing orders only, nothing.
+ConditionState = Literal["ACTIVE", "REDUCING", "HALTED"]
+_DEFAULT_CONDITION_STATES: dict[str, ConditionState] = {"EXTREME": "REDUCING"}
 
 
 class LiveConfig(Section):
@@ -114,6 +122,29 @@ class LiveConfig(Section):
     inference_threads: int = Field(default=1, ge=1)
     # Serve a single-asset model on other symbols: live symbol -> the model asset it is scored as.
     model_symbol_map: dict[str, str] = Field(default_factory=dict)
+    # Trading state each market condition (gpt_trader.scaling's QUIET..EXTREME) sets; unlisted ones are ACTIVE.
+    # A condition-set state lifts when the condition changes; a kill-switch halt stays until a person resets it.
+    condition_states: dict[str, ConditionState] = Field(default_factory=lambda: dict(_DEFAULT_CONDITION_STATES))
+    # A held symbol whose data went stale (bars stopped, or its feed reported down): "flat" closes the position
+    # with a risk-reducing order, "hold" keeps it; either way an alert fires and new exposure is refused.
+    stale_action: Literal["flat", "hold"] = "flat"
+    # Which registered RL policy serves as the RL champion (registry.rl_ppo_model or registry.rl_dqn_model).
+    rl_model: Literal["ppo", "dqn"] = "ppo"
+
+    @field_validator("condition_states")
+    @classmethod
+    def _known_conditions(cls, value: dict[str, ConditionState]) -> dict[str, ConditionState]:
+        # Imported here: the scaling package is not needed to read a config (and its condition ladder is the truth).
+        from gpt_trader.scaling.conditions import MarketCondition
+
+        names = set(MarketCondition.__members__)
+        out = {key.upper(): state for key, state in value.items()}
+        unknown = sorted(k for k in value if k.upper() not in names)
+        if unknown:
+            raise ValueError(f"condition_states: unknown market condition(s) {unknown}; expected {sorted(names)}")
+        if len(out) != len(value):
+            raise ValueError(f"condition_states names a condition twice (case-insensitively): {sorted(value)}")
+        return out
 
 
 class TradingConfig(Section):

@@ -7,7 +7,8 @@ watches equity: a breach of the daily loss limit or of the maximum drawdown halt
 on purpose, since the kill-switch must be able to act when everything else is refused.
 
 An external market-condition input (the scaling classifier, an operator) sets ACTIVE / REDUCING / HALTED
-through `set_state`; REDUCING lets only orders that shrink a position through.
+through `set_state`; REDUCING lets only orders that shrink a position through. The stale-data guard refuses new
+exposure in a symbol whose last bar is too old or whose feed the data layer reported down (`set_feed_status`).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class RiskManager:
         self._killed = False
         self._submissions: deque[datetime] = deque()
         self._last_bar: dict[str, datetime] = {}
+        self._feed_down: dict[str, str] = {}  # symbol -> why its feed is down
         self._peak_equity: Decimal | None = None
         self._day: date | None = None
         self._day_start_equity: Decimal | None = None
@@ -131,6 +133,33 @@ class RiskManager:
         last = self._last_bar.get(symbol)
         if last is None or bar_ts > last:
             self._last_bar[symbol] = bar_ts
+
+    def set_feed_status(self, symbol: str, healthy: bool, reason: str = "") -> None:
+        """The data layer's word on `symbol`'s feed: while down, new exposure in it is refused as stale."""
+        if healthy:
+            self._feed_down.pop(symbol, None)
+        else:
+            self._feed_down[symbol] = reason or "feed reported down"
+
+    def last_bar(self, symbol: str) -> datetime | None:
+        """The newest bar time noted for `symbol` (None before its first bar)."""
+        return self._last_bar.get(symbol)
+
+    def stale_reason(self, symbol: str) -> str | None:
+        """Why `symbol`'s data cannot be traded on now (feed down, no bar yet, last bar too old), else None."""
+        down = self._feed_down.get(symbol)
+        if down is not None:
+            return f"{symbol}: feed down ({down})"
+        last = self._last_bar.get(symbol)
+        if last is None:
+            return f"{symbol}: no bar seen yet"
+        age = (self.clock.now() - last).total_seconds()
+        if age > self.config.max_bar_age_secs:
+            return (
+                f"{symbol}: last bar {last.isoformat()} is {age:.0f}s old "
+                f"(max_bar_age_secs={self.config.max_bar_age_secs:g})"
+            )
+        return None
 
     def seed(self, *, peak_equity: Decimal, day_start_equity: Decimal, day: date) -> None:
         """Restore the drawdown peak and the day's opening equity after a restart (from the equity curve)."""
@@ -181,21 +210,8 @@ class RiskManager:
         # Reducing risk on old data is still safer than holding it, so the guard only blocks new exposure.
         if reducing:
             return []
-        last = self._last_bar.get(order.symbol)
-        now = self.clock.now()
-        max_age = timedelta(seconds=self.config.max_bar_age_secs)
-        if last is None:
-            return [Rejection(RejectCode.STALE_DATA, f"{order.symbol}: no bar seen yet")]
-        if now - last > max_age:
-            age = (now - last).total_seconds()
-            return [
-                Rejection(
-                    RejectCode.STALE_DATA,
-                    f"{order.symbol}: last bar {last.isoformat()} is {age:.0f}s old "
-                    f"(max_bar_age_secs={self.config.max_bar_age_secs:g})",
-                )
-            ]
-        return []
+        reason = self.stale_reason(order.symbol)
+        return [] if reason is None else [Rejection(RejectCode.STALE_DATA, reason)]
 
     def _exposure_rules(self, order: Order, portfolio: Portfolio, price: Decimal, current: Decimal) -> list[Rejection]:
         c = self.config

@@ -8,7 +8,13 @@ Per final bar of a symbol, in this order:
 5. commit fills, orders, the book, the equity point and the bar id in one transaction.
 
 A restart loads the committed state, restores the broker's book, skips bars already processed, and so never fills
-twice or loses a position. Models are hot-swapped between bars when the registry alias moves.
+twice or loses a position. Models are hot-swapped between bars when the registry alias moves; a new version that
+fails to predict while serving hands the symbols back to the version it replaced within the same bar.
+
+Stale data: a held symbol whose bars stopped (its last bar older than `risk.max_bar_age_secs` when other symbols'
+bars arrive) or whose feed the data layer reports down (`set_feed_status`) goes flat (`live.stale_action`), its
+orders that would add exposure are cancelled, an alert fires once per episode, and the risk manager refuses new
+exposure in it until its data is fresh again.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from gpt_trader.trading.costs import CostModel
 from gpt_trader.trading.execution import Broker, PaperBroker, make_client_order_id
 from gpt_trader.trading.portfolio import Portfolio
 from gpt_trader.trading.reconcile import reconcile
-from gpt_trader.trading.risk import RiskManager
+from gpt_trader.trading.risk import RiskManager, is_risk_reducing
 from gpt_trader.trading.shadow import ShadowTracker
 from gpt_trader.trading.signals import RLOutput, TransformerOutput, combine_signals
 from gpt_trader.trading.sizing import cap_to_trade_limits, order_quantity
@@ -111,20 +117,31 @@ class ModelRunner:
         self, book: FeatureBook, symbols: Sequence[str], on_error: AlertHook | None = None
     ) -> dict[str, ModelCall]:
         """The model's calls for those of `symbols` it can score now; empty when no model serves, it is expired
-        or it fails (reported once per version: one bad model never stops the session)."""
+        or it fails (reported once per version: one bad model never stops the session).
+
+        A version that fails here while the version it replaced is still held is refused and the previous one
+        scores this same bar instead (`ChampionSlot.fall_back` raises the alert): no bar goes unscored.
+        """
         loaded = self.slot.current
         if loaded is None or self.slot.is_expired() or not symbols:
             return {}
         start = time.perf_counter()
-        try:
-            views = self._serving_scorer(loaded.model, book).score(book, symbols)
-            _check_views(views)
-        except Exception as exc:  # a model's failure must not stop trading the rest of the book
-            key = f"{self.slot.name}/{loaded.version}"
-            if on_error is not None and key not in self._failed:
-                on_error("ERROR", f"{self.slot.name} v{loaded.version} failed to predict ({exc}); treated as flat")
-            self._failed.add(key)
-            return {}
+        while True:
+            try:
+                views = self._serving_scorer(loaded.model, book).score(book, symbols)
+                _check_views(views)
+                break
+            except Exception as exc:  # a model's failure must not stop trading the rest of the book
+                replacement = self.slot.fall_back(loaded.version, str(exc))
+                if replacement is None or replacement is loaded or self.slot.is_expired():
+                    key = f"{self.slot.name}/{loaded.version}"
+                    if on_error is not None and key not in self._failed:
+                        on_error(
+                            "ERROR", f"{self.slot.name} v{loaded.version} failed to predict ({exc}); treated as flat"
+                        )
+                    self._failed.add(key)
+                    return {}
+                loaded = replacement
         latency = (time.perf_counter() - start) * 1000
         calls = {}
         for symbol, v in views.items():
@@ -205,6 +222,7 @@ class LiveSession:
         self._last_bars: dict[str, datetime] = {}
         self._market_symbol = trading.live.market_symbol
         self._expired_alerted: set[str] = set()
+        self._stale: dict[str, str] = {}  # symbols in a stale-data episode -> why (one alert per episode)
         self.decision_ms: list[float] = []
         self.commit_ms: list[float] = []
         self.bars_processed = 0
@@ -231,6 +249,10 @@ class LiveSession:
         saved = self.store.load(self.portfolio.initial_cash)
         self.portfolio = saved.portfolio
         self._last_bars = dict(saved.last_bars)
+        for symbol, ts in self._last_bars.items():
+            # The committed bar's start (its length is not stored): after a restart a held symbol's staleness
+            # counts from its last processed bar, not from "never seen", so only a stopped feed flattens it.
+            self.risk.on_bar(symbol, ts)
         if isinstance(self.broker, PaperBroker):
             # The paper broker's book is ours: restore it from the same committed state.
             self.broker.restore(
@@ -349,7 +371,11 @@ class LiveSession:
             for order in kill.flatten_orders:
                 outcome = outcomes.get(order.symbol) or next(iter(outcomes.values()))
                 outcome.orders.append(self.broker.submit(order))
-        elif ready and self.risk.state is not TradingState.HALTED:
+        # After the kill-switch, so a stale symbol's flattening counts the kill orders already open for it.
+        for placed in self._guard_stale(ts):
+            outcome = outcomes.get(placed.order.symbol) or next(iter(outcomes.values()))
+            outcome.orders.append(placed)
+        if kill is None and ready and self.risk.state is not TradingState.HALTED:
             for bar in bars:
                 if bar.symbol in ready:
                     self._decide_symbol(bar, outcomes[bar.symbol], t_calls.get(bar.symbol), r_calls.get(bar.symbol))
@@ -481,16 +507,92 @@ class LiveSession:
             return
         decision = self.scaler.update_market_data(bar.close, bar.volume, ts=bar.ts)
         condition = decision.condition.name
-        # An extreme market only allows risk-reducing orders; the kill-switch halt is never lifted from here.
-        wanted = TradingState.REDUCING if condition == "EXTREME" else TradingState.ACTIVE
+        # The state follows the condition both ways (a condition-set HALTED lifts when the market calms); the
+        # kill-switch halt is latched and never lifted from here (`RiskManager.reset_kill_switch` only).
+        wanted = TradingState[self.trading.live.condition_states.get(condition, "ACTIVE")]
         if not self.risk.killed and self.risk.state is not wanted:
             self.risk.set_state(wanted, f"market condition {condition}")
+            if wanted is not TradingState.ACTIVE:
+                self._on_alert("WARNING", f"market condition {condition}: trading state {wanted.name}")
 
     def _alert_expired(self) -> None:
         for runner in (self.transformer, self.rl):
-            if runner is not None and runner.slot.is_expired() and runner.slot.name not in self._expired_alerted:
+            if runner is None:
+                continue
+            if not runner.slot.is_expired():
+                self._expired_alerted.discard(runner.slot.name)  # a fresh champion ends the episode
+            elif runner.slot.name not in self._expired_alerted:
                 self._expired_alerted.add(runner.slot.name)
                 self._on_alert("WARNING", f"{runner.slot.name}: no fresh champion; its symbols go flat")
+
+    # --- stale data ------------------------------------------------------------------------------------------
+    def set_feed_status(self, symbol: str, healthy: bool, reason: str = "") -> None:
+        """The data layer's word on `symbol`'s feed (e.g. the realtime pipeline's source health).
+
+        Down: new exposure in `symbol` is refused (`RejectCode.STALE_DATA`) and, once per episode, a held position
+        goes flat at once (`live.stale_action`), orders that would add to it are cancelled and an alert fires.
+        Healthy: the episode ends as soon as its bars are fresh too. Call it between bars, serialized with
+        `on_bars` (the orders it places are saved in their own transaction).
+        """
+        self.risk.set_feed_status(symbol, healthy, reason)
+        if healthy:
+            if symbol in self._stale and self.risk.stale_reason(symbol) is None:
+                del self._stale[symbol]
+                log.warning("%s: feed healthy again; trading it resumes", symbol)
+            return
+        if symbol in self._stale:
+            return
+        changed = self._start_stale(symbol, self.risk.stale_reason(symbol) or f"{symbol}: feed down", self.clock.now())
+        if changed:
+            self.store.save_orders(changed)
+
+    def _guard_stale(self, ts: datetime) -> list[BrokerOrder]:
+        """End episodes whose data is fresh again; start one for each held symbol whose data went stale."""
+        for symbol in [s for s in self._stale if self.risk.stale_reason(s) is None]:
+            del self._stale[symbol]
+            log.warning("%s: data fresh again; trading it resumes", symbol)
+        changed: list[BrokerOrder] = []
+        for symbol in sorted(self.portfolio.positions):
+            if symbol in self._stale or self.risk.last_bar(symbol) is None:
+                continue  # no data ever came for it here (a position found at the broker): nothing stopped
+            reason = self.risk.stale_reason(symbol)
+            if reason is not None:
+                changed += self._start_stale(symbol, reason, ts)
+        return changed
+
+    def _start_stale(self, symbol: str, reason: str, ts: datetime) -> list[BrokerOrder]:
+        """Open a stale-data episode: cancel orders that would add exposure, flatten (or hold), alert once."""
+        self._stale[symbol] = reason
+        changed: list[BrokerOrder] = []
+        held = self.portfolio.quantity(symbol)
+        for placed in self.broker.open_orders():
+            # An order decided on the last good bar would fill whenever data returns, at a price nobody saw.
+            if placed.order.symbol == symbol and not is_risk_reducing(held, placed.order.signed_quantity):
+                self.broker.cancel(placed.id)
+                changed.append(self.broker.get_order(placed.client_order_id) or placed)
+        # Open risk-reducing orders (the kill-switch's) already close part of the position: flatten the rest.
+        net = held + sum(
+            (o.remaining * o.order.side.sign for o in self.broker.open_orders() if o.order.symbol == symbol),
+            Decimal(0),
+        )
+        if self.trading.live.stale_action == "flat" and net != 0:
+            # Straight to the broker like the kill-switch's orders: it only shrinks the position, and must go out
+            # even when the state refuses everything.
+            order = Order(
+                make_client_order_id(self.trading.execution.strategy_id, symbol, ts, "stale"),
+                symbol,
+                Side.SELL if net > 0 else Side.BUY,
+                abs(net),
+                ts,
+            )
+            changed.append(self.broker.submit(order))
+            action = f"flattening {net} (order {order.client_order_id})"
+        elif held != 0:
+            action = "closing already under way" if net == 0 else f"holding {held} (stale_action=hold)"
+        else:
+            action = "no position"
+        self._on_alert("WARNING", f"stale data: {reason}; {action}; new exposure refused until it is fresh")
+        return changed
 
     def _day_first_equity(self) -> Decimal:
         """Equity at the first point of the latest point's day; the curve is chronological, so the search runs

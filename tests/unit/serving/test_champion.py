@@ -39,7 +39,8 @@ def _register(client, value: float, promote_it: bool = True) -> str:
             return pd.DataFrame({"position": np.full(len(model_input), self.v)})
 
     with mlflow.start_run():
-        uri = mlflow.pyfunc.log_model(name="m", python_model=Constant(value)).model_uri
+        # No pip-requirements inference (seconds per model): the model loads in this process.
+        uri = mlflow.pyfunc.log_model(name="m", python_model=Constant(value), pip_requirements=[]).model_uri
     version = register_challenger(client, NAME, uri, {})
     if promote_it:
         promote(client, NAME, version, reason="test")
@@ -90,3 +91,31 @@ def test_champion_slot_expires_old_model(client):
     assert not slot.is_expired()
     clock.advance(timedelta(hours=2))
     assert slot.is_expired()
+
+
+def test_champion_slot_fall_back_serves_the_replaced_version_and_refuses_the_failed_one(client):
+    alerts = []
+    slot = ChampionSlot(NAME, client, probe=probe, on_alert=lambda s, m: alerts.append((s, m)))
+    _register(client, 1.0)
+    slot.refresh()
+    assert slot.fall_back("1", "boom") is None  # nothing to fall back to: the caller goes flat
+    assert slot.current.version == "1"
+    _register(client, 2.0)  # passes its probe
+    assert slot.refresh() is True
+    assert slot.previous.version == "1"
+    back = slot.fall_back("2", "shape mismatch on live rows")
+    assert back is slot.current
+    assert back.version == "1"
+    assert back.model.predict(X)["position"].tolist() == [1.0]
+    assert slot.previous is None
+    assert alerts[-1][0] == "ERROR"
+    assert "v2 failed to predict while serving (shape mismatch on live rows)" in alerts[-1][1]
+    assert "fell back to v1" in alerts[-1][1]
+    assert slot.refresh() is False  # the alias still names v2: refused, not swapped back in
+    assert slot.current.version == "1"
+    assert slot.fall_back("2", "late report") is slot.current  # a stale report changes nothing
+    assert len([a for a in alerts if a[0] == "ERROR"]) == 1
+    _register(client, 3.0)  # a new promotion is served as usual
+    assert slot.refresh() is True
+    assert slot.current.version == "3"
+    assert slot.previous.version == "1"

@@ -137,19 +137,28 @@ def policy_spec(window: int = 5) -> ObservationSpec:
     )
 
 
-@pytest.mark.parametrize("policy_kind", ["account-dependent", "ppo"])
+@pytest.mark.parametrize("policy_kind", ["account-dependent", "ppo", "dqn"])
 def test_policy_scorer_carries_the_account_like_the_pyfunc_simulation(policy_kind: str):
     spec = policy_spec()
-    if policy_kind == "ppo":
+    if policy_kind in ("ppo", "dqn"):
         from stable_baselines3 import PPO
 
+        from gpt_trader.ml.rl.dqn import EnhancedDQN
         from gpt_trader.ml.rl.env import TradingEnv
+        from gpt_trader.ml.rl.policies import DuelingDQNPolicy
 
         env = TradingEnv.streaming(len(spec.feature_names), env_config=EnvConfig(window_size=spec.window_size))
-        policy = PPO("MlpPolicy", env, seed=3, device="cpu")
+        if policy_kind == "ppo":
+            policy = PPO("MlpPolicy", env, seed=3, device="cpu")
+        else:  # the DQN registered by training: dueling head, served through the same scorer
+            import torch
+
+            policy = EnhancedDQN(DuelingDQNPolicy, env, buffer_size=64, seed=3, device="cpu")
+            with torch.no_grad():  # a random net whose greedy action moves with its inputs, the account included
+                policy.q_net.advantage_net[-1].weight.mul_(60.0)
     else:
         policy = AccountPolicy()
-    wrapper = TradingPolicyModel("ppo", spec)
+    wrapper = TradingPolicyModel("dqn" if policy_kind == "dqn" else "ppo", spec)
     wrapper.model = policy
     series = bars("SPX", datetime(2015, 1, 1, tzinfo=UTC), datetime(2016, 6, 30, tzinfo=UTC))
     columns = LiveFeatures(FEATURES).columns
@@ -174,7 +183,7 @@ def test_policy_scorer_carries_the_account_like_the_pyfunc_simulation(policy_kin
     want = dict(zip(want["ts"].dt.tz_localize("UTC").dt.to_pydatetime(), want["position"], strict=True))
     assert len(got) > 250
     assert got == {ts: want[ts] for ts in got}
-    if policy_kind == "account-dependent":
+    if policy_kind in ("account-dependent", "dqn"):
         assert len(set(got.values())) == 3  # the policy really moved between short, flat and long
 
 

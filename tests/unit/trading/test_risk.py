@@ -179,3 +179,27 @@ def test_set_state_external_input_is_recorded(state: TradingState):
     risk, _, _ = make()
     risk.set_state(state, "market condition")
     assert risk.state is state
+
+
+def test_check_order_feed_reported_down_blocks_new_exposure_until_healthy():
+    risk, _, book = make()
+    hold(book, "AAPL", 10, 100)
+    risk.set_feed_status("AAPL", False, "alpaca: connection lost")
+    decision = risk.check_order(order(5), book)  # the last bar is fresh: only the feed's word makes it stale
+    assert decision.codes == (RejectCode.STALE_DATA,)
+    assert decision.rejections[0].message == "AAPL: feed down (alpaca: connection lost)"
+    assert risk.check_order(order(-5, cid="cut"), book).approved  # cutting exposure stays allowed
+    assert risk.check_order(order(5, "MSFT", cid="other"), book).approved  # other symbols are unaffected
+    risk.set_feed_status("AAPL", True)
+    assert risk.check_order(order(5, cid="again"), book).approved
+
+
+def test_stale_reason_names_what_is_stale():
+    risk, clock, _ = make(max_bar_age_secs=120)
+    assert risk.stale_reason("AAPL") is None
+    assert risk.stale_reason("TSLA") == "TSLA: no bar seen yet"
+    clock.advance(timedelta(seconds=121))
+    assert "121s old" in (risk.stale_reason("AAPL") or "")
+    risk.on_bar("AAPL", clock.now())
+    assert risk.stale_reason("AAPL") is None
+    assert risk.last_bar("AAPL") == clock.now()
