@@ -8,21 +8,16 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
+from flows.retries import IO_RETRIES
 from gpt_trader.core.markdown import markdown_table
 from gpt_trader.data.stages import capture_stage
 from gpt_trader.settings import Settings, load_settings
 
 
-# Network I/O: retried with growing, jittered delays; never cached (the provider may have new bars).
-@task(
-    name="capture-market-data",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=5),
-    retry_jitter_factor=0.5,
-    cache_policy=NO_CACHE,
-)
+# Network I/O: transient failures retried with growing, jittered delays; never cached (the provider may have new
+# bars).
+@task(name="capture-market-data", cache_policy=NO_CACHE, **IO_RETRIES)
 def capture_task(settings: Settings) -> list[dict[str, Any]]:
     """Capture every dataset; returns one row per dataset."""
     return [{k: str(v) if k == "path" else v for k, v in asdict(r).items()} for r in capture_stage(settings)]

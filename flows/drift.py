@@ -12,6 +12,7 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.retries import IO_RETRIES
 from gpt_trader.monitoring.drift import DriftCheck, DriftConfig, check_drift, drift_columns, drift_markdown
 from gpt_trader.monitoring.events import emit_drift_detected
 from gpt_trader.settings import Settings, load_settings
@@ -32,7 +33,8 @@ def check_drift_task(settings: Settings, dataset: str, current_bars: int) -> Dri
     return check_drift(features, dataset, numerical, config, settings.paths.reports, categorical_columns=categorical)
 
 
-@task(name="emit-drift-detected", cache_policy=NO_CACHE)
+# Talks to the Prefect API's event stream: retried when it is unreachable.
+@task(name="emit-drift-detected", cache_policy=NO_CACHE, **IO_RETRIES)
 def emit_task(check: DriftCheck) -> str | None:
     """Emit `gpt_trader.drift.detected` for the dataset; returns the event id."""
     return emit_drift_detected(check.dataset, check.result, report_path=check.paths.html)

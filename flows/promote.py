@@ -8,13 +8,15 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.retries import IO_RETRIES
 from gpt_trader.core.markdown import markdown_table
 from gpt_trader.registry.lifecycle import KINDS, promote_model
 from gpt_trader.settings import Settings, load_settings
 
 
-# Never cached: the decision depends on the registry's current state, not only on the inputs.
-@task(name="promote-model", cache_policy=NO_CACHE, task_run_name="promote-{kind}")
+# Never cached: the decision depends on the registry's current state, not only on the inputs. Registry I/O: retried
+# when the registry is unreachable.
+@task(name="promote-model", cache_policy=NO_CACHE, task_run_name="promote-{kind}", **IO_RETRIES)
 def promote_task(settings: Settings, kind: str, extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Score challenger and champion on the same window, decide, promote or record; publish the decision."""
     report = promote_model(settings, kind, extra_tags=extra_tags)

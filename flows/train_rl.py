@@ -8,6 +8,7 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.retries import IO_RETRIES
 from gpt_trader.core.markdown import markdown_table
 from gpt_trader.ml.rl.stage import run_rl_stage
 from gpt_trader.registry.lifecycle import retrain_tags, run_link
@@ -32,7 +33,8 @@ def agent_list(agent: str) -> list[str]:
 
 
 # Not cached, like the transformer: training produces MLflow runs and registered challengers (side effects).
-@task(name="train-rl-agents", cache_policy=NO_CACHE)
+# Retried (seeded, so reproducibly) when the tracking/registry store was unreachable.
+@task(name="train-rl-agents", cache_policy=NO_CACHE, **IO_RETRIES)
 def train_rl_task(
     settings: Settings,
     agents: list[str],
@@ -55,7 +57,9 @@ def train_rl_task(
                 "run_id": r["run_id"],
             }
         )
-        create_link_artifact(run_link(settings, r["run_id"]), link_text=f"MLflow run {agent}", key=f"rl-{agent}-run")
+        create_link_artifact(
+            run_link(settings, r["run_id"]), link_text=f"MLflow run {agent} {r['run_id']}", key=f"rl-{agent}-run"
+        )
     create_markdown_artifact(
         markdown_table(rows, COLUMNS), key="rl-training", description="RL agents: held-out figures after costs"
     )

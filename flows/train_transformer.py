@@ -8,6 +8,7 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.retries import IO_RETRIES
 from gpt_trader.core.markdown import markdown_table
 from gpt_trader.ml.transformer.stages import train_stage
 from gpt_trader.registry.lifecycle import challenger_version, retrain_tags, run_link
@@ -17,8 +18,9 @@ HEADLINE = ("best_val_loss", "val_loss", "train_loss", "epochs")
 
 
 # Not cached: each training is an MLflow run and a registered challenger; replaying a cached result would skip
-# both and leave the promote step judging whatever challenger is left over. Seeds make a rerun reproduce the model.
-@task(name="train-transformer", cache_policy=NO_CACHE)
+# both and leave the promote step judging whatever challenger is left over. Seeds make a rerun reproduce the model,
+# which is also why a tracking/registry outage may retry the whole task.
+@task(name="train-transformer", cache_policy=NO_CACHE, **IO_RETRIES)
 def train_transformer_task(settings: Settings, registration_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Train, save, track and register; publishes the headline metrics and a link to the MLflow run."""
     trader = train_stage(settings, registration_tags=registration_tags)

@@ -83,3 +83,72 @@ def test_validate_flow_failure_quarantines_and_features_refuse(prefect_api, over
     features = build_features_flow(config=config, return_state=True)
     assert features.is_failed()
     assert not Path(tmp_path / "data" / "features").exists()
+
+
+def _task_runs(flow_state) -> list:
+    """The task runs of the flow run behind `flow_state`, with their state histories, read from the server."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id]))
+            )
+            return [(run, [s.name for s in await client.read_task_run_states(run.id)]) for run in runs]
+
+    return asyncio.run(read())
+
+
+def _binance_overlay(tmp_path, url: str, symbol: str = "BTCUSDT") -> str:
+    """Capture 2024-01-01 hourly klines from the loopback Binance; the HTTP client itself does not retry."""
+    path = tmp_path / "binance.yaml"
+    path.write_text(
+        f"paths: {{data: {tmp_path / 'data'}, metrics: {tmp_path / 'metrics'}, reports: {tmp_path / 'reports'}}}\n"
+        "data:\n"
+        "  providers: {binance_url: '" + url + "', max_retries: 0, timeout_secs: 5}\n"
+        "  datasets:\n"
+        f"    - {{source: binance, symbol: {symbol}, timeframe: 1h, start: 2024-01-01, end: 2024-01-02, "
+        "calendar: continuous}\n"
+    )
+    return str(path)
+
+
+@pytest.fixture
+def binance(monkeypatch):
+    """The loopback provider server, and capture's real backoff (5, 10, 20 s) shrunk to keep the test fast."""
+    from flows.capture import capture_task
+    from tests.support.provider_server import ProviderServer
+
+    monkeypatch.delenv("BINANCE_API_KEY", raising=False)
+    monkeypatch.setattr(capture_task, "retry_delay_seconds", [0.2, 0.4, 0.8])
+    with ProviderServer() as server:
+        yield server
+
+
+def test_capture_flow_transient_provider_failure_is_retried_and_the_flow_succeeds(prefect_api, binance, tmp_path):
+    # The provider answers its first request with a 503 (Binance's own error JSON): the capture task fails, and
+    # Prefect retries it after the backoff; the second attempt gets the klines.
+    binance.fail(1, 503, provider="binance")
+    state = capture_flow(config=_binance_overlay(tmp_path, binance.url), return_state=True)
+    assert state.is_completed(), state
+    (row,) = state.result()
+    assert row["key"] == "binance/BTCUSDT_1h"
+    assert row["added"] == 24
+    assert [r.param("startTime") for r in binance.requests_for("binance")] == ["1704067200000"] * 2
+    ((run, history),) = _task_runs(state)
+    assert run.run_count == 2
+    assert history[:2] == ["Pending", "Running"]
+    assert history[-3:] == ["AwaitingRetry", "Retrying", "Completed"]
+    assert "| binance/BTCUSDT_1h | 24 |" in _artifact("capture-summary", state)
+
+
+def test_capture_flow_deterministic_provider_failure_is_not_retried(prefect_api, binance, tmp_path):
+    # An unknown symbol is a 400 (Binance -1121): waiting cannot fix it, so the task fails on its first attempt.
+    state = capture_flow(config=_binance_overlay(tmp_path, binance.url, symbol="NOPEUSDT"), return_state=True)
+    assert state.is_failed()
+    assert len(binance.requests_for("binance")) == 1
+    ((run, history),) = _task_runs(state)
+    assert run.run_count == 1
+    assert "AwaitingRetry" not in history
+    assert history[-1] == "Failed"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import pytest
 
@@ -48,6 +53,33 @@ registry:
 NAMES = {"transformer": "gpt-trader-transformer", "ppo": "gpt-trader-rl-ppo", "dqn": "gpt-trader-rl-dqn"}
 
 
+def _artifacts(state) -> dict[str, str]:
+    """The data of every artifact the flow run behind `state` (and its tasks) created, by key, read back from the
+    Prefect API."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+                )
+            )
+
+    artifacts = asyncio.run(read())
+    by_key = {a.key: str(a.data) for a in artifacts if a.key}
+    assert len(by_key) == len([a for a in artifacts if a.key]), "an artifact key was published twice"
+    return by_key
+
+
+def _link(data: str) -> tuple[str, str]:
+    """(text, target) of a Prefect link artifact's markdown `[text](target)`."""
+    match = re.fullmatch(r"\[(.*)\]\((.*)\)", data)
+    assert match, data
+    return match[1], match[2]
+
+
 def _client(tmp_path):
     from mlflow import MlflowClient
 
@@ -88,6 +120,42 @@ def test_retrain_flow_registers_judges_and_promotes_first_models(prefect_api, ov
     out = ppo.predict(ppo.input_example)
     assert set(out["position"]) <= {-1.0, 0.0, 1.0}
     assert (tmp_path / "metrics" / "transformer.json").is_file()  # the walk-forward evaluation ran
+
+    # The Prefect UI shows the decisions and links to the runs: read the artifacts back from the API.
+    artifacts = _artifacts(state)
+    for decision in result["decisions"]:
+        kind, name = decision["kind"], decision["model"]
+        assert name == NAMES[kind]
+        tags = client.get_model_version(name, "1").tags
+        body = artifacts[f"promotion-{kind}"]
+        assert body.startswith(f"# {name}: challenger v1 PROMOTED\n")
+        assert f"Champion before: none. Window: {tags['promotion.window']}." in body
+        assert f"| {name} | challenger | 1 |" in body
+        assert "| champion |" not in body  # first model ever: nothing to compare against
+        reasons = body.split("**Reasons**\n\n", 1)[1].strip().splitlines()
+        assert reasons == [f"- {r}" for r in decision["reasons"]]
+        assert "- no current champion" in reasons
+        assert "; ".join(decision["reasons"]) == tags["promotion.reasons"]
+    assert "| gpt-trader-rl-dqn | 1 | - | True |" in artifacts["retrain-decisions"]
+    # The training run each version was registered from (for RL the agent's parent run; its model sits in a
+    # nested per-seed run).
+    runs = {
+        "transformer-run": client.get_model_version(NAMES["transformer"], "1").tags["run_id"],
+        "rl-ppo-run": client.get_model_version(NAMES["ppo"], "1").tags["run_id"],
+        "rl-dqn-run": client.get_model_version(NAMES["dqn"], "1").tags["run_id"],
+    }
+    assert runs["transformer-run"] == result["transformer"]["run_id"]
+    assert [r["run_id"] for r in result["rl"]] == [runs["rl-ppo-run"], runs["rl-dqn-run"]]
+    evaluation_run = _link(artifacts["evaluation-run"])[0].removeprefix("MLflow run ")
+    runs["evaluation-run"] = evaluation_run
+    for key, run_id in runs.items():
+        text, target = _link(artifacts[key])
+        assert text.endswith(f" {run_id}"), (key, text)
+        # The embedded store has no UI page: the link opens the run's own artifact directory.
+        run = client.get_run(run_id)
+        assert target == run.info.artifact_uri
+        assert f"/{run_id}/" in target
+        assert Path(url2pathname(urlsplit(target).path)).is_dir()
 
 
 def test_retrain_flow_validation_failure_stops_before_training_champion_untouched(prefect_api, overlay, tmp_path):

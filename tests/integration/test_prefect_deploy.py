@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -11,13 +12,22 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+from sqlalchemy.engine import make_url
 
 from tests.integration.conftest import DATABASE_BACKENDS, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+POOLS = {"gpt-trader-training", "gpt-trader-live"}
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def production_prefect_database(db: str) -> str:
+    """The Prefect server database URL that config/production.yaml documents, on database `db` instead."""
+    (url,) = re.findall(r"PREFECT_SERVER_DATABASE_CONNECTION_URL=(\S+)", (ROOT / "config/production.yaml").read_text())
+    return make_url(url).set(database=db).render_as_string(hide_password=False)
 
 
 @pytest.fixture(params=DATABASE_BACKENDS)
@@ -33,7 +43,7 @@ def prefect_server(request, tmp_path):
     }
     if request.param == "postgresql":
         db = request.getfixturevalue("postgres_database")
-        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = production_prefect_database(db)
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 (closed in teardown)
     proc = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
@@ -114,3 +124,31 @@ def test_prefect_yaml_deploys_pools_deployments_and_schedules(prefect_server):
     (action,) = drift.actions
     assert action.deployment_id == daily.id
     assert action.parameters == {"reason": "drift", "dataset": "{{ event.payload.dataset }}"}
+
+    # Every deployment of prefect.yaml came back as written: flow entrypoint, pool, queue, parameters, schedules.
+    declared = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    assert set(deployments) == set(declared)
+    for name, spec in declared.items():
+        got = deployments[name]
+        assert got.entrypoint == spec["entrypoint"], name
+        assert got.work_pool_name == spec["work_pool"]["name"], name
+        assert got.work_pool_name in POOLS, name
+        assert got.work_queue_name == spec["work_pool"].get("work_queue_name", "default"), name
+        assert got.parameters == spec["parameters"], name
+        schedules = [(s.schedule.cron, s.schedule.timezone, s.active) for s in got.schedules]
+        assert schedules == [(s["cron"], s["timezone"], s["active"]) for s in spec.get("schedules", [])], name
+    drift_daily = deployments["drift-daily"]
+    assert drift_daily.entrypoint == "flows/drift.py:drift_flow"
+    assert drift_daily.work_pool_name == "gpt-trader-training"
+    assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in drift_daily.schedules] == [
+        ("30 22 * * 1-5", "UTC", True)
+    ]
+    assert drift_daily.parameters == {"params": "params.yaml", "dataset": "bundled/SPX_1d", "current_bars": 250}
+    live = deployments["live"]
+    assert live.entrypoint == "flows/live.py:live_flow"
+    assert live.work_pool_name == "gpt-trader-live"  # the only deployment on the live pool
+    assert [n for n, d in deployments.items() if d.work_pool_name == "gpt-trader-live"] == ["live"]
+    assert live.schedules == []  # started by hand (or the autoscaler), never on a timer
+    assert live.global_concurrency_limit is not None
+    assert live.global_concurrency_limit.limit == 1
+    assert live.parameters["strategy"] == "live"

@@ -188,9 +188,10 @@ def promote_model(settings: Settings, kind: str, *, extra_tags: dict[str, str] |
     """Score the challenger and the champion of `kind` on the same recent window; promote or record the rejection.
 
     The window is the latest `registry.promotion.window_bars` bars of the challenger's training symbols; it must
-    start at or after both models' held-out start (else the comparison is refused, the champion untouched).
+    start at or after both models' held-out start (else the comparison is refused, the champion untouched). The
+    challenger's input signature must accept the champion's (or, with no champion, the feature columns).
     """
-    from gpt_trader.registry.scoring import promotion_window, score_version, window_overlap
+    from gpt_trader.registry.scoring import promotion_window, score_version, serving_input, window_overlap
     from gpt_trader.trading.costs import CostModel
 
     cfg = settings.registry.promotion
@@ -212,8 +213,17 @@ def promote_model(settings: Settings, kind: str, *, extra_tags: dict[str, str] |
         refusals.append(window_overlap(window, champ_tags, f"champion v{champion}"))
     problems = tuple(r for r in refusals if r)
     cost_model = CostModel(settings.costs)
+    # "Signature matches": the challenger must accept what the champion is served now (or, first model ever, the
+    # feature columns).
+    serving = serving_input(f"models:/{name}/{champion}" if champion else None, champion, frame)
     chal_ev = score_version(
-        f"models:/{name}/{challenger}", frame, window, cost_model, version=challenger, lookback_bars=cfg.lookback_bars
+        f"models:/{name}/{challenger}",
+        frame,
+        window,
+        cost_model,
+        version=challenger,
+        lookback_bars=cfg.lookback_bars,
+        serving=serving,
     )
     champ_ev = None
     if champion is not None and not problems:
@@ -249,12 +259,12 @@ def challenger_version(settings: Settings, kind: str) -> str | None:
 
 
 def run_link(settings: Settings, run_id: str) -> str:
-    """A URL for an MLflow run: its UI page when tracking is an http server, else the local store's path."""
+    """A URL for an MLflow run: its UI page when tracking is an http server, else its artifact directory."""
     from gpt_trader.registry.tracking import run_url, tracking_uri
 
     uri = tracking_uri(settings.registry, settings.paths.mlflow)
-    experiment_id = registry_client(settings).get_run(run_id).info.experiment_id
-    return run_url(uri, str(experiment_id), run_id, settings.paths.mlflow)
+    info = registry_client(settings).get_run(run_id).info
+    return run_url(uri, str(info.experiment_id), run_id, str(info.artifact_uri))
 
 
 def retrain_tags(reason: str, dataset: str | None, flow_run_id: str | None = None) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """The promotion gate: a challenger replaces the champion only on evidence.
 
 `decide_promotion` is pure: it weighs sanity checks and held-out metrics measured on the same, most recent window
-for both models. `check_model` gathers the sanity evidence for any MLflow pyfunc model.
+for both models. `check_model` gathers the sanity evidence for any MLflow pyfunc model; given the serving input
+(`ServingInput`), it also checks that the model's input signature accepts it (`signature_mismatches`).
 """
 
 from __future__ import annotations
@@ -9,22 +10,28 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gpt_trader.registry.config import PromotionConfig
 from gpt_trader.trading.shadow import ShadowEvidence
 
+if TYPE_CHECKING:
+    from mlflow.types import Schema
+
 
 @dataclass(frozen=True, slots=True)
 class SanityCheck:
-    """Whether a registered model is fit to serve: it loads, predicts finite values in time, with a signature."""
+    """Whether a registered model is fit to serve: it loads, predicts finite values in time, and its signature
+    accepts the serving input."""
 
     loads: bool
     predicts: bool = False
     finite: bool = False
     has_signature: bool = False
+    # Why the input signature does not accept the serving input (None: it does, or no serving input was given).
+    signature_mismatch: str | None = None
     # p99 over repeated predictions on the input example of min(wall time, process CPU time) per call.
     latency_p99_ms: float = math.inf
     error: str | None = None
@@ -40,6 +47,8 @@ class SanityCheck:
             problems.append("predictions contain NaN or infinite values")
         if not self.has_signature:
             problems.append("has no model signature")
+        elif self.signature_mismatch:
+            problems.append(self.signature_mismatch)
         if self.predicts and self.latency_p99_ms > latency_budget_ms:
             problems.append(f"p99 latency {self.latency_p99_ms:.2f} ms exceeds the {latency_budget_ms:g} ms budget")
         return problems
@@ -175,23 +184,96 @@ def _decide_offline(
     return PromotionDecision(ok, tuple(reasons), challenger.version, champ_version), False
 
 
-def check_model(model_uri: str, *, n_timings: int = 50, input_example: Any = None) -> SanityCheck:
-    """Load a pyfunc model and predict on its input example: does it load, predict finite values, and how fast."""
+@dataclass(frozen=True, slots=True)
+class ServingInput:
+    """The input a promoted model will be served: its MLflow schema and where that schema came from."""
+
+    schema: Schema
+    # Named in the gate's reasons, e.g. "champion v3's input signature" or "the feature columns".
+    source: str
+
+
+# Input types MLflow's schema enforcement converts safely into a signature's column type (besides the same type):
+# int -> long, float -> double, int -> double (`mlflow.models.utils._enforce_mlflow_datatype`).
+_SAFE_UPCASTS = {"long": {"integer"}, "double": {"float", "integer"}}
+
+
+def signature_mismatches(model_inputs: Schema, serving: Schema) -> list[str]:
+    """Why a model whose input signature is `model_inputs` cannot take `serving`; empty when it accepts it.
+
+    Columns are matched by name: each required model column must be present in `serving` with the same type or
+    one MLflow upcasts safely to it; an optional model column, when present, must be compatible too. Extra serving
+    columns are fine (the model ignores them). Tensor signatures must equal the serving tensors.
+    """
+    if model_inputs.is_tensor_spec() or serving.is_tensor_spec():
+        if model_inputs.is_tensor_spec() and serving.is_tensor_spec():
+            return [] if model_inputs == serving else [f"tensor input {model_inputs} differs from {serving}"]
+        kind = "tensors" if model_inputs.is_tensor_spec() else "named columns"
+        return [f"the model takes {kind}, the serving input does not"]
+    if not model_inputs.has_input_names():
+        return ["the model's input signature has unnamed columns"]
+    offered = {spec.name: spec.type for spec in serving.inputs if spec.name is not None}
+    missing, wrong = [], []
+    for spec in model_inputs.inputs:
+        name = str(spec.name)
+        if name not in offered:
+            if spec.required:
+                missing.append(name)
+        elif not _accepts(spec.type, offered[name]):
+            wrong.append(f"{name!r} is {_type_name(offered[name])} there but the model wants {_type_name(spec.type)}")
+    problems = [f"columns missing there: {missing}"] if missing else []
+    return problems + wrong
+
+
+def _accepts(wanted: Any, given: Any) -> bool:
+    from mlflow.types import DataType
+    from mlflow.types.schema import AnyType
+
+    if isinstance(wanted, AnyType) or wanted == given:
+        return True
+    if isinstance(wanted, DataType) and isinstance(given, DataType):
+        return given.name in _SAFE_UPCASTS.get(wanted.name, set())
+    return False
+
+
+def _type_name(dtype: Any) -> str:
+    return str(getattr(dtype, "name", dtype))
+
+
+def check_model(
+    model_uri: str, *, n_timings: int = 50, input_example: Any = None, serving_input: ServingInput | None = None
+) -> SanityCheck:
+    """Load a pyfunc model and predict on its input example: does it load, predict finite values, and how fast;
+    with `serving_input`, also whether its signature accepts that input."""
     import mlflow.pyfunc
 
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:  # any loader failure means the model cannot serve
         return SanityCheck(loads=False, error=f"{type(exc).__name__}: {exc}")
-    return check_loaded_model(model, n_timings=n_timings, input_example=input_example)
+    return check_loaded_model(model, n_timings=n_timings, input_example=input_example, serving_input=serving_input)
 
 
-def check_loaded_model(model: Any, *, n_timings: int = 50, input_example: Any = None) -> SanityCheck:
+def check_loaded_model(
+    model: Any, *, n_timings: int = 50, input_example: Any = None, serving_input: ServingInput | None = None
+) -> SanityCheck:
     """`check_model` on an already loaded pyfunc model (scoring loads each model once)."""
-    has_signature = model.metadata.signature is not None
+    signature = model.metadata.signature
+    has_signature = signature is not None
+    mismatch = None
+    if signature is not None and serving_input is not None:
+        inputs = signature.inputs
+        problems = ["it has no input schema"] if inputs is None else signature_mismatches(inputs, serving_input.schema)
+        if problems:
+            mismatch = f"input signature does not match {serving_input.source}: {'; '.join(problems)}"
     example = input_example if input_example is not None else model.input_example
     if example is None:
-        return SanityCheck(True, has_signature=has_signature, error="no input example was logged with the model")
+        return SanityCheck(
+            True,
+            has_signature=has_signature,
+            signature_mismatch=mismatch,
+            error="no input example was logged with the model",
+        )
     try:
         output = model.predict(example)
         timings = []
@@ -202,12 +284,15 @@ def check_loaded_model(model: Any, *, n_timings: int = 50, input_example: Any = 
             # waiting for a core, its CPU time does not (and with several threads the wall time is the smaller).
             timings.append(min(time.perf_counter() - wall, time.process_time() - cpu) * 1000)
     except Exception as exc:
-        return SanityCheck(True, has_signature=has_signature, error=f"{type(exc).__name__}: {exc}")
+        return SanityCheck(
+            True, has_signature=has_signature, signature_mismatch=mismatch, error=f"{type(exc).__name__}: {exc}"
+        )
     return SanityCheck(
         loads=True,
         predicts=True,
         finite=_all_finite(output),
         has_signature=has_signature,
+        signature_mismatch=mismatch,
         latency_p99_ms=float(np.percentile(timings, 99)),
     )
 

@@ -27,11 +27,12 @@ import numpy as np
 import polars as pl
 
 from gpt_trader.core.errors import DataError
-from gpt_trader.registry.promotion import Evidence, check_loaded_model
+from gpt_trader.registry.promotion import Evidence, ServingInput, check_loaded_model
 from gpt_trader.trading.costs import CostModel
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mlflow.types import Schema
 
 HELDOUT_TAG = "training.heldout_start_ts"
 LAST_TRAINED_TAG = "training.last_ts"
@@ -142,6 +143,48 @@ def model_input(frame: pl.DataFrame, schema: Any) -> pd.DataFrame:
     return frame.select(columns).to_pandas()
 
 
+def feature_schema(frame: pl.DataFrame) -> Schema:
+    """The input schema models are served from a features frame: its columns but the labels (the future), with
+    MLflow types (naive-UTC `ts` is a datetime, integer flags stay integers)."""
+    from mlflow.types import ColSpec, DataType, Schema
+
+    from gpt_trader.data.features import LABEL_COLUMNS
+
+    def mlflow_type(dtype: pl.DataType) -> DataType:
+        if dtype in (pl.Int64, pl.UInt32, pl.UInt64):
+            return DataType.long
+        if dtype.is_integer():
+            return DataType.integer
+        if dtype == pl.Float32:
+            return DataType.float
+        if dtype.is_float():
+            return DataType.double
+        if dtype == pl.Boolean:
+            return DataType.boolean
+        if dtype.is_temporal():
+            return DataType.datetime
+        return DataType.string
+
+    return Schema(
+        [ColSpec(mlflow_type(dtype), name) for name, dtype in frame.schema.items() if name not in LABEL_COLUMNS]
+    )
+
+
+def serving_input(champion_uri: str | None, champion_version: str | None, frame: pl.DataFrame) -> ServingInput:
+    """What a promoted model will be fed: the champion's input signature when there is a readable one (the live
+    side serves that shape now), else the feature columns of `frame`."""
+    if champion_uri is not None:
+        from mlflow.models import get_model_info
+
+        try:
+            signature = get_model_info(champion_uri).signature
+        except Exception:  # an unreadable champion is judged by the gate; fall back to the features
+            signature = None
+        if signature is not None and signature.inputs is not None:
+            return ServingInput(signature.inputs, f"champion v{champion_version}'s input signature")
+    return ServingInput(feature_schema(frame), "the feature columns")
+
+
 def score_version(
     model_uri: str,
     frame: pl.DataFrame,
@@ -150,11 +193,13 @@ def score_version(
     *,
     version: str = "",
     lookback_bars: int = 300,
+    serving: ServingInput | None = None,
 ) -> Evidence:
     """Sanity-check the model, then its Sharpe after costs, total return and drawdown on `window` vs buy-and-hold.
 
     Metric names match `PromotionConfig` defaults: `sharpe` and `buy_and_hold_sharpe`. A model that cannot
-    predict the window, or predicts a non-finite position, gets no metrics and a note saying why.
+    predict the window, or predicts a non-finite position, gets no metrics and a note saying why. With `serving`,
+    the sanity check includes whether the model's input signature accepts that input.
     """
     import mlflow.pyfunc
 
@@ -164,7 +209,7 @@ def score_version(
         from gpt_trader.registry.promotion import SanityCheck
 
         return Evidence(version, SanityCheck(loads=False, error=f"{type(exc).__name__}: {exc}"), {}, window.label)
-    sanity = check_loaded_model(model)
+    sanity = check_loaded_model(model, serving_input=serving)
     returns = next_returns(frame, window)
     baseline = window_performance({s: np.ones_like(r) for s, r in returns.items()}, returns, window, cost_model)
     metrics = {f"buy_and_hold_{k}": v for k, v in baseline.items()}

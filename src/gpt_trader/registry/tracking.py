@@ -126,11 +126,12 @@ def iso_utc(value: Any) -> str:
     return str(ts.isoformat())
 
 
-def run_url(tracking_uri_: str, experiment_id: str, run_id: str, mlflow_dir: str | Path) -> str:
-    """Where a person can look at a run: the MLflow UI page when tracking is a server, else the local store."""
+def run_url(tracking_uri_: str, experiment_id: str, run_id: str, artifact_uri: str) -> str:
+    """Where a person can look at a run: the MLflow UI page when tracking is a server, else the run's own
+    artifact directory (model, plots, reports) in the local store."""
     if tracking_uri_.startswith(("http://", "https://")):
         return f"{tracking_uri_.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return Path(mlflow_dir).resolve().as_uri()
+    return artifact_uri
 
 
 def dvc_out_current(out: str, md5: str, cache_dir: str | Path = ".dvc/cache") -> bool:

@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 
 from gpt_trader.registry.config import PromotionConfig, RegistryConfig
-from gpt_trader.registry.promotion import Evidence, SanityCheck, check_model, decide_promotion
+from gpt_trader.registry.promotion import (
+    Evidence,
+    SanityCheck,
+    ServingInput,
+    check_model,
+    decide_promotion,
+    signature_mismatches,
+)
 from gpt_trader.registry.tracking import setup_experiment
 from gpt_trader.trading.shadow import ShadowEvidence
 
@@ -148,7 +155,54 @@ def test_decision_as_tags_strings():
     assert all(isinstance(v, str) for v in tags.values())
 
 
-def _log_pyfunc(tmp_path, value: float, with_signature: bool = True) -> str:
+def test_decide_promotion_signature_mismatch_rejects_a_better_challenger_with_its_reason():
+    why = "input signature does not match champion v1's input signature: columns missing there: ['sentiment']"
+    sanity = SanityCheck(True, True, True, has_signature=True, signature_mismatch=why, latency_p99_ms=1.0)
+    decision = decide_promotion(ev("2", 9.0, sanity=sanity), ev("1", 0.5), CFG)
+    assert not decision.promote
+    assert decision.reasons == (f"challenger {why}",)
+
+
+def schema(*columns: tuple[str, str] | tuple[str, str, bool]):
+    from mlflow.types import ColSpec, DataType, Schema
+
+    return Schema([ColSpec(DataType[c[1]], c[0], required=c[2] if len(c) == 3 else True) for c in columns])
+
+
+SERVED = schema(("ts", "datetime"), ("symbol", "string"), ("close", "double"), ("day_of_week", "integer"))
+
+
+def test_signature_mismatches_same_columns_subset_and_safe_upcasts_accepted():
+    assert signature_mismatches(SERVED, SERVED) == []
+    # Fewer columns, int -> long and int -> double upcasts (MLflow converts them), optional extras: all accepted.
+    fewer = schema(("close", "double"), ("day_of_week", "long"), ("volume_z", "double", False))
+    assert signature_mismatches(fewer, SERVED) == []
+    assert signature_mismatches(schema(("day_of_week", "double")), SERVED) == []
+
+
+def test_signature_mismatches_missing_column_and_incompatible_types_named():
+    wanted = schema(("close", "string"), ("sentiment", "double"), ("day_of_week", "integer"), ("ts", "long"))
+    assert signature_mismatches(wanted, SERVED) == [
+        "columns missing there: ['sentiment']",
+        "'close' is double there but the model wants string",
+        "'ts' is datetime there but the model wants long",
+    ]
+    # Narrowing is not safe: a long column served where the model wants a 32-bit integer.
+    assert signature_mismatches(schema(("x", "integer")), schema(("x", "long"))) == [
+        "'x' is long there but the model wants integer"
+    ]
+
+
+def test_signature_mismatches_tensor_signature_against_columns():
+    from mlflow.types import Schema, TensorSpec
+
+    tensor = Schema([TensorSpec(np.dtype("float32"), (-1, 4))])
+    assert signature_mismatches(tensor, SERVED) == ["the model takes tensors, the serving input does not"]
+    assert signature_mismatches(SERVED, tensor) == ["the model takes named columns, the serving input does not"]
+    assert signature_mismatches(tensor, tensor) == []
+
+
+def _log_pyfunc(tmp_path, value: float, with_signature: bool = True, x: pd.DataFrame | None = None) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
@@ -160,7 +214,7 @@ def _log_pyfunc(tmp_path, value: float, with_signature: bool = True) -> str:
             return pd.DataFrame({"position": np.full(len(model_input), self.v)})
 
     setup_experiment("t", RegistryConfig(), tmp_path / "mlflow")
-    x = pd.DataFrame({"ret_1": [0.01, -0.02]})
+    x = pd.DataFrame({"ret_1": [0.01, -0.02]}) if x is None else x
     sig = infer_signature(x, pd.DataFrame({"position": [0.0, 0.0]})) if with_signature else None
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(name="m", python_model=Constant(value), signature=sig, input_example=x)
@@ -175,3 +229,19 @@ def test_check_model_real_pyfunc_sane_and_nan_detected(tmp_path):
     assert nan.failures(1000) == ["predictions contain NaN or infinite values"]
     missing = check_model("models:/does-not-exist/1", n_timings=1)
     assert not missing.loads
+
+
+@pytest.mark.slow
+def test_check_model_crafted_signature_mismatch_fails_sanity_with_reason(tmp_path):
+    served = ServingInput(schema(("ret_1", "double"), ("rsi", "double")), "champion v4's input signature")
+    good = check_model(_log_pyfunc(tmp_path, 0.5), n_timings=2, serving_input=served)
+    assert good.failures(1000) == []
+    # Predicts fine on its own example, but wants a column the serving side never sends, and `ret_1` as text.
+    crafted = pd.DataFrame({"ret_1": ["0.01", "-0.02"], "sentiment": [0.3, 0.1]})
+    bad = check_model(_log_pyfunc(tmp_path, 0.5, x=crafted), n_timings=2, serving_input=served)
+    assert bad.predicts
+    assert bad.finite
+    assert bad.failures(1000) == [
+        "input signature does not match champion v4's input signature: columns missing there: ['sentiment']; "
+        "'ret_1' is double there but the model wants string"
+    ]

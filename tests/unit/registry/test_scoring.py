@@ -135,11 +135,11 @@ def _settings(tmp_path, **promotion) -> Settings:
     )
 
 
-def _register(client, name: str, value: float, heldout: str) -> str:
+def _register(client, name: str, value: float, heldout: str, frame: pl.DataFrame | None = None) -> str:
     from gpt_trader.registry.models import register_challenger
 
     tags = {"training.symbols": "AAA", "training.timeframe": "1d", "training.heldout_start_ts": heldout}
-    return register_challenger(client, name, log_constant(value, features()), tags)
+    return register_challenger(client, name, log_constant(value, features() if frame is None else frame), tags)
 
 
 def test_promote_model_refuses_when_window_overlaps_champion_training_champion_untouched(store):
@@ -175,3 +175,41 @@ def test_promote_model_constant_long_does_not_beat_buy_and_hold_when_required(st
     relaxed = _settings(store, require_beat_buy_and_hold=False)
     assert promote_model(relaxed, "ppo").decision.promote
     assert client.get_registered_model(name).aliases == {"champion": 1}
+
+
+def test_promote_model_challenger_signature_mismatching_champion_rejected_champion_untouched(store):
+    from gpt_trader.registry.lifecycle import promote_model, registry_client
+    from gpt_trader.registry.models import promote
+
+    settings = _settings(store, require_beat_buy_and_hold=False, min_improvement=0.0)
+    client = registry_client(settings)
+    name = settings.registry.transformer_model
+    promote(client, name, _register(client, name, 0.0, "2024-01-15T00:00:00+00:00"), reason="seed")
+    # A crafted challenger: long (so it would beat the flat champion) but its signature wants `ret_1` as text.
+    crafted = features().with_columns(pl.col("ret_1").cast(pl.Utf8))
+    challenger = _register(client, name, 1.0, "2024-01-15T00:00:00+00:00", frame=crafted)
+    report = promote_model(settings, "transformer")
+    assert report.challenger.sanity.predicts
+    assert "sharpe" in report.challenger.metrics  # it could be scored: only the signature is wrong
+    assert not report.decision.promote
+    assert report.decision.reasons == (
+        "challenger input signature does not match champion v1's input signature: "
+        "'ret_1' is double there but the model wants string",
+    )
+    assert client.get_registered_model(name).aliases == {"champion": 1, "challenger": 2}
+    assert "'ret_1' is double there" in client.get_model_version(name, challenger).tags["promotion.reasons"]
+
+
+def test_promote_model_first_model_needing_a_column_the_features_lack_rejected(store):
+    from gpt_trader.registry.lifecycle import promote_model, registry_client
+
+    settings = _settings(store, require_beat_buy_and_hold=False)
+    client = registry_client(settings)
+    name = settings.registry.rl_dqn_model
+    _register(client, name, 1.0, "2024-01-15T00:00:00+00:00", frame=features().with_columns(sentiment=pl.lit(0.5)))
+    report = promote_model(settings, "dqn")
+    assert not report.decision.promote
+    assert report.decision.reasons == (
+        "challenger input signature does not match the feature columns: columns missing there: ['sentiment']",
+    )
+    assert "champion" not in client.get_registered_model(name).aliases

@@ -4,12 +4,19 @@ from pathlib import Path
 
 from gpt_trader.core.fingerprint import hash_files
 from gpt_trader.registry.config import RegistryConfig
-from gpt_trader.registry.tracking import dvc_out_hash, provenance_tags, setup_experiment, tracking_uri
+from gpt_trader.registry.tracking import dvc_out_hash, provenance_tags, run_url, setup_experiment, tracking_uri
 
 
 def test_tracking_uri_defaults_to_embedded_sqlite(tmp_path):
     assert tracking_uri(RegistryConfig(), tmp_path / "ml") == f"sqlite:///{(tmp_path / 'ml').resolve()}/mlflow.db"
     assert tracking_uri(RegistryConfig(tracking_uri="http://127.0.0.1:5000"), tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_run_url_ui_page_on_a_server_else_the_run_artifact_directory():
+    local = "file:///srv/mlflow/artifacts/1/abc/artifacts"
+    assert run_url("http://127.0.0.1:5000/", "1", "abc", local) == "http://127.0.0.1:5000/#/experiments/1/runs/abc"
+    assert run_url("sqlite:////srv/mlflow/mlflow.db", "1", "abc", local) == local
+    assert run_url("postgresql+psycopg://postgres@127.0.0.1:5432/mlflow", "1", "abc", local) == local
 
 
 def test_setup_experiment_real_store_artifacts_under_mlflow_dir(tmp_path):
