@@ -1,16 +1,18 @@
-"""`live_flow`: the long-running paper-trading session (replayed real data through the local exchange)."""
+"""`live_flow`: the long-running trading session (replayed real data through the local exchange, or the streams
+configured in `realtime.sources` with `feed="sources"`)."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.retries import IO_RETRIES
+from gpt_trader.core.errors import ConfigError
 from gpt_trader.core.markdown import markdown_table
 from gpt_trader.settings import Settings, load_settings
 from gpt_trader.trading.runner import LiveOptions, run_live
@@ -36,6 +38,9 @@ def live_flow(
     rate: float = 400.0,
     strategy: str = "live",
     dashboard_port: int | None = None,
+    feed: str = "replay",
+    timeframe: str = "1d",
+    max_bars: int | None = None,
 ) -> dict[str, Any]:
     """Trade the champions on paper; the state store makes a restarted run resume where it stopped."""
     options = LiveOptions(
@@ -46,6 +51,9 @@ def live_flow(
         rate=rate,
         strategy=strategy,
         dashboard_port=dashboard_port,
+        feed=_feed(feed),
+        timeframe=timeframe,
+        max_bars=max_bars,
     )
     summary = live_task(load_settings(config, params=params), options)
     nested = ("alerts", "positions", "shadow_pnl", "shadow_evidence")
@@ -54,3 +62,9 @@ def live_flow(
             if k not in nested]  # fmt: skip
     create_markdown_artifact(markdown_table(rows), key="live-session", description="Live paper session P&L")
     return summary
+
+
+def _feed(name: str) -> Literal["replay", "sources"]:
+    if name not in ("replay", "sources"):
+        raise ConfigError(f"feed must be 'replay' or 'sources', got {name!r}")
+    return "sources" if name == "sources" else "replay"

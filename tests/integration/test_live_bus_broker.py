@@ -102,3 +102,89 @@ def test_live_session_trades_through_the_alpaca_broker_adapter(live_overlay, mon
         assert len(client_ids) == len(set(client_ids))  # idempotent: one order per client id
         qty, _ = server.positions["SPX"]
         assert float(qty) == report.summary["positions"]["SPX"] > 0  # the session's book is the broker's
+
+
+def _exchange_from(day: date, rate: float):
+    """A local exchange replaying bundled SPX from `day` over Alpaca's protocol (real trades of real bars)."""
+    import time
+
+    import numpy as np
+
+    from gpt_trader.realtime.exchange import ExchangeConfig, LocalExchange
+    from gpt_trader.realtime.replay import load_series
+
+    series = load_series("SPX")
+    first = int(np.searchsorted(series.ts, np.datetime64(day, "ns").astype(np.int64)))
+    return LocalExchange(
+        ExchangeConfig(feed="replay", rate=rate, ticks_per_bar=20, timestamps="original", start_bar=first,
+                       quote_every=0, epoch_ns=time.time_ns() + 200_000_000)
+    )  # fmt: skip
+
+
+def _sources_yaml(url: str) -> str:
+    return (
+        f"realtime: {{sources: [{{type: alpaca, symbols: [SPX], url: '{url}'}}], backfill: none, "
+        "lateness_ms: 0, max_future_secs: null}\n"
+    )
+
+
+@pytest.mark.slow
+def test_live_session_on_configured_sources_streams_and_trades(live_overlay, monkeypatch):
+    """`feed="sources"`: the streams of `realtime.sources` (here an Alpaca-protocol exchange on loopback replaying
+    real SPX trades from 2018-06-01); the features warm up on the stored bars before `start`."""
+    monkeypatch.setenv("APCA_API_KEY_ID", "local-exchange")
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "local-exchange")
+
+    async def scenario():
+        exchange = _exchange_from(date(2018, 6, 1), rate=0)
+        await exchange.start()
+        try:
+            _, settings = live_overlay(_sources_yaml(exchange.url("alpaca")))
+            options = LiveOptions(feed="sources", start=date(2018, 6, 1), duration_secs=60, max_bars=15,
+                                  strategy="sources")  # fmt: skip
+            return await run_live(settings, options)
+        finally:
+            await exchange.stop()
+
+    report = asyncio.run(scenario())
+    assert report.summary["bars"] == report.bars_streamed == 15
+    assert report.summary["positions"]["SPX"] > 0  # warm features from the first live bar: the champions trade
+    assert report.pipeline["ticks_accepted"] >= 14 * 20
+
+
+@pytest.mark.slow
+def test_live_session_hears_its_feed_go_down_and_alerts(live_overlay, monkeypatch):
+    """The only source dies mid-session: the pipeline has no healthy source for SPX, the session is told, alerts,
+    and sends an order that takes its long position flat (`stale_action: flat`; it fills when prices return)."""
+    from gpt_trader.trading.state import StateStore
+    from gpt_trader.trading.types import Side
+
+    monkeypatch.setenv("APCA_API_KEY_ID", "local-exchange")
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "local-exchange")
+    _, settings = live_overlay(_sources_yaml("ws://127.0.0.1:1/unused"))  # the exchange's port comes below
+
+    async def scenario():
+        exchange = _exchange_from(date(2018, 6, 1), rate=100)  # 5 bars/s
+        await exchange.start()
+        configured = settings.realtime.sources[0].model_copy(update={"url": exchange.url("alpaca")})
+        live = settings.model_copy(update={"realtime": settings.realtime.model_copy(update={"sources": [configured]})})
+        options = LiveOptions(feed="sources", start=date(2018, 6, 1), duration_secs=12, strategy="down")
+        decided = asyncio.Event()
+        session = asyncio.ensure_future(
+            run_live(live, options, on_bar=lambda row: decided.set() if row["bars"] >= 5 else None)
+        )
+        await asyncio.wait_for(decided.wait(), 30)
+        await exchange.stop()  # the feed dies; the session runs on until its duration
+        return await session
+
+    report = asyncio.run(scenario())
+    assert report.summary["bars"] >= 5
+    held = report.summary["positions"]["SPX"]
+    assert held > 0  # long when the feed died: the flattening order waits for a price
+    assert any("SPX" in m and "feed" in m for _, m in report.alerts), report.alerts
+    store = StateStore(f"sqlite:///{settings.paths.data}/trading/down.db", strategy="down")
+    try:
+        open_orders = store.load(Decimal(100_000)).open_orders
+    finally:
+        store.close()
+    assert [(o.order.symbol, o.order.side, float(o.order.quantity)) for o in open_orders] == [("SPX", Side.SELL, held)]

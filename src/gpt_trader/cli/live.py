@@ -1,4 +1,5 @@
-"""`gpt-trader live`: a paper-trading session on replayed real data through the local exchange."""
+"""`gpt-trader live`: a trading session on replayed real data through the local exchange, or on the configured
+real-time sources."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import typer
 from rich.table import Table
 
 from gpt_trader.cli.app import app, console, err_console, load, run_command
+from gpt_trader.core.errors import ConfigError
 
 
 @app.command("live")
@@ -26,8 +28,14 @@ def live(
         bool, typer.Option("--fresh", help="Clear the strategy's saved paper book first instead of resuming it.")
     ] = False,
     dashboard: Annotated[int | None, typer.Option(help="Also serve the dashboard on this loopback port.")] = None,
+    feed: Annotated[
+        str,
+        typer.Option(help="replay: bundled bars through a local exchange; sources: the streams in realtime.sources."),
+    ] = "replay",
+    timeframe: Annotated[str, typer.Option(help="Bar length traded with --feed sources (e.g. 1m, 1h, 1d).")] = "1d",
+    max_bars: Annotated[int | None, typer.Option(help="Stop after this many bars.")] = None,
 ) -> None:
-    """Stream replayed bars through features, champion models, risk and the paper broker; print the P&L."""
+    """Stream bars through features, champion models, risk and the broker; print the P&L."""
     import asyncio
 
     from rich.live import Live
@@ -36,6 +44,8 @@ def live(
 
     def body() -> None:
         settings = load(ctx)
+        if feed not in ("replay", "sources"):
+            raise ConfigError(f"--feed must be 'replay' or 'sources', got {feed!r}")
         options = LiveOptions(
             symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip()),
             start=date.fromisoformat(start),
@@ -45,11 +55,15 @@ def live(
             strategy=strategy,
             dashboard_port=dashboard,
             fresh=fresh,
+            feed=feed,  # type: ignore[arg-type]  # checked above
+            timeframe=timeframe,
+            max_bars=max_bars,
         )
         with Live(console=err_console, refresh_per_second=4, transient=True) as view:
             report = asyncio.run(run_live(settings, options, on_bar=lambda row: view.update(_status(row))))
         summary = report.summary
-        table = Table(title=f"Live paper session: {', '.join(options.symbols)} from {options.start}")
+        what = ", ".join(options.symbols) if options.feed == "replay" else "realtime.sources"
+        table = Table(title=f"Live session: {what} from {options.start}")
         table.add_column("figure")
         table.add_column("value", justify="right")
         rows = [

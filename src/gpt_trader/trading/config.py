@@ -68,11 +68,12 @@ class RiskConfig(Section):
     max_drawdown_fraction: float = Field(default=0.10, gt=0, le=1)
     max_orders_per_window: int = Field(default=20, ge=1)
     order_window_secs: float = Field(default=60.0, gt=0)
-    # No new exposure when a symbol's last bar is older than this (or its feed is reported down); a held symbol
-    # whose bars stop for longer while others' keep arriving is stale (see `LiveConfig.stale_action`). Bars of a
-    # symbol missing from one timestamp are `bar length` old at the next: with daily bars this must exceed a
-    # weekend, or one late symbol counts as a stopped feed.
+    # A symbol's data is stale (no new exposure; a held position goes flat, see `LiveConfig.stale_action`) when its
+    # feed is reported down, or when its last bar is older than `max_bar_age_secs` of bar time *and* it missed more
+    # than `max_missed_bars` of the bar times other symbols reached: a symbol one bar late is ordinary batching
+    # lag, and a weekend between daily bars is one bar however many seconds it spans.
     max_bar_age_secs: float = Field(default=180.0, gt=0)
+    max_missed_bars: int = Field(default=1, ge=0)
 
 
 class ExecutionConfig(Section):

@@ -13,6 +13,7 @@ exposure in a symbol whose last bar is too old or whose feed the data layer repo
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -102,6 +103,7 @@ class RiskManager:
         self._killed = False
         self._submissions: deque[datetime] = deque()
         self._last_bar: dict[str, datetime] = {}
+        self._bar_times: deque[datetime] = deque(maxlen=4096)
         self._feed_down: dict[str, str] = {}  # symbol -> why its feed is down
         self._peak_equity: Decimal | None = None
         self._day: date | None = None
@@ -133,6 +135,8 @@ class RiskManager:
         last = self._last_bar.get(symbol)
         if last is None or bar_ts > last:
             self._last_bar[symbol] = bar_ts
+        if bar_ts not in self._bar_times and (not self._bar_times or bar_ts > self._bar_times[-1]):
+            self._bar_times.append(bar_ts)  # the bar times any symbol reached, newest last
 
     def set_feed_status(self, symbol: str, healthy: bool, reason: str = "") -> None:
         """The data layer's word on `symbol`'s feed: while down, new exposure in it is refused as stale."""
@@ -153,11 +157,19 @@ class RiskManager:
         last = self._last_bar.get(symbol)
         if last is None:
             return f"{symbol}: no bar seen yet"
-        age = (self.clock.now() - last).total_seconds()
-        if age > self.config.max_bar_age_secs:
+        now = self.clock.now()
+        age = (now - last).total_seconds()
+        limit = self.config.max_bar_age_secs
+        # While other symbols' bars keep coming, one bar behind them is the ordinary lag of a late symbol (and
+        # with daily bars a weekend is one bar, however many seconds it spans): then only more than
+        # `max_missed_bars` missed bar times make the data stale. When no bar came at all for `limit` (the clock
+        # runs on without bars), the age alone decides.
+        missed = len(self._bar_times) - bisect.bisect_right(self._bar_times, last)
+        all_quiet = not self._bar_times or (now - self._bar_times[-1]).total_seconds() > limit
+        if age > limit and (all_quiet or missed > self.config.max_missed_bars):
             return (
-                f"{symbol}: last bar {last.isoformat()} is {age:.0f}s old "
-                f"(max_bar_age_secs={self.config.max_bar_age_secs:g})"
+                f"{symbol}: last bar {last.isoformat()} is {age:.0f}s old and {missed} bars behind "
+                f"(max_bar_age_secs={self.config.max_bar_age_secs:g}, max_missed_bars={self.config.max_missed_bars})"
             )
         return None
 

@@ -12,11 +12,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gpt_trader.core.clock import utc_midnight
 from gpt_trader.core.errors import ConfigError
@@ -32,12 +32,22 @@ LOOPBACK_KEYS = {"APCA_API_KEY_ID": "local-exchange", "APCA_API_SECRET_KEY": "lo
 
 @dataclass(frozen=True, slots=True)
 class LiveOptions:
-    """What to replay and how fast."""
+    """What to trade, from which feed, and for how long.
+
+    `feed="replay"`: the bundled bars of `symbols` from `start` (to `end`) replayed as trades by a local exchange
+    over Alpaca's protocol, at `rate`. `feed="sources"`: the streams configured in `realtime.sources` (every symbol
+    they carry; `symbols` is ignored), `timeframe` bars; bars before `start` from the captured (validated) data
+    or the bundled data warm the features.
+    """
 
     symbols: tuple[str, ...] = ("SPX",)
     start: date = date(2018, 1, 2)
     end: date | None = None
     duration_secs: float = 60.0
+    feed: Literal["replay", "sources"] = "replay"
+    timeframe: str = "1d"
+    # Stop after this many final bars have been processed (None: the duration or the end of the tape).
+    max_bars: int | None = None
     # Trades per second from the exchange; each daily bar is `ticks_per_bar` trades.
     rate: float = 400.0
     ticks_per_bar: int = 20
@@ -59,19 +69,24 @@ class LiveReport:
     dashboard_url: str | None = None
 
 
-async def run_live(
-    settings: Settings, options: LiveOptions, *, on_bar: Callable[[dict[str, Any]], None] | None = None
-) -> LiveReport:
-    """Replay `options.symbols` from `options.start` through the live path for up to `duration_secs`.
+@dataclass(slots=True)
+class _Feed:
+    """Where the session's bars come from: a running pipeline (and the local exchange a replay drives)."""
 
-    The pipeline publishes its bars on the bus configured in `realtime` (in-process by default, Redis Streams
-    with `realtime.bus: redis`); the session reads the final ones through a consumer group and acknowledges each
-    only after committing it, so with Redis a killed session finds its uncommitted bars again on restart.
-    """
+    symbols: tuple[str, ...]
+    timeframe: Timeframe
+    history: dict[str, list[Bar]]
+    pipeline: Any
+    exchange: Any = None  # a replay's ExchangeConfig (the exchange starts with the session)
+    expected_bars: int | None = None  # a replay's tape length; None for live sources
+    total_ticks: int | None = None
+
+
+def _replay_feed(settings: Settings, options: LiveOptions) -> _Feed:
+    """Bundled bars of `options.symbols` from `options.start`, replayed as trades by a local exchange."""
     from gpt_trader.data.sources.bundled import BundledSource
     from gpt_trader.realtime import DataSource, RealtimePipeline, StreamConfig
-    from gpt_trader.realtime.exchange import ExchangeConfig, LocalExchange
-    from gpt_trader.trading.bus_bars import BusBar, BusBarReader
+    from gpt_trader.realtime.exchange import ExchangeConfig
 
     day = Timeframe.parse("1d")
     source = BundledSource()
@@ -84,54 +99,114 @@ async def run_live(
     start_bars = {len(h) for h in history.values()}
     if len(start_bars) != 1:
         raise ConfigError(f"symbols {list(options.symbols)} do not share a calendar from {options.start}")
-
-    alerts: list[tuple[str, str]] = []
-    lock = threading.RLock()
-    session, monitor, scaler, store = build_session(settings, options, lambda s, m: alerts.append((s, m)))
-    session.start(history)
-    dashboard = _start_dashboard(settings, options, monitor, session, scaler, lock)
-
-    exchange = LocalExchange(
-        ExchangeConfig(
-            feed="replay",
-            rate=options.rate,
-            ticks_per_bar=options.ticks_per_bar,
-            timestamps="original",
-            start_bar=start_bars.pop(),
-            max_ticks=sum(tape_bars.values()) * options.ticks_per_bar,
-            epoch_ns=time.time_ns() + 300_000_000,
-        )
+    total_ticks = sum(tape_bars.values()) * options.ticks_per_bar
+    # Paced from its epoch, set when it starts (`run_live`): the session's start-up must not eat into the tape.
+    exchange = ExchangeConfig(
+        feed="replay",
+        rate=options.rate,
+        ticks_per_bar=options.ticks_per_bar,
+        timestamps="original",
+        start_bar=start_bars.pop(),
+        max_ticks=total_ticks,
     )
-    await exchange.start()
-    # The configured bus, under a prefix of this strategy's own: a replay never reads another session's bars.
-    realtime = settings.realtime.model_copy(
-        update={
-            "timeframes": ["1d"],
-            "lateness_ms": 0,
-            "max_future_secs": None,
-            "bus_prefix": f"{settings.realtime.bus_prefix}live:{options.strategy}:",
-        }
-    )
-    pipeline = RealtimePipeline(
-        [StreamConfig(DataSource.ALPACA, list(options.symbols), url=exchange.url("alpaca"))],
+    realtime = _session_realtime(settings, options, {"timeframes": ["1d"], "lateness_ms": 0, "max_future_secs": None})
+    # The exchange's URL is only known once it listens: the pipeline is built in `_start_feed`.
+    pipeline = lambda url: RealtimePipeline(  # noqa: E731
+        [StreamConfig(DataSource.ALPACA, list(options.symbols), url=url)],
         realtime,
         environ=LOOPBACK_KEYS,
         history=source,
     )
-    reader = BusBarReader(pipeline.bus, options.symbols, "1d", group=f"session-{options.strategy}")
-    batcher = BarBatcher(options.symbols, settings.trading.live.batch_wait_secs)
+    return _Feed(options.symbols, day, history, pipeline, exchange, sum(tape_bars.values()), total_ticks)
+
+
+def _sources_feed(settings: Settings, options: LiveOptions) -> _Feed:
+    """The streams of `realtime.sources`; the features warm up on stored bars before `options.start`."""
+    from gpt_trader.realtime import RealtimePipeline
+    from gpt_trader.realtime.config import stream_configs
+
+    configs = stream_configs(settings.realtime)
+    symbols = tuple(dict.fromkeys(s for c in configs for s in c.symbols))
+    timeframe = Timeframe.parse(options.timeframe)
+    realtime = _session_realtime(settings, options, {"timeframes": [str(timeframe)]})
+    history = {s: _warm_up_bars(settings, s, timeframe, _midnight(options.start)) for s in symbols}
+    return _Feed(symbols, timeframe, history, RealtimePipeline(configs, realtime, providers=settings.data.providers))
+
+
+def _session_realtime(settings: Settings, options: LiveOptions, update: dict[str, Any]) -> Any:
+    """The configured real-time section for this session: its bus under a prefix of the strategy's own, so a
+    session never reads another strategy's bars."""
+    prefix = f"{settings.realtime.bus_prefix}live:{options.strategy}:"
+    return settings.realtime.model_copy(update={**update, "bus_prefix": prefix})
+
+
+def _warm_up_bars(settings: Settings, symbol: str, timeframe: Timeframe, before: datetime | None) -> list[Bar]:
+    """Stored bars of `symbol` before `before`: the validated capture of a configured dataset, else the bundled
+    series; none when neither has it (the features then warm up on live bars)."""
+    from gpt_trader.data.sources.bundled import BundledSource
+    from gpt_trader.data.store import dataset_path, read_bars
+
+    frame = None
+    for spec in settings.data.datasets:
+        path = dataset_path(Path(settings.paths.data), "validated", spec)
+        if spec.symbol == symbol and Timeframe.parse(spec.timeframe) == timeframe and path.exists():
+            frame = read_bars(path)
+            break
+    if frame is None:
+        try:
+            frame = BundledSource().fetch(symbol, None, before, timeframe)
+        except Exception as exc:  # not a bundled symbol: nothing stored to warm up on
+            log.info("no stored %s bars of %s to warm the features (%s)", str(timeframe), symbol, exc)
+            return []
+    if before is not None:
+        frame = frame.filter(frame["ts"] < before)
+    return [Bar(**r) for r in frame.select([f.name for f in fields(Bar)]).iter_rows(named=True)]
+
+
+async def run_live(
+    settings: Settings, options: LiveOptions, *, on_bar: Callable[[dict[str, Any]], None] | None = None
+) -> LiveReport:
+    """Run the live path from `options.feed` for up to `duration_secs` (or the end of a replay's tape).
+
+    The pipeline publishes its bars on the bus configured in `realtime` (in-process by default, Redis Streams
+    with `realtime.bus: redis`); the session reads the final ones through a consumer group and acknowledges each
+    only after committing it, so with Redis a killed session finds its uncommitted bars again on restart. The
+    pipeline's source health reaches the session: a symbol whose feed is down trades no new exposure.
+    """
+    from gpt_trader.trading.bus_bars import BusBar, BusBarReader
+
+    feed = _replay_feed(settings, options) if options.feed == "replay" else _sources_feed(settings, options)
+    symbols, timeframe = feed.symbols, feed.timeframe
+    alerts: list[tuple[str, str]] = []
+    lock = threading.RLock()
+    session, monitor, scaler, store = build_session(settings, options, lambda s, m: alerts.append((s, m)))
+    session.start(feed.history)
+    dashboard = _start_dashboard(settings, options, monitor, session, scaler, lock)
+    exchange = None
+    if feed.exchange is not None:
+        from gpt_trader.realtime.exchange import LocalExchange
+
+        # Ticks flow from 0.3 s after now: the pipeline is connected by then.
+        exchange = LocalExchange(replace(feed.exchange, epoch_ns=time.time_ns() + 300_000_000))
+        await exchange.start()
+        pipeline = feed.pipeline(exchange.url("alpaca"))
+    else:
+        pipeline = feed.pipeline
+    reader = BusBarReader(pipeline.bus, symbols, str(timeframe), group=f"session-{options.strategy}")
+    batcher = BarBatcher(symbols, settings.trading.live.batch_wait_secs)
     unacked: dict[tuple[str, datetime], list[BusBar]] = {}
     streamed = 0
     seen: set[tuple[str, datetime]] = set()
     deadline = time.monotonic() + options.duration_secs
-    expected = sum(tape_bars.values())
+    expected = min(feed.expected_bars or 2**62, options.max_bars or 2**62)
     last_poll = time.monotonic()
     reported = (0, 0)
+    feed_up: dict[str, bool] = {}  # symbol -> has a healthy source, from the first time one served it
 
     async def decide(batch: list[Bar]) -> None:
         nonlocal reported
         with lock:
-            outcomes = session.on_bars(batch, bar_length=day.delta)
+            outcomes = session.on_bars(batch, bar_length=timeframe.delta)
         done = [b for bar in batch for b in unacked.pop((bar.symbol, bar.ts), [])]
         await reader.ack(done)  # committed by `on_bars`: only now may the bus forget them
         reported = _report_pipeline(monitor, pipeline, reported)
@@ -151,11 +226,28 @@ async def run_live(
             if key in seen:  # a window closed by the final flush can come twice
                 repeats.append(item)
                 continue
+            if streamed >= expected:  # `max_bars` reached: left unacked, a later session picks them up
+                break
             seen.add(key)
             streamed += 1
             unacked.setdefault(key, []).append(item)
             batcher.add(bar)
         await reader.ack(repeats)
+
+    def watch_feeds() -> None:
+        """Tell the session which symbols have no healthy source (a stalled or lost feed, in wall time)."""
+        for symbol in symbols:
+            up = pipeline.active_source(symbol) is not None
+            # Only changes after a source first served the symbol: before its first trade there is no source
+            # yet, which is no outage (a restarted session must not flatten what it holds while connecting).
+            was = feed_up.get(symbol)
+            if was is None and not up:
+                continue
+            if was is not None and was != up:
+                reason = "feed back" if up else "no healthy source streams it"
+                with lock:
+                    session.set_feed_status(symbol, up, reason)
+            feed_up[symbol] = up
 
     def refresh() -> None:
         with lock:  # a swap (and the new model's probe on the live book) never overlaps a decision
@@ -165,16 +257,17 @@ async def run_live(
         await reader.start(fresh=options.fresh)
         await take(await reader.pending())  # delivered before a crash and never committed: the session skips
         await pipeline.start()  # what it had committed already
-        total_ticks = sum(tape_bars.values()) * options.ticks_per_bar
         idle_since = time.monotonic()
         while time.monotonic() < deadline and streamed < expected:
             got = await reader.read(block_ms=200)
+            watch_feeds()
             if not got:
                 for batch in batcher.ready():  # waited long enough for a missing symbol
                     await decide(batch)
                 # The tape's last bar has no later trade to close it: once everything was sent and the feed
                 # is quiet, close the open windows (the bars are complete) and let them through the bus.
-                quiet = exchange.stats.ticks_sent >= total_ticks and time.monotonic() - idle_since > 1.0
+                sent_all = exchange is not None and exchange.stats.ticks_sent >= (feed.total_ticks or 0)
+                quiet = sent_all and time.monotonic() - idle_since > 1.0
                 if quiet and not pipeline.flush_bars() and not len(batcher):
                     break
                 continue
@@ -191,7 +284,8 @@ async def run_live(
         session.publish_shadow()  # the live evidence so far, for the promotion gate
         stats = pipeline.stats()
         await pipeline.close()
-        await exchange.stop()
+        if exchange is not None:
+            await exchange.stop()
         if dashboard is not None:
             dashboard.stop()
         monitor.stop()
@@ -230,9 +324,10 @@ def build_session(
         return ModelRunner(slot, kind, symbol_map=trading.live.model_symbol_map)
 
     registry = settings.registry
+    rl_model = registry.rl_dqn_model if trading.live.rl_model == "dqn" else registry.rl_ppo_model
     shadow = [
         runner(registry.transformer_model, "transformer", "challenger"),
-        runner(registry.rl_ppo_model, "rl", "challenger"),
+        runner(rl_model, "rl", "challenger"),
     ]
     costs = CostModel(settings.costs)
     state_url = trading.state.url
@@ -253,7 +348,7 @@ def build_session(
         else PaperBroker(costs, initial_cash=Decimal(str(trading.execution.initial_cash_usd))),
         store=store,
         transformer=runner(registry.transformer_model, "transformer"),
-        rl=runner(registry.rl_ppo_model, "rl"),
+        rl=runner(rl_model, "rl"),
         shadow=shadow if trading.live.shadow_challenger else [],
         monitor=monitor,
         scaler=scaler,
@@ -273,7 +368,7 @@ def _broker(settings: Settings, options: LiveOptions) -> Any:
     from gpt_trader.trading.alpaca import AlpacaBroker
 
     host = urlsplit(execution.alpaca_base_url).hostname or ""
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if options.feed == "replay" and host not in ("127.0.0.1", "localhost", "::1"):
         # Replayed bars are history: orders on a real account would fill at today's prices, not the bars'.
         raise ConfigError(
             f"trading.execution.broker: alpaca with the replayed feed needs a loopback alpaca_base_url "

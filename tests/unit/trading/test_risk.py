@@ -203,3 +203,23 @@ def test_stale_reason_names_what_is_stale():
     risk.on_bar("AAPL", clock.now())
     assert risk.stale_reason("AAPL") is None
     assert risk.last_bar("AAPL") == clock.now()
+
+
+def test_stale_data_counts_missed_bars_while_others_trade_so_a_weekend_or_one_late_bar_is_not_stale():
+    """Daily bars of two symbols: AAPL one bar behind MSFT (ordinary batching lag), even across a weekend that
+    is 3 days of bar time, is not stale; two bar times missed is."""
+    risk, clock, _ = make(max_bar_age_secs=180)
+    day = timedelta(days=1)
+    fri = datetime(2024, 3, 8, tzinfo=UTC)  # a Friday's bar: it ends Saturday 00:00
+    for symbol in ("AAPL", "MSFT"):
+        risk.on_bar(symbol, fri + day)
+    mon_end = fri + 4 * day  # Monday's bar ends Tuesday 00:00
+    clock.set(mon_end)
+    risk.on_bar("MSFT", mon_end)  # AAPL's Monday bar is late
+    assert risk.stale_reason("MSFT") is None
+    assert risk.stale_reason("AAPL") is None  # 3 days old, but only one bar behind
+    clock.set(mon_end + day)
+    risk.on_bar("MSFT", mon_end + day)  # ... and Tuesday's too: two bars missed
+    reason = risk.stale_reason("AAPL")
+    assert reason is not None
+    assert "2 bars behind" in reason
