@@ -94,6 +94,11 @@ def test_pipeline_metrics_read_from_registry_after_failover() -> None:
         assert abs(offset) < 1.0  # both clocks are this machine's
         assert abs(raw) < 1.0
     assert value("gpt_trader_realtime_bars_total", timeframe="1s", status="final") > 0  # type: ignore[operator]
+    # frame receipt -> bars updated, sampled from the frames the pipeline processed
+    processed = value("gpt_trader_realtime_receive_to_processed_seconds_count", source="pipeline")
+    assert processed is not None
+    assert processed > 0
+    assert value("gpt_trader_realtime_receive_to_processed_seconds_bucket", source="pipeline", le="0.1") > 0  # type: ignore[operator]
     # rendered for scraping, and only on the registry passed in
     text = generate_latest(registry).decode()
     assert 'gpt_trader_realtime_failovers_total{symbol="AAPL"}' in text

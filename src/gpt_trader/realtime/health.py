@@ -1,8 +1,8 @@
 """Source health and the pipeline's Prometheus metrics.
 
 A source's score in [0, 1] multiplies four factors: freshness (1 until `stale_after_secs`, then 0), latency
-(exchange-to-receive delay over the estimated clock offset, vs `latency_budget_ms`), gaps (recent disconnects)
-and disagreement (its last price vs the median of the other sources on the same symbol, vs `disagreement_bps`).
+(exchange-to-receive delay over the estimated clock offset, vs `latency_budget_ms`), gaps (disconnects since the
+pipeline started) and disagreement (its last price vs the median of the other sources on the same symbol, vs `disagreement_bps`).
 Metrics are registered on the registry passed in, never on prometheus_client's global one.
 """
 
@@ -99,7 +99,8 @@ class RealtimeMetrics:
         )  # fmt: skip
         self.receive_to_processed = Histogram(
             "gpt_trader_realtime_receive_to_processed_seconds",
-            "Frame receipt to bars updated", ["source"], buckets=lat, registry=r,
+            "Frame receipt to bars updated (source=pipeline: up to 200 of the newest frames per ticker interval)",
+            ["source"], buckets=lat, registry=r,
         )  # fmt: skip
         self.clock_offset = Gauge(
             "gpt_trader_realtime_clock_offset_seconds",
