@@ -2,8 +2,8 @@
 
 A source's score in [0, 1] multiplies four factors: freshness (1 until `stale_after_secs`, then 0), latency
 (exchange-to-receive delay over the estimated clock offset, vs `latency_budget_ms`), gaps (disconnects since the
-pipeline started) and disagreement (its last price vs the median of the other sources on the same symbol, vs `disagreement_bps`).
-Metrics are registered on the registry passed in, never on prometheus_client's global one.
+pipeline started) and disagreement (its last price vs the median of the other sources on the same symbol, vs
+`disagreement_bps`). Metrics are registered on the registry passed in, never on prometheus_client's global one.
 """
 
 from __future__ import annotations
