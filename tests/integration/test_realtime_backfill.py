@@ -21,18 +21,10 @@ from gpt_trader.realtime.config import RealtimeConfig
 from gpt_trader.realtime.exchange import ExchangeConfig, LocalExchange
 from gpt_trader.realtime.replay import load_series
 from tests.support.provider_server import ALPACA_KEY_ID, ALPACA_SECRET_KEY, ProviderServer, series_from_frame
+from tests.support.waiting import wait_until
 
 ENV = {"APCA_API_KEY_ID": ALPACA_KEY_ID, "APCA_API_SECRET_KEY": ALPACA_SECRET_KEY}
 FAST = {"backoff_base_secs": 0.02, "backoff_max_secs": 0.1, "tick_interval_ms": 10.0, "start_timeout_secs": 5.0}
-
-
-async def wait_until(predicate, limit_secs: float = 10.0) -> bool:
-    deadline = time.monotonic() + limit_secs
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.01)
-    return predicate()
 
 
 def rows(bars: list[LiveBar]) -> np.ndarray:

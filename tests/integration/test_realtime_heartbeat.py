@@ -20,18 +20,10 @@ from gpt_trader.realtime.bus import InProcessBus
 from gpt_trader.realtime.config import RealtimeConfig
 from gpt_trader.realtime.exchange import ExchangeConfig, LocalExchange
 from gpt_trader.realtime.replay import load_series
+from tests.support.waiting import wait_until
 
 ENV = {"APCA_API_KEY_ID": "key", "APCA_API_SECRET_KEY": "secret", "POLYGON_API_KEY": "key"}
 STALE_AFTER, RECONNECT_AFTER = 1.0, 2.5  # seconds; wide enough for a loaded 2-core machine
-
-
-async def wait_until(predicate, limit_secs: float = 10.0) -> bool:
-    deadline = time.monotonic() + limit_secs
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.01)
-    return predicate()
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ exchanges whose primary is killed: ticks, latency, clock offset, raw delay, sour
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
@@ -13,17 +12,9 @@ from gpt_trader.realtime import DataSource, RealtimePipeline, StreamConfig
 from gpt_trader.realtime.bus import InProcessBus
 from gpt_trader.realtime.config import RealtimeConfig
 from gpt_trader.realtime.exchange import ExchangeConfig, LocalExchange
+from tests.support.waiting import wait_until
 
 ENV = {"APCA_API_KEY_ID": "key", "APCA_API_SECRET_KEY": "secret", "POLYGON_API_KEY": "key"}
-
-
-async def wait_until(predicate, limit_secs: float = 10.0) -> bool:
-    deadline = time.monotonic() + limit_secs
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.01)
-    return predicate()
 
 
 @pytest.mark.slow

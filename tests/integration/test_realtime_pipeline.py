@@ -21,6 +21,7 @@ from gpt_trader.realtime.bus import InProcessBus
 from gpt_trader.realtime.config import RealtimeConfig
 from gpt_trader.realtime.exchange import ExchangeConfig, ExchangeThread, LocalExchange
 from gpt_trader.realtime.replay import load_series
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
@@ -35,15 +36,6 @@ PROTOCOLS = {
     DataSource.POLYGON: "polygon",
     DataSource.IEX: "iex",
 }
-
-
-async def wait_until(predicate, limit_secs: float = 10.0, step: float = 0.01) -> bool:
-    deadline = time.monotonic() + limit_secs
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step)
-    return predicate()
 
 
 def bundled_rows(symbol: str, start_bar: int, n: int) -> np.ndarray:

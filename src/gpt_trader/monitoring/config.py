@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, TypeAdapter, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 
-from gpt_trader.config_base import Section
+from gpt_trader.config_base import Section, fold_seed_alias
 from gpt_trader.monitoring.alerts import AlertRule, AlertSeverity
 from gpt_trader.monitoring.drift import DriftConfig
 
@@ -128,26 +128,4 @@ class MonitoringConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _one_name_per_key(cls, data: Any) -> Any:
-        return _fold_seed_alias(cls, data, "alert_cooldown_secs", "alert_cooldown")
-
-
-def _fold_seed_alias(model: type[Section], data: Any, canonical: str, seed: str) -> Any:
-    """Keep one of `canonical` and its seed alias `seed` when both are given with equal values, else refuse.
-
-    The layers (params.yaml, overlay, environment) are merged before validation, so which one set which name is
-    lost by now: two different values cannot be ranked, and picking either would silently drop a setting. Values
-    are compared as the field's type, so an environment string "300" equals a YAML 300.
-    """
-    if not isinstance(data, dict) or canonical not in data or seed not in data:
-        return data
-    adapter: TypeAdapter[Any] = TypeAdapter(model.model_fields[canonical].annotation or Any)
-    try:
-        same = adapter.validate_python(data[canonical]) == adapter.validate_python(data[seed])
-    except ValidationError:
-        same = False
-    if not same:
-        raise ValueError(
-            f"{canonical!r} ({data[canonical]!r}) and its seed alias {seed!r} ({data[seed]!r}) are both set, "
-            f"perhaps in different layers (params.yaml, overlay, GPT_TRADER_* environment); use one name throughout"
-        )
-    return {k: v for k, v in data.items() if k != seed}
+        return fold_seed_alias(cls, data, "alert_cooldown_secs", "alert_cooldown")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import itertools
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
-from gpt_trader.config_base import Section
+from gpt_trader.config_base import Section, fold_seed_alias
 
 # Seconds in one market year of 252 trading days: the equity convention for annualizing daily volatility.
 TRADING_YEAR_SECS = 252 * 86_400.0
@@ -148,7 +148,7 @@ class ScalingConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _one_name_per_key(cls, data: Any) -> Any:
-        return _fold_seed_alias(cls, data, "cost_limit_usd_per_hour", "cost_limit")
+        return fold_seed_alias(cls, data, "cost_limit_usd_per_hour", "cost_limit")
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> ScalingConfig:
@@ -163,26 +163,3 @@ class ScalingConfig(Section):
                 f"({self.min_workers}) at any profile (cheapest ${min(floor_costs):.4g}/h)"
             )
         return self
-
-
-# Same as gpt_trader.monitoring.config._fold_seed_alias: each section module stays self-contained.
-def _fold_seed_alias(model: type[Section], data: Any, canonical: str, seed: str) -> Any:
-    """Keep one of `canonical` and its seed alias `seed` when both are given with equal values, else refuse.
-
-    The layers (params.yaml, overlay, environment) are merged before validation, so which one set which name is
-    lost by now: two different values cannot be ranked, and picking either would silently drop a setting. Values
-    are compared as the field's type, so an environment string "300" equals a YAML 300.
-    """
-    if not isinstance(data, dict) or canonical not in data or seed not in data:
-        return data
-    adapter: TypeAdapter[Any] = TypeAdapter(model.model_fields[canonical].annotation or Any)
-    try:
-        same = adapter.validate_python(data[canonical]) == adapter.validate_python(data[seed])
-    except ValidationError:
-        same = False
-    if not same:
-        raise ValueError(
-            f"{canonical!r} ({data[canonical]!r}) and its seed alias {seed!r} ({data[seed]!r}) are both set, "
-            f"perhaps in different layers (params.yaml, overlay, GPT_TRADER_* environment); use one name throughout"
-        )
-    return {k: v for k, v in data.items() if k != seed}
