@@ -168,7 +168,7 @@ def test_live_session_hears_its_feed_go_down_and_alerts(live_overlay, monkeypatc
         await exchange.start()
         configured = settings.realtime.sources[0].model_copy(update={"url": exchange.url("alpaca")})
         live = settings.model_copy(update={"realtime": settings.realtime.model_copy(update={"sources": [configured]})})
-        options = LiveOptions(feed="sources", start=date(2018, 6, 1), duration_secs=12, strategy="down")
+        options = LiveOptions(feed="sources", start=date(2018, 6, 1), duration_secs=7, strategy="down")
         decided = asyncio.Event()
         session = asyncio.ensure_future(
             run_live(live, options, on_bar=lambda row: decided.set() if row["bars"] >= 5 else None)

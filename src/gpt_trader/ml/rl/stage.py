@@ -138,7 +138,7 @@ def _row(name: str, r: dict[str, Any], keys: Sequence[str], std: bool) -> str:
 def render_report(results: dict[str, Any], comparison: dict[str, Any] | None, config: RLConfig) -> str:
     """Markdown report: held-out figures (mean ± std over seeds) beside the baselines, and the peer comparison."""
     keys = ("sharpe_ratio", "total_return", "annual_return", "max_drawdown", "win_rate", "n_trades", "costs_paid")
-    header = "| agent | " + " | ".join(keys) + " |\n|---" * (len(keys) + 1) + "|"
+    header = "| agent | " + " | ".join(keys) + " |\n" + "|---" * (len(keys) + 1) + "|"
     lines = [
         "# Deep RL agents: held-out evaluation after costs",
         "",

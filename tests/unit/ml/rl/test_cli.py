@@ -78,7 +78,12 @@ def test_cli_train_rl_ppo_writes_metrics_json_and_report(tmp_path: Path, mlflow_
     assert report.startswith("# Deep RL agents: held-out evaluation after costs")
     assert "## PPO (128 timesteps; held-out" in report
     assert "seeds [0, 1]" in report
-    row = next(line for line in report.splitlines() if line.startswith("| ppo |"))
+    lines = report.splitlines()
+    row = next(line for line in lines if line.startswith("| ppo |"))
+    # A well-formed markdown table: header, one separator with a cell per column, then the rows.
+    head = next(i for i, line in enumerate(lines) if line.startswith("| agent |"))
+    assert lines[head + 1] == "|---" * (lines[head].count("|") - 1) + "|"
+    assert lines[head + 2].startswith("| ppo |")
     assert f"{ppo['sharpe_ratio']:.3f} ± {ppo['sharpe_ratio_std']:.3f}" in row
     assert any(line.startswith("| buy_and_hold |") for line in report.splitlines())
     # Both seeds' agents were saved, and the stage's outputs are exactly where the overlay sent them.
