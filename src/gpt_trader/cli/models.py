@@ -81,7 +81,10 @@ def models_promote(
     def body() -> None:
         settings, client = _client(ctx)
         if not force:
-            problems = check_model(f"models:/{name}/{version}").failures(settings.registry.promotion.latency_budget_ms)
+            serving = _champion_input(client, name, version)
+            problems = check_model(f"models:/{name}/{version}", serving_input=serving).failures(
+                settings.registry.promotion.latency_budget_ms
+            )
             if problems:
                 raise RegistryError(
                     f"{name} v{version} is unfit to serve: {'; '.join(problems)} (use --force to override)"
@@ -90,6 +93,25 @@ def models_promote(
         console.print(f"{name} v{version} is now champion ({reason})")
 
     run_command(body)
+
+
+def _champion_input(client: Any, name: str, version: str) -> Any:
+    """The current champion's input signature as the input `version` must accept (None: no other champion)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import get_model_info
+
+    from gpt_trader.registry.promotion import ServingInput
+
+    try:
+        champion = str(client.get_model_version_by_alias(name, "champion").version)
+    except MlflowException:
+        return None
+    if champion == version:
+        return None
+    signature = get_model_info(f"models:/{name}/{champion}").signature
+    if signature is None or signature.inputs is None:
+        return None
+    return ServingInput(signature.inputs, f"champion v{champion}'s input signature")
 
 
 @models_app.command("rollback")

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
-    """A real MLflow store with two registered versions (one broken), and an overlay pointing the CLI at it."""
+    """A real MLflow store with three registered versions (one broken, one with another input signature), and an
+    overlay pointing the CLI at it."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -43,6 +44,14 @@ def registry(tmp_path, monkeypatch):
         with mlflow.start_run():
             info = mlflow.pyfunc.log_model(name="m", python_model=Constant(value), signature=sig, input_example=x)
         register_challenger(client, NAME, info.model_uri, {})
+    # v3 predicts fine but wants a column the serving input (v1's signature) does not carry.
+    other = pd.DataFrame({"rsi_14": [50.0, 40.0]})
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="m", python_model=Constant(0.5), signature=infer_signature(other, pd.DataFrame({"position": [0.0]})),
+            input_example=other,
+        )  # fmt: skip
+    register_challenger(client, NAME, info.model_uri, {})
     overlay = tmp_path / "o.yaml"
     overlay.write_text(f"paths: {{mlflow: {tmp_path / 'mlflow'}}}\n")
     return overlay
@@ -53,6 +62,9 @@ def test_models_cli_promote_list_rollback_round_trip(registry):
     broken = runner.invoke(app, ["-c", str(registry), "models", "promote", NAME, "2"])
     assert broken.exit_code == 1
     assert "unfit to serve: predictions contain NaN" in broken.output
+    other = runner.invoke(app, ["-c", str(registry), "models", "promote", NAME, "3"])
+    assert other.exit_code == 1
+    assert "input signature does not match champion v1's input signature" in other.output
     forced = runner.invoke(app, ["-c", str(registry), "models", "promote", NAME, "2", "--force", "--reason", "test"])
     assert forced.exit_code == 0, forced.output
     listing = runner.invoke(app, ["-c", str(registry), "models", "list"])
