@@ -27,7 +27,8 @@ async def _bus(maxlen: int = 10_000) -> RedisStreamsBus:
         await bus.ping()
     except OSError as exc:  # pragma: no cover - only when Redis is down
         await bus.close()
-        pytest.skip(f"Redis not reachable at {URL}: {exc}")
+        # A missing service must not pass as a green run: `make test` starts it (scripts/services.sh).
+        pytest.fail(f"Redis not reachable at {URL} ({exc}); start it with `make services` or redis-server")
     return bus
 
 
