@@ -51,6 +51,10 @@ def test_pipeline_metrics_read_from_registry_after_failover() -> None:
             await primary.stop()  # the primary's gateway crashes
             assert await wait_until(lambda: p.active_source("AAPL") == "polygon", 5)
             assert await wait_until(lambda: value("gpt_trader_realtime_source_health", source="alpaca") == 0.0, 5)
+            # A 1 s window closes (plus the lateness) on the backup's trades: a final bar is counted.
+            assert await wait_until(
+                lambda: (value("gpt_trader_realtime_bars_total", timeframe="1s", status="final") or 0) > 0, 10
+            )
             await asyncio.sleep(0.5)
             live = {
                 "health_alpaca": value("gpt_trader_realtime_source_health", source="alpaca"),
