@@ -168,18 +168,19 @@ def _flat_ticks(p: RealtimePipeline) -> dict[str, tuple[list[Any], ...]]:
     return out
 
 
-def _run(
+def drive(
+    p: RealtimePipeline,
     batches: list[tuple[int, list[str]]],
-    config: RealtimeConfig,
     batched: bool,
-    feeds: int = 1,
+    runs: tuple[str, int],
     events: dict[int, tuple[int, str]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Feed every batch to feed 0 (the primary), either as one `_on_frames` call or frame by frame; `events` maps
-    a batch index to (feed index, state) applied before it (failover)."""
+    """Feed every batch to the pipeline's feeds in turn (feed 0 alone when there is one), either as one
+    `_on_frames` call or frame by frame; `events` maps a batch index to (feed index, state) applied before it
+    (failover). `runs` names the pipeline's run-commit method and which of its arguments holds the trades: the
+    state gains `in_runs`, how many trades went through it."""
 
     async def go() -> tuple[dict[str, Any], dict[str, Any]]:
-        p = _pipeline(config, feeds)
         wall = [0]
         p._now_ns = lambda: wall[0]
         await p._build_feeds()
@@ -187,13 +188,15 @@ def _run(
             f.health.connected = True
         bars: list[Any] = []
         p.add_bar_listener(bars.append)
-        commit, in_runs = p._commit_run, [0]
+        attr, arg = runs
+        commit, in_runs = getattr(p, attr), [0]
 
-        def counting(*args: Any) -> None:
-            in_runs[0] += len(args[3])
-            commit(*args)
+        def counting(*args: Any) -> Any:
+            in_runs[0] += len(args[arg])
+            return commit(*args)
 
-        p._commit_run = counting  # type: ignore[method-assign]
+        setattr(p, attr, counting)
+        feeds = len(p.configs)
         for k, (recv_ns, raws) in enumerate(batches):
             wall[0] = recv_ns
             if events and k in events:
@@ -210,6 +213,17 @@ def _run(
         return state, _flat_ticks(p)
 
     return asyncio.run(go())
+
+
+def _run(
+    batches: list[tuple[int, list[str]]],
+    config: RealtimeConfig,
+    batched: bool,
+    feeds: int = 1,
+    events: dict[int, tuple[int, str]] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Binance one-trade frames through `drive`, counting the trades of `_commit_run`."""
+    return drive(_pipeline(config, feeds), batches, batched, ("_commit_run", 3), events)
 
 
 CONFIGS = {

@@ -7,7 +7,6 @@ window crossings, standby and catch-up routing) fall back to `_on_frame` inside 
 
 from __future__ import annotations
 
-import asyncio
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,7 @@ from gpt_trader.realtime.config import RealtimeConfig
 from gpt_trader.realtime.sources import alpaca
 from gpt_trader.realtime.timestamps import parse_rfc3339_array, parse_rfc3339_ns
 
-from .test_frame_batches import CONFIGS, SYMBOLS, _flat_ticks, _state
+from .test_frame_batches import CONFIGS, SYMBOLS, drive
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -110,42 +109,12 @@ def _run(
     feeds: int = 1,
     events: dict[int, tuple[int, str]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    async def go() -> tuple[dict[str, Any], dict[str, Any]]:
-        streams = [
-            StreamConfig(DataSource.ALPACA, SYMBOLS[:2], url=f"ws://127.0.0.1:{9 + k}", name=f"a{k}")
-            for k in range(feeds)
-        ]
-        p = RealtimePipeline(streams, config, bus=InProcessBus(), environ=ENV)
-        wall = [0]
-        p._now_ns = lambda: wall[0]
-        await p._build_feeds()
-        for f in p.feeds:
-            f.health.connected = True
-        bars: list[Any] = []
-        p.add_bar_listener(bars.append)
-        commit, in_runs = p._commit_frame_run, [0]
-
-        def counting(*args: Any) -> list[str]:
-            in_runs[0] += len(args[4])
-            return commit(*args)
-
-        p._commit_frame_run = counting  # type: ignore[method-assign]
-        for k, (recv_ns, raws) in enumerate(batches):
-            wall[0] = recv_ns
-            if events and k in events:
-                idx, state = events[k]
-                p._on_state(p.feeds[idx], state)
-            target = p.feeds[k % feeds] if feeds > 1 else p.feeds[0]
-            if batched:
-                await p._on_frames(target, raws, recv_ns)
-            else:
-                for raw in raws:
-                    await p._on_frame(target, raw, recv_ns)
-        state = _state(p, bars)
-        state["in_runs"] = in_runs[0]
-        return state, _flat_ticks(p)
-
-    return asyncio.run(go())
+    """Alpaca trade arrays through `drive`, counting the trades of `_commit_frame_run`."""
+    streams = [
+        StreamConfig(DataSource.ALPACA, SYMBOLS[:2], url=f"ws://127.0.0.1:{9 + k}", name=f"a{k}") for k in range(feeds)
+    ]
+    p = RealtimePipeline(streams, config, bus=InProcessBus(), environ=ENV)
+    return drive(p, batches, batched, ("_commit_frame_run", 4), events)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
