@@ -329,6 +329,26 @@ class BarAggregator:
         caller checks that `t_first` and `t_last` fall in one window. Returns False when that window is already
         final: then all `n` trades are late (counted as such) and nothing changes.
         """
+        return self.add_terms(symbol, t_first, p_first, t_last, p_last, high, low, (volume,), (pv,), n, source)
+
+    def add_terms(
+        self,
+        symbol: str,
+        t_first: int,
+        p_first: float,
+        t_last: int,
+        p_last: float,
+        high: float,
+        low: float,
+        volumes: Sequence[float],
+        pvs: Sequence[float],
+        n: int,
+        source: str = "",
+    ) -> bool:
+        """`add_run` for consecutive runs of `n` trades in one window, given as one summary whose volume and
+        price * size are added term by term in order (one term per run that `add_run` would take, one per trade
+        that `add` would take one by one), as those calls would add them. False (all late, nothing changed) when
+        the window is already final."""
         windows = self._open.get(symbol)
         if windows is None:
             windows = self._open[symbol] = {}
@@ -349,47 +369,6 @@ class BarAggregator:
             win.high = high
         if low < win.low:
             win.low = low
-        win.volume += volume
-        win.pv += pv
-        win.trades += n
-        win.dirty = True
-        self.counters.trades += n
-        return True
-
-    def add_terms(
-        self,
-        symbol: str,
-        t_first: int,
-        p_first: float,
-        t_last: int,
-        p_last: float,
-        high: float,
-        low: float,
-        volumes: Sequence[float],
-        pvs: Sequence[float],
-        n: int,
-        source: str = "",
-    ) -> None:
-        """`add_run` for consecutive runs of `n` trades in all in the open window `window_bounds` reports, given as
-        one summary whose volume and price * size are added term by term in order (one term per run that `add_run`
-        would take, one per trade that `add` would take one by one), as those calls would add them."""
-        windows = self._open.get(symbol)
-        if windows is None:
-            windows = self._open[symbol] = {}
-        if t_last > self._max_event.get(symbol, _NEG_INF):
-            self._max_event[symbol] = t_last
-        start = t_first - t_first % self.width
-        win = windows.get(start)
-        if win is None:
-            win = windows[start] = _Window(start, source=source)
-        if t_first < win.open_ts:
-            win.open_ts, win.open = t_first, p_first
-        if t_last >= win.close_ts:
-            win.close_ts, win.close = t_last, p_last
-        if high > win.high:
-            win.high = high
-        if low < win.low:
-            win.low = low
         volume, pv = win.volume, win.pv
         for v in volumes:
             volume += v
@@ -399,6 +378,7 @@ class BarAggregator:
         win.trades += n
         win.dirty = True
         self.counters.trades += n
+        return True
 
     def _add_window(
         self,

@@ -252,7 +252,6 @@ class RealtimePipeline:
         self._routes: dict[str, list[Feed]] = {}
         self._active: dict[str, Feed | None] = {}
         self._last_active_ts: dict[str, int] = {}
-        self._last_active_tick: dict[str, tuple[int, float, float, int]] = {}
         self._tick_counters: dict[tuple[str, str], Any] = {}
         self._tick_counts: dict[tuple[str, str], int] = {}  # accepted ticks not yet in the Prometheus counters
         self._bar_counters: dict[tuple[str, str], Any] = {}
@@ -644,10 +643,8 @@ class RealtimePipeline:
         pxsz = px * sz
         vols = np.add.reduceat(sz, g_first).tolist()
         pvs = np.add.reduceat(pxsz, g_first).tolist()
-        g_max = np.maximum.reduceat(ts, g_first).tolist()
         corrected = ts + corrected_by
         name = feed.name
-        prec = feed.adapter.ts_precision_ns
         publish = self.config.publish_ticks
         g = 0
         lo = 0
@@ -663,8 +660,6 @@ class RealtimePipeline:
             # Per group in order: one term of each sum (`add_run`), or one per trade below `_SMALL` (`add`).
             v_terms: list[float] = []
             pv_terms: list[float] = []
-            last_ts = self._last_active_ts.get(sym, 0)
-            top_group = -1
             g0 = g
             while g < len(g_first) and g_first[g] < hi:
                 a, b = g_first[g], g_ends[g]
@@ -674,8 +669,6 @@ class RealtimePipeline:
                 else:
                     v_terms.extend(sz[a:b].tolist())
                     pv_terms.extend(pxsz[a:b].tolist())
-                if g_max[g] >= last_ts:
-                    last_ts, top_group = g_max[g], g
                 g += 1
             i_min = int(s_ts.argmin())  # first of the earliest: the open
             t_max = int(s_ts.max())
@@ -688,20 +681,14 @@ class RealtimePipeline:
             feed.health.ticks += n
             key = (name, sym)
             self._tick_counts[key] = self._tick_counts.get(key, 0) + n
-            if top_group >= 0:  # the last frame whose newest trade reached the newest so far; its first such trade
-                a, b = g_first[top_group], g_ends[top_group]
-                i = a + int(ts[a:b].argmax())
-                self._last_active_ts[sym] = g_max[top_group]
-                self._last_active_tick[sym] = (g_max[top_group], float(px[i]), float(sz[i]), prec)
+            if t_max >= self._last_active_ts.get(sym, 0):
+                self._last_active_ts[sym] = t_max
             last_px = float(s_px[-1])
             feed.health.last_price[sym] = last_px
             self._last_price[sym] = last_px
             self._last_trade_wall[sym] = recv_ns
             if len(self._routes[sym]) > 1:
-                recent = self._recent_active.get(sym)
-                if recent is None:
-                    recent = self._recent_active[sym] = deque(maxlen=4096)
-                recent.extend(zip((s_ts // 1_000_000).tolist(), s_px.tolist(), s_sz.tolist(), strict=True))
+                self._recent(sym).extend(zip((s_ts // 1_000_000).tolist(), s_px.tolist(), s_sz.tolist(), strict=True))
             bid, ask, bsz, asz = self._quote_state.get(sym, _NO_QUOTE)
             ring = self._buffers[sym]
             before = ring.counters.overwritten + ring.counters.dropped
@@ -803,6 +790,14 @@ class RealtimePipeline:
         self.exchange_latency.add_many([done - x for x in xlat])
         return k
 
+    def _recent(self, symbol: str) -> deque[tuple[int, float, float]]:
+        """The active feed's latest trades of `symbol` as (millisecond, price, size): what `_after_last` matches a
+        new active feed's trades against after a handover (kept only where a handover can happen)."""
+        recent = self._recent_active.get(symbol)
+        if recent is None:
+            recent = self._recent_active[symbol] = deque(maxlen=4096)
+        return recent
+
     def _run_window(self, symbol: str) -> tuple[int, int] | None:
         """`[lo, hi)`: where `symbol`'s trades fall in the open window of every timeframe without moving any
         finality frontier (see `BarAggregator.window_bounds`); None when there is no such window yet."""
@@ -839,16 +834,11 @@ class RealtimePipeline:
         self._tick_counts[key] = self._tick_counts.get(key, 0) + n
         newest = max(ts)
         if newest >= self._last_active_ts.get(symbol, 0):
-            i = n - 1 - ts[::-1].index(newest)  # the last of the newest, as trade-by-trade updates leave it
             self._last_active_ts[symbol] = newest
-            self._last_active_tick[symbol] = (newest, px[i], sz[i], feed.adapter.ts_precision_ns)
         self._last_price[symbol] = px[-1]
         self._last_trade_wall[symbol] = recv_ns
         if len(self._routes[symbol]) > 1:
-            recent = self._recent_active.get(symbol)
-            if recent is None:
-                recent = self._recent_active[symbol] = deque(maxlen=4096)
-            recent.extend(zip([t // 1_000_000 for t in ts], px, sz, strict=True))
+            self._recent(symbol).extend(zip([t // 1_000_000 for t in ts], px, sz, strict=True))
         bid, ask, bsz, asz = self._quote_state.get(symbol, _NO_QUOTE)
         ring = self._buffers[symbol]
         before = ring.counters.overwritten + ring.counters.dropped
@@ -1191,14 +1181,10 @@ class RealtimePipeline:
         self._tick_counts[key] = self._tick_counts.get(key, 0) + accepted
         if t_max >= self._last_active_ts.get(symbol, 0):
             self._last_active_ts[symbol] = t_max
-            self._last_active_tick[symbol] = (t_max, float(px[i_max]), float(sz[i_max]), feed.adapter.ts_precision_ns)
         self._last_price[symbol] = float(px[-1])
         self._last_trade_wall[symbol] = recv_ns
         if len(self._routes[symbol]) > 1:  # remembered only where a handover can happen
-            recent = self._recent_active.get(symbol)
-            if recent is None:
-                recent = self._recent_active[symbol] = deque(maxlen=4096)
-            recent.extend(zip((ts // 1_000_000).tolist(), px.tolist(), sz.tolist(), strict=True))
+            self._recent(symbol).extend(zip((ts // 1_000_000).tolist(), px.tolist(), sz.tolist(), strict=True))
         bid, ask, bsz, asz = self._quote_state.get(symbol, _NO_QUOTE)
         ring = self._buffers[symbol]
         before = ring.counters.overwritten + ring.counters.dropped
@@ -1260,17 +1246,13 @@ class RealtimePipeline:
         feed.health.ticks += accepted
         key = (name, symbol)
         self._tick_counts[key] = self._tick_counts.get(key, 0) + accepted
-        i_last = 0 if n == 1 else max(range(n), key=ts.__getitem__)
-        if ts[i_last] >= self._last_active_ts.get(symbol, 0):
-            self._last_active_ts[symbol] = ts[i_last]
-            self._last_active_tick[symbol] = (ts[i_last], px[i_last], sz[i_last], feed.adapter.ts_precision_ns)
+        newest = ts[0] if n == 1 else max(ts)
+        if newest >= self._last_active_ts.get(symbol, 0):
+            self._last_active_ts[symbol] = newest
         self._last_price[symbol] = px[-1]
         self._last_trade_wall[symbol] = recv_ns
         if len(self._routes[symbol]) > 1:  # remembered only where a handover can happen
-            recent = self._recent_active.get(symbol)
-            if recent is None:
-                recent = self._recent_active[symbol] = deque(maxlen=4096)
-            recent.extend(zip([t // 1_000_000 for t in ts], px, sz, strict=True))
+            self._recent(symbol).extend(zip([t // 1_000_000 for t in ts], px, sz, strict=True))
         bid, ask, bsz, asz = self._quote_state.get(symbol, _NO_QUOTE)
         ring = self._buffers[symbol]
         before = ring.counters.overwritten + ring.counters.dropped

@@ -126,7 +126,7 @@ def _state(p: RealtimePipeline, bars: list[Any]) -> dict[str, Any]:
         "letters": [(d.source, d.reason, d.detail, d.raw, d.wall_ns) for d in p.dead_letters.recent],
         "by_reason": p.dead_letters.by_reason(),
         "entries": clean(p._pending_entries),
-        "last_active": clean(p._last_active_tick),
+        "last_active": clean(p._last_active_ts),
         "last_price": clean(p._last_price),
         "last_wall": clean(p._last_trade_wall),
         "recent": clean({s: list(d) for s, d in p._recent_active.items()}),
