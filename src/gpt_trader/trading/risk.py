@@ -135,7 +135,7 @@ class RiskManager:
         last = self._last_bar.get(symbol)
         if last is None or bar_ts > last:
             self._last_bar[symbol] = bar_ts
-        if bar_ts not in self._bar_times and (not self._bar_times or bar_ts > self._bar_times[-1]):
+        if not self._bar_times or bar_ts > self._bar_times[-1]:
             self._bar_times.append(bar_ts)  # the bar times any symbol reached, newest last
 
     def set_feed_status(self, symbol: str, healthy: bool, reason: str = "") -> None:

@@ -71,12 +71,13 @@ class LiveReport:
 
 @dataclass(slots=True)
 class _Feed:
-    """Where the session's bars come from: a running pipeline (and the local exchange a replay drives)."""
+    """Where the session's bars come from: the pipeline it builds (and the local exchange a replay drives)."""
 
     symbols: tuple[str, ...]
     timeframe: Timeframe
     history: dict[str, list[Bar]]
-    pipeline: Any
+    # Builds the pipeline once the session starts, given the local exchange's URL (None without one).
+    pipeline: Callable[[str | None], Any]
     exchange: Any = None  # a replay's ExchangeConfig (the exchange starts with the session)
     expected_bars: int | None = None  # a replay's tape length; None for live sources
     total_ticks: int | None = None
@@ -110,13 +111,15 @@ def _replay_feed(settings: Settings, options: LiveOptions) -> _Feed:
         max_ticks=total_ticks,
     )
     realtime = _session_realtime(settings, options, {"timeframes": ["1d"], "lateness_ms": 0, "max_future_secs": None})
-    # The exchange's URL is only known once it listens: the pipeline is built in `_start_feed`.
-    pipeline = lambda url: RealtimePipeline(  # noqa: E731
-        [StreamConfig(DataSource.ALPACA, list(options.symbols), url=url)],
-        realtime,
-        environ=LOOPBACK_KEYS,
-        history=source,
-    )
+
+    def pipeline(url: str | None) -> Any:  # the exchange's URL is known once it listens
+        return RealtimePipeline(
+            [StreamConfig(DataSource.ALPACA, list(options.symbols), url=url)],
+            realtime,
+            environ=LOOPBACK_KEYS,
+            history=source,
+        )
+
     return _Feed(options.symbols, day, history, pipeline, exchange, sum(tape_bars.values()), total_ticks)
 
 
@@ -130,7 +133,9 @@ def _sources_feed(settings: Settings, options: LiveOptions) -> _Feed:
     timeframe = Timeframe.parse(options.timeframe)
     realtime = _session_realtime(settings, options, {"timeframes": [str(timeframe)]})
     history = {s: _warm_up_bars(settings, s, timeframe, _midnight(options.start)) for s in symbols}
-    return _Feed(symbols, timeframe, history, RealtimePipeline(configs, realtime, providers=settings.data.providers))
+    return _Feed(
+        symbols, timeframe, history, lambda _: RealtimePipeline(configs, realtime, providers=settings.data.providers)
+    )
 
 
 def _session_realtime(settings: Settings, options: LiveOptions, update: dict[str, Any]) -> Any:
@@ -189,9 +194,7 @@ async def run_live(
         # Ticks flow from 0.3 s after now: the pipeline is connected by then.
         exchange = LocalExchange(replace(feed.exchange, epoch_ns=time.time_ns() + 300_000_000))
         await exchange.start()
-        pipeline = feed.pipeline(exchange.url("alpaca"))
-    else:
-        pipeline = feed.pipeline
+    pipeline = feed.pipeline(exchange.url("alpaca") if exchange is not None else None)
     reader = BusBarReader(pipeline.bus, symbols, str(timeframe), group=f"session-{options.strategy}")
     batcher = BarBatcher(symbols, settings.trading.live.batch_wait_secs)
     unacked: dict[tuple[str, datetime], list[BusBar]] = {}
