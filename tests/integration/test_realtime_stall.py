@@ -5,7 +5,7 @@ its windows by the clock."""
 from __future__ import annotations
 
 import asyncio
-import time
+import functools
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -16,6 +16,7 @@ from gpt_trader.realtime.config import RealtimeConfig
 from gpt_trader.realtime.exchange import ExchangeConfig, ExchangeThread, LocalExchange
 from gpt_trader.realtime.feed import unread_input
 from gpt_trader.realtime.replay import load_series
+from tests.support.waiting import wait_until as _wait_until
 
 ENV = {"APCA_API_KEY_ID": "PKTESTKEYID7Q2W9", "APCA_API_SECRET_KEY": "secret", "POLYGON_API_KEY": "polygon-key"}
 FAST = {"backoff_base_secs": 0.02, "backoff_max_secs": 0.1, "tick_interval_ms": 10.0, "start_timeout_secs": 5.0}
@@ -32,13 +33,8 @@ class JumpClock:
         return datetime.now(UTC) + self.jump
 
 
-async def wait_until(predicate, limit_secs: float = 10.0, step: float = 0.005) -> bool:
-    deadline = time.monotonic() + limit_secs
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step)
-    return predicate()
+# Polled every 5 ms: these scenarios watch short windows.
+wait_until = functools.partial(_wait_until, step=0.005)
 
 
 def bundled_rows(symbol: str, n: int) -> np.ndarray:

@@ -582,11 +582,7 @@ class RealtimePipeline:
             if future_ns is not None and offset is not None and t > recv_ns - offset + future_ns:
                 limit = k
                 break
-            est.observe(recv_ns, t)
-            offset = est.offset_ns or 0
-            delay = est.last_delay_ns
-            if delay is not None:
-                health.observe_delay(delay)
+            offset = feed.observe_clock(recv_ns, t)
             offsets.append(offset)
             xlat.append(t + offset)
         if limit == 0:
@@ -760,11 +756,7 @@ class RealtimePipeline:
                 lo, hi = bounds[sym]
                 if not lo <= t < hi or tid in run[5] or tid in dedup[sym].seen:
                     break
-            est.observe(recv_ns, t)
-            offset = est.offset_ns or 0
-            delay = est.last_delay_ns
-            if delay is not None:
-                health.observe_delay(delay)
+            offset = feed.observe_clock(recv_ns, t)
             ts_l, px_l, sz_l, id_l, off_l, seen = run
             ts_l.append(t)
             px_l.append(p)
@@ -966,11 +958,7 @@ class RealtimePipeline:
             ids = [ids[i] for i in keep_list]
         est = feed.estimator
         newest = int(ts.max())
-        est.observe(recv_ns, newest)
-        offset = est.offset_ns or 0
-        delay = est.last_delay_ns
-        if delay is not None:
-            feed.health.observe_delay(delay)
+        offset = feed.observe_clock(recv_ns, newest)
         first = syms[0]
         n = len(syms)
         if syms.count(first) == n:
@@ -1013,11 +1001,7 @@ class RealtimePipeline:
                 feed, reason, f"{sym!r} price={p!r} size={z!r} ts={t}", tick_raw(sym, t, p, z, frame.t_id[0]), recv_ns
             )
             return
-        est.observe(recv_ns, t)
-        offset = est.offset_ns or 0
-        delay = est.last_delay_ns
-        if delay is not None:
-            feed.health.observe_delay(delay)
+        offset = feed.observe_clock(recv_ns, t)
         self._route_trades(feed, sym, [t], [p], [z], [frame.t_id[0]], recv_ns, offset)
         done = self._now_ns()
         self.latency.add(done - recv_ns)
@@ -1038,11 +1022,7 @@ class RealtimePipeline:
             ids = [ids[i] for i in keep]
         est = feed.estimator
         newest = max(ts)
-        est.observe(recv_ns, newest)
-        offset = est.offset_ns or 0
-        delay = est.last_delay_ns
-        if delay is not None:
-            feed.health.observe_delay(delay)
+        offset = feed.observe_clock(recv_ns, newest)
         first = syms[0]
         if len(syms) == 1 or syms.count(first) == len(syms):
             self._route_trades(feed, first, ts, px, sz, ids, recv_ns, offset)

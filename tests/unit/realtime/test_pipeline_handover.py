@@ -90,6 +90,32 @@ def test_failover_and_failback_count_each_trade_once(standby_lead: int) -> None:
     asyncio.run(scenario())
 
 
+def _sender(p: RealtimePipeline):
+    """`send(feed name, lo, hi)`: trades lo..hi-1 as one frame of that feed."""
+    feed = {f.name: f for f in p.feeds}
+
+    async def send(name: str, lo: int, hi: int) -> None:
+        await p._on_frame(feed[name], frame(name, lo, hi), T0)
+
+    return send
+
+
+async def _primary_back_ahead(p: RealtimePipeline, connected_since_ns: int):
+    """Alpaca counted 0..19 and dropped; the backup (Polygon) lags at 29 when Alpaca comes back already at 35,
+    and a failback check runs. Returns the `send` used."""
+    alpaca = p.feeds[0]
+    send = _sender(p)
+    await send("alpaca", 0, 20)
+    await send("polygon", 0, 20)
+    p._on_state(alpaca, "disconnected")
+    await send("polygon", 20, 30)  # the backup lags: it has counted up to 29
+    alpaca.health.connected = True
+    alpaca.connected_since_ns = connected_since_ns
+    await send("alpaca", 35, 40)  # the primary is back, already at 35
+    p._reroute("SPX")
+    return send
+
+
 def test_failback_waits_until_the_recovered_feed_overlaps_what_was_counted() -> None:
     """The recovered primary comes back ahead of the lagging backup: its standby trades start after the last one
     counted. Switching then would flag a gap that lost nothing, so failback waits until the backup has counted up to
@@ -97,20 +123,8 @@ def test_failback_waits_until_the_recovered_feed_overlaps_what_was_counted() -> 
 
     async def scenario() -> None:
         p = await _pipeline()
-        alpaca, polygon = p.feeds
-        feed = {"alpaca": alpaca, "polygon": polygon}
-
-        async def send(name: str, lo: int, hi: int) -> None:
-            await p._on_frame(feed[name], frame(name, lo, hi), T0)
-
-        await send("alpaca", 0, 20)
-        await send("polygon", 0, 20)
-        p._on_state(alpaca, "disconnected")
-        await send("polygon", 20, 30)  # the backup lags: it has counted up to 29
-        alpaca.health.connected = True
-        alpaca.connected_since_ns = p._now_ns()  # fresh: `failback_after_secs` is 0, the max wait 10 s
-        await send("alpaca", 35, 40)  # the primary is back, already at 35
-        p._reroute("SPX")
+        # Fresh: `failback_after_secs` is 0, the max wait 10 s.
+        send = await _primary_back_ahead(p, connected_since_ns=p._now_ns())
         assert p.active_source("SPX") == "polygon"  # 30..34 are not in the primary's standby trades yet
         await send("polygon", 30, 36)  # the backup reaches 35: now the standby trades overlap
         p._reroute("SPX")
@@ -134,20 +148,7 @@ def test_failback_gives_up_waiting_for_overlap_after_the_max_wait() -> None:
     async def scenario() -> None:
         p = await _pipeline()
         p.config = p.config.model_copy(update={"failback_max_wait_secs": 0.0})
-        alpaca, polygon = p.feeds
-        feed = {"alpaca": alpaca, "polygon": polygon}
-
-        async def send(name: str, lo: int, hi: int) -> None:
-            await p._on_frame(feed[name], frame(name, lo, hi), T0)
-
-        await send("alpaca", 0, 20)
-        await send("polygon", 0, 20)
-        p._on_state(alpaca, "disconnected")
-        await send("polygon", 20, 30)
-        alpaca.health.connected = True
-        alpaca.connected_since_ns = 0
-        await send("alpaca", 35, 40)
-        p._reroute("SPX")
+        await _primary_back_ahead(p, connected_since_ns=0)
         assert p.active_source("SPX") == "alpaca"
         bars = p.get_bars("SPX", "1m")
         assert bars["gap"].any()
