@@ -83,17 +83,17 @@ def dispatcher() -> Iterator[NotificationDispatcher]:
     d.close(timeout=1.0)
 
 
+def _high_loss() -> AlertRule:
+    """A CRITICAL alert on a daily loss beyond $5,000."""
+    return AlertRule(
+        name="high_loss", metric_name="trading.daily_pnl", condition="lt", threshold=-5000,
+        severity=AlertSeverity.CRITICAL,
+    )  # fmt: skip
+
+
 def _manager(clock: SimClock, dispatcher: NotificationDispatcher) -> AlertManager:
     manager = AlertManager(cooldown_secs=0, clock=clock, dispatcher=dispatcher)
-    manager.add_rule(
-        AlertRule(
-            name="high_loss",
-            metric_name="trading.daily_pnl",
-            condition="lt",
-            threshold=-5000,
-            severity=AlertSeverity.CRITICAL,
-        )
-    )
+    manager.add_rule(_high_loss())
     manager.add_rule(
         AlertRule(
             name="slow_model",
@@ -162,15 +162,7 @@ def test_email_transient_smtp_replies_are_retried_and_delivered(clock: SimClock)
             ),
         )
         monitor = SystemMonitor(config, registry=CollectorRegistry(), clock=clock)
-        monitor.alert_manager.add_rule(
-            AlertRule(
-                name="high_loss",
-                metric_name="trading.daily_pnl",
-                condition="lt",
-                threshold=-5000,
-                severity=AlertSeverity.CRITICAL,
-            )
-        )
+        monitor.alert_manager.add_rule(_high_loss())
         try:
             monitor.record_trading_metrics(daily_pnl=-6000)
             assert monitor.dispatcher.wait_idle(10)
