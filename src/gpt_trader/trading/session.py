@@ -11,10 +11,11 @@ A restart loads the committed state, restores the broker's book, skips bars alre
 twice or loses a position. Models are hot-swapped between bars when the registry alias moves; a new version that
 fails to predict while serving hands the symbols back to the version it replaced within the same bar.
 
-Stale data: a held symbol whose bars stopped (its last bar older than `risk.max_bar_age_secs` when other symbols'
-bars arrive) or whose feed the data layer reports down (`set_feed_status`) goes flat (`live.stale_action`), its
-orders that would add exposure are cancelled, an alert fires once per episode, and the risk manager refuses new
-exposure in it until its data is fresh again.
+Stale data: a held symbol whose bars stopped (`RiskManager.stale_reason`: its last bar older than
+`risk.max_bar_age_secs` of bar time and more than `risk.max_missed_bars` bar times behind the others) or whose
+feed the data layer reports down (`set_feed_status`) goes flat (`live.stale_action`), its orders that would add
+exposure are cancelled, an alert fires once per episode, and the risk manager refuses new exposure in it until
+its data is fresh again.
 """
 
 from __future__ import annotations
