@@ -99,7 +99,8 @@ class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
         self._cash_floor_frac = -(lev - 1.0)
         self._initial_cash = float(self.config.initial_cash_usd)
         self._flat_action = self._fractions.index(0.0) if 0.0 in self._fractions else None
-        self.action_space = spaces.Discrete(len(self._fractions))  # type: ignore[assignment]
+        self._n_actions = len(self._fractions)
+        self.action_space = spaces.Discrete(self._n_actions)  # type: ignore[assignment]
         dim = self._windows.shape[1] + N_STATE
         self.observation_space = spaces.Box(-OBS_BOUND, OBS_BOUND, (dim,), np.float32)
         self._shaper = RewardShaper(self.reward_config)
@@ -133,24 +134,25 @@ class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
         self._reset_account()
         return self._observation(), self._info()
 
-    def participation(self, shares: float, t: int) -> float:
-        """|shares| / volume_t; a bar with no recorded volume is full participation (the worst impact, not free)."""
-        vol = self._volume[t]
-        return abs(shares) / vol if vol > 0 else 1.0
-
     def trade_cost(self, shares: float, t: int) -> float:
         """Cash cost of trading `shares` (signed) at bar t through the cost model's rate."""
-        if shares == 0.0:
-            return 0.0
+        return self._cost(shares, t)[0]
+
+    def _cost(self, shares: float, t: int) -> tuple[float, float]:
+        """(`trade_cost`, participation |shares| / volume_t) of trading `shares` at bar t. A bar with no recorded
+        volume is full participation (the worst impact, not free)."""
         qty = abs(shares)
-        participation = self.participation(qty, t)
+        vol = self._volume[t]
+        participation = qty / vol if vol > 0 else 1.0
+        if shares == 0.0:
+            return 0.0, participation
         rate = self._base_rate + self._impact_coef * self._sigma[t] * math.sqrt(participation)
-        return qty * self._close[t] * rate
+        return qty * self._close[t] * rate, participation
 
     def step(self, action: int | np.integer[Any]) -> tuple[npt.NDArray[np.float32], float, bool, bool, dict[str, Any]]:
         """Trade to the action's target at close_t (unless held), mark at close_{t+1}, return the reward."""
         a = int(action)
-        if not 0 <= a < len(self._fractions):
+        if not 0 <= a < self._n_actions:
             raise ValueError(f"action {action!r} outside Discrete({len(self._fractions)})")
         t = self._t
         if t >= self.stop - 1:
@@ -160,19 +162,19 @@ class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
         cost = 0.0
         if a != self._held:
             delta = self._fractions[a] * equity / price - self._shares
-            cost = self.trade_cost(delta, t)
+            cost, participation = self._cost(delta, t)
             floor = self._cash_floor_frac * equity
             if delta > 0 and self._cash - delta * price - cost < floor:
                 # Cut the buy so cash + cost stays above the floor; a smaller trade never costs a higher rate.
                 room = self._cash - floor
                 delta = max(0.0, room / (price + cost / delta))
-                cost = self.trade_cost(delta, t)
+                cost, participation = self._cost(delta, t)
             if delta != 0.0:
                 self._cash -= delta * price + cost
                 self._shares += delta
                 self._trades += 1
                 self._costs_paid += cost
-                self.trades.append(EnvTrade(t, delta, price, self.participation(delta, t), self._sigma[t], cost))
+                self.trades.append(EnvTrade(t, delta, price, participation, self._sigma[t], cost))
             self._held = a
         self._last_cost = cost
         t += 1
