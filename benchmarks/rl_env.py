@@ -1,6 +1,7 @@
 """RL environment and PPO throughput: our `TradingEnv` against gym-anytrading's `StocksEnv` on the same GOOGL rows.
 
-1. Env steps/s, single-threaded, random actions pre-drawn (the same sequence for both), best of `--repeat`.
+1. Env steps/s, single-threaded, random actions pre-drawn (the same sequence for both), best of `--repeat`
+   (the two envs' repeats interleaved, so machine noise falls on both alike).
    Ours charges the full cost model (commission, half-spread, slippage, square-root impact) and returns an info
    dict of equity/cash/position/drawdown/trades/costs every step; StocksEnv keeps a history dict per step.
 2. PPO training steps/s (SB3, CPU, torch threads = 1, DummyVecEnv) with the default `PPOConfig` (8 envs) on each
@@ -8,12 +9,13 @@
 Targets: env step <= 10 us (>= 100k steps/s) and >= StocksEnv; PPO >= 2,500 steps/s at defaults, 8,000+ with
 tuned settings. Figures and ratios are printed; nothing is asserted.
 
-    python benchmarks/rl_env.py [--env-steps 200000] [--ppo-steps 16384] [--repeat 3]
+    python benchmarks/rl_env.py [--env-steps 200000] [--ppo-steps 16384] [--repeat 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,18 +45,26 @@ def load_market() -> MarketArrays:
     return market.standardized(range(market.n_rows))
 
 
-def env_steps_per_sec(make: Callable[[], Any], actions: list[int], repeat: int) -> float:
-    """Best-of-`repeat` steps/s of a random-action loop (resets included, as in training)."""
-    best = 0.0
-    for _ in range(repeat):
-        env = make()
-        env.reset(seed=0)
-        t0 = time.perf_counter()
-        for a in actions:
-            _, _, terminated, truncated, _ = env.step(a)
-            if terminated or truncated:
-                env.reset()
-        best = max(best, len(actions) / (time.perf_counter() - t0))
+def env_steps_per_sec(makers: dict[str, Callable[[], Any]], actions: list[int], repeat: int) -> dict[str, float]:
+    """Best-of-`repeat` steps/s of a random-action loop per env (resets included, as in training).
+
+    The envs' repeats are interleaved, in alternating order, with garbage collected before each, so a noisy
+    stretch of a shared machine (or another env's garbage) falls on both sides alike rather than on whichever
+    env happened to run during it.
+    """
+    best = dict.fromkeys(makers, 0.0)
+    names = list(makers)
+    for i in range(repeat):
+        for name in names if i % 2 == 0 else names[::-1]:
+            env = makers[name]()
+            env.reset(seed=0)
+            gc.collect()
+            t0 = time.perf_counter()
+            for a in actions:
+                _, _, terminated, truncated, _ = env.step(a)
+                if terminated or truncated:
+                    env.reset()
+            best[name] = max(best[name], len(actions) / (time.perf_counter() - t0))
     return best
 
 
@@ -75,7 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-steps", type=int, default=200_000)
     parser.add_argument("--ppo-steps", type=int, default=16_384)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -95,8 +105,8 @@ def main() -> None:
         f"peer {int(np.prod(peer().observation_space.shape))}; torch threads 1"
     )
     actions = np.random.default_rng(0).integers(0, 2, args.env_steps).tolist()
-    ours_sps = env_steps_per_sec(ours, actions, args.repeat)
-    peer_sps = env_steps_per_sec(peer, actions, args.repeat)
+    sps = env_steps_per_sec({"ours": ours, "peer": peer}, actions, args.repeat)
+    ours_sps, peer_sps = sps["ours"], sps["peer"]
     print(
         f"env step  ours   {ours_sps:>10,.0f} steps/s  ({1e6 / ours_sps:.2f} us/step; target >= "
         f"{TARGET_ENV_STEPS_PER_SEC:,} = <= 10 us)"

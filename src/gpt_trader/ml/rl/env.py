@@ -9,8 +9,12 @@ Accounting is in cash and shares, so equity = cash + shares * price holds exactl
 falls below -(max_gross_leverage - 1) * equity (no borrowing without leverage). Short sale proceeds sit in cash;
 borrow fees are not modelled. The episode is truncated at the end of its window and terminated if equity <= 0.
 
-Everything `step` reads is precomputed into numpy arrays at construction; `step` itself is scalar float math
-(no pandas, no per-step allocation beyond the returned observation and info, and one `EnvTrade` per trade).
+Everything `step` reads is precomputed at construction: prices, volumes and sigmas as lists of Python floats
+(plain float math is several times faster than numpy scalars) and the observation rows as one float32 matrix
+(`observation_matrix`). `step` itself is scalar float math with no pandas and no per-step array allocation: its
+observation is the next row of a block copied from that matrix `OBS_BLOCK` rows at a time, with the two account
+state entries written in. Each block row is handed out once and never written again, so an observation a caller
+keeps never changes under it (as when each was a fresh array); it is a view, so a kept one keeps its block alive.
 The trades (`env.trades`) follow `gpt_trader.trading.backtest.simulate(fill_at="close", rebalance="on_change")`
 exactly: tests/model/test_cost_parity.py replays the same decisions through both and the paper broker.
 """
@@ -27,12 +31,18 @@ from gymnasium import spaces
 
 from gpt_trader.ml.rl.config import EnvConfig, RewardConfig
 from gpt_trader.ml.rl.market import MarketArrays
-from gpt_trader.ml.rl.reward import RewardShaper
+from gpt_trader.ml.rl.reward import MIN_GROWTH, RewardShaper
 from gpt_trader.trading.costs import CostModel
 
 N_STATE = 2  # appended to the feature window: current exposure (fraction of equity) and drawdown
 # Finite observation bounds (SB3/gymnasium checkers warn on infinite ones); standardized features are clipped to 10.
 OBS_BOUND = 1e9
+# Observation rows copied per block: one vectorized copy per this many steps instead of an allocation per step;
+# small enough that a kept observation pins little memory (a block is OBS_BLOCK x obs dim float32s).
+OBS_BLOCK = 64
+# `tuple.__new__(EnvTrade, fields)` builds the same EnvTrade as `EnvTrade(*fields)` without the Python-level
+# `__new__` NamedTuple generates: a trade is recorded on up to every step, and that call is half the cost.
+_new_tuple = tuple.__new__
 
 
 def window_matrix(features: npt.NDArray[np.float32], window: int) -> npt.NDArray[np.float32]:
@@ -40,6 +50,15 @@ def window_matrix(features: npt.NDArray[np.float32], window: int) -> npt.NDArray
     n, f = features.shape
     view = np.lib.stride_tricks.sliding_window_view(features, (window, f))[:, 0]
     return np.ascontiguousarray(view.reshape(n - window + 1, window * f), dtype=np.float32)
+
+
+def observation_matrix(features: npt.NDArray[np.float32], window: int) -> npt.NDArray[np.float32]:
+    """`window_matrix` with N_STATE zero columns appended: row k is decision k+window-1's observation less the
+    account state, which `step` writes into its copy."""
+    windows = window_matrix(features, window)
+    out = np.zeros((windows.shape[0], windows.shape[1] + N_STATE), dtype=np.float32)
+    out[:, : windows.shape[1]] = windows
+    return out
 
 
 class EnvTrade(NamedTuple):
@@ -85,7 +104,8 @@ class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
         self.market = market
         lo = self.start - w + 1
         # Only the rows this env can see are windowed: index t of the episode maps to row t - start.
-        self._windows = window_matrix(market.features[lo : self.stop, 0, :], w)
+        self._windows = observation_matrix(market.features[lo : self.stop, 0, :], w)
+        self._k = self._windows.shape[1] - N_STATE  # observation entries before the account state
         self._close = market.close[:, 0].tolist()
         self._volume = market.volume[:, 0].tolist()
         self._sigma = market.sigma[:, 0].tolist()
@@ -100,10 +120,15 @@ class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
         self._initial_cash = float(self.config.initial_cash_usd)
         self._flat_action = self._fractions.index(0.0) if 0.0 in self._fractions else None
         self._n_actions = len(self._fractions)
+        self._last_t = self.stop - 1  # the episode ends when t reaches it
         self.action_space = spaces.Discrete(self._n_actions)  # type: ignore[assignment]
-        dim = self._windows.shape[1] + N_STATE
+        dim = self._windows.shape[1]
         self.observation_space = spaces.Box(-OBS_BOUND, OBS_BOUND, (dim,), np.float32)
         self._shaper = RewardShaper(self.reward_config)
+        # A log-return reward is stateless: step spells out its arithmetic (see RewardShaper.log_return_terms).
+        terms = self._shaper.log_return_terms()
+        self._log_reward = terms is not None
+        self._reward_scale, self._reward_penalty = terms or (0.0, 0.0)
         self._reset_account()
 
     @property
@@ -125,6 +150,21 @@ class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
         # The episode's trades, for parity checks against the backtest and the paper broker (not observed).
         self.trades: list[EnvTrade] = []
         self._shaper.reset()
+        self._drop_block()
+
+    def _drop_block(self) -> None:
+        """Forget the observation block: the next `step` copies a fresh one. Whatever moves `_t` back or rewrites
+        `_windows` calls this, so a block row is never handed out twice nor stale."""
+        self._block = self._windows[:0]
+        self._block_t0 = 0  # decision index of the block's first row
+        self._block_stop = 0  # one past the decision index of its last row (0: empty, any t refills)
+
+    def _fill_block(self, t: int) -> None:
+        """Copy the observation rows of decisions t.. t+OBS_BLOCK-1 (within the episode) into a fresh block."""
+        row = t - self.start
+        self._block = self._windows[row : row + OBS_BLOCK].copy()
+        self._block_t0 = t
+        self._block_stop = t + len(self._block)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -151,45 +191,85 @@ class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
 
     def step(self, action: int | np.integer[Any]) -> tuple[npt.NDArray[np.float32], float, bool, bool, dict[str, Any]]:
         """Trade to the action's target at close_t (unless held), mark at close_{t+1}, return the reward."""
+        # Hot path (millions of calls in training): state lives in locals, and the cost, the log-return reward, the
+        # observation and the info are spelled out here rather than called for (the same arithmetic, in the same
+        # order, as `_cost`, `RewardShaper.reward`, `_observation` and `_info`, which tests pin them to).
         a = int(action)
         if not 0 <= a < self._n_actions:
             raise ValueError(f"action {action!r} outside Discrete({len(self._fractions)})")
         t = self._t
-        if t >= self.stop - 1:
+        if t >= self._last_t:
             raise RuntimeError("step() called after the episode ended; call reset()")
-        price = self._close[t]
+        close = self._close
+        price = close[t]
         equity = self._equity
+        cash = self._cash
+        shares = self._shares
         cost = 0.0
         if a != self._held:
-            delta = self._fractions[a] * equity / price - self._shares
-            cost, participation = self._cost(delta, t)
+            delta = self._fractions[a] * equity / price - shares
+            qty = abs(delta)
+            vol = self._volume[t]
+            participation = qty / vol if vol > 0 else 1.0
+            if delta != 0.0:
+                rate = self._base_rate + self._impact_coef * self._sigma[t] * math.sqrt(participation)
+                cost = qty * price * rate
             floor = self._cash_floor_frac * equity
-            if delta > 0 and self._cash - delta * price - cost < floor:
+            if delta > 0 and cash - delta * price - cost < floor:
                 # Cut the buy so cash + cost stays above the floor; a smaller trade never costs a higher rate.
-                room = self._cash - floor
+                room = cash - floor
                 delta = max(0.0, room / (price + cost / delta))
                 cost, participation = self._cost(delta, t)
             if delta != 0.0:
-                self._cash -= delta * price + cost
-                self._shares += delta
+                cash -= delta * price + cost
+                shares += delta
+                self._cash = cash
+                self._shares = shares
                 self._trades += 1
                 self._costs_paid += cost
-                self.trades.append(EnvTrade(t, delta, price, participation, self._sigma[t], cost))
+                self.trades.append(_new_tuple(EnvTrade, (t, delta, price, participation, self._sigma[t], cost)))
             self._held = a
         self._last_cost = cost
         t += 1
         self._t = t
-        new_equity = self._cash + self._shares * self._close[t]
+        value = shares * close[t]
+        new_equity = cash + value
         growth = new_equity / equity if equity > 0 else 0.0
         self._equity = new_equity
-        if new_equity > self._peak:
-            self._peak = new_equity
-        dd = 1.0 - new_equity / self._peak
-        reward = self._shaper.reward(growth, dd - self._drawdown)
+        peak = self._peak
+        if new_equity > peak:
+            peak = self._peak = new_equity
+        dd = 1.0 - new_equity / peak
+        if self._log_reward:  # RewardShaper.reward, inline; the conditional is max(growth, MIN_GROWTH), NaN too
+            reward = self._reward_scale * math.log(MIN_GROWTH if growth < MIN_GROWTH else growth)
+            increase = dd - self._drawdown
+            if increase > 0.0 and self._reward_penalty:
+                reward -= self._reward_penalty * increase
+        else:
+            reward = self._shaper.reward(growth, dd - self._drawdown)
         self._drawdown = dd
         terminated = new_equity <= 0.0
-        truncated = not terminated and t >= self.stop - 1
-        return self._observation(), reward, terminated, truncated, self._info()
+        truncated = not terminated and t >= self._last_t
+        position = value / new_equity if new_equity > 0 else 0.0
+        if t >= self._block_stop:
+            self._fill_block(t)
+        obs = self._block[t - self._block_t0]
+        k = self._k
+        obs[k] = position
+        obs[k + 1] = dd
+        info = {
+            "t": t,
+            "equity": new_equity,
+            "cash": cash,
+            "shares": shares,
+            "position_value": value,
+            "position": position,
+            "drawdown": dd,
+            "trades": self._trades,
+            "step_cost": cost,
+            "costs_paid": self._costs_paid,
+        }
+        return obs, reward, terminated, truncated, info
 
     @classmethod
     def streaming(
@@ -228,8 +308,10 @@ class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
         s = self.start
         if self.stop != s + 2:
             raise RuntimeError("advance() needs an env built by TradingEnv.streaming()")
-        self._windows[0] = self._windows[1]
-        self._windows[1] = window
+        k = self._k
+        self._windows[0, :k] = self._windows[1, :k]
+        self._windows[1, :k] = window
+        self._drop_block()
         for values, value in ((self._close, close), (self._volume, max(volume, 0.0)), (self._sigma, max(sigma, 0.0))):
             values[s] = values[s + 1]
             values[s + 1] = value
@@ -256,7 +338,8 @@ class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
         if missing:
             raise ValueError(f"account state lacks {missing}")
         s = self.start
-        self._windows[1] = window
+        self._windows[1, : self._k] = window
+        self._drop_block()
         for values, value in ((self._close, close), (self._volume, max(volume, 0.0)), (self._sigma, max(sigma, 0.0))):
             values[s + 1] = value
         for name in ("cash", "shares", "equity", "peak", "drawdown"):
@@ -266,14 +349,15 @@ class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
         return self._observation()
 
     def _observation(self) -> npt.NDArray[np.float32]:
-        k = self._windows.shape[1]
-        obs = np.empty(k + N_STATE, dtype=np.float32)
-        obs[:k] = self._windows[self._t - self.start]
+        """The observation at `_t` as a fresh array (reset and the streaming calls; `step` builds its own)."""
+        k = self._k
+        obs = self._windows[self._t - self.start].copy()
         obs[k] = self._shares * self._close[self._t] / self._equity if self._equity > 0 else 0.0
         obs[k + 1] = self._drawdown
         return obs
 
     def _info(self) -> dict[str, Any]:
+        """The info dict at `_t` (reset; `step` builds the same dict inline)."""
         equity = self._equity
         value = self._shares * self._close[self._t]
         return {

@@ -87,6 +87,81 @@ def test_trading_env_random_actions_accounting_invariants_hold(actions: list[int
             break
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    block=st.integers(1, 70),
+    kind=st.sampled_from(["log_return", "differential_sharpe"]),
+    penalty=st.sampled_from([0.0, 1.5]),
+    leverage=st.sampled_from([0.5, 1.0, 2.0]),
+    zero_volume=st.booleans(),
+    actions=st.lists(st.integers(0, 4), min_size=30, max_size=120),
+)
+def test_trading_env_step_fast_path_equals_reference_helpers(
+    seed: int, block: int, kind: str, penalty: float, leverage: float, zero_volume: bool, actions: list[int]
+) -> None:
+    """`step` builds its observation (a row of a copied block), info and log-return reward inline: each equals
+    what `_observation`, `_info` and `RewardShaper.reward` give for the same state, bit for bit, across block
+    boundaries and episodes (20 steps each, so every example resets); and no observation handed out earlier ever
+    changes afterwards."""
+    from unittest import mock
+
+    from gpt_trader.ml.rl import env as env_module
+    from gpt_trader.ml.rl.reward import RewardShaper
+
+    market = synthetic_market(n=24, seed=seed)
+    if zero_volume:  # full participation on some bars
+        market = replace(market, volume=np.where(np.arange(market.n_rows)[:, None] % 3 == 0, 0.0, market.volume))
+    reward_config = RewardConfig(kind=kind, drawdown_penalty=penalty)  # type: ignore[arg-type]
+    config = EnvConfig(window_size=4, position_fractions=ENV.position_fractions, max_gross_leverage=leverage)
+    with mock.patch.object(env_module, "OBS_BLOCK", block):
+        env = TradingEnv(market, env_config=config, reward_config=reward_config, cost_model=CostModel())
+        shaper = RewardShaper(reward_config)
+        obs, info = env.reset()
+        handed_out = [(obs, obs.copy())]
+        for a in actions:
+            obs, reward, terminated, truncated, new_info = env.step(a)
+            handed_out.append((obs, obs.copy()))
+            np.testing.assert_array_equal(obs, env._observation())
+            assert obs.dtype == np.float32
+            assert env.observation_space.contains(obs)
+            assert new_info == env._info()
+            growth = new_info["equity"] / info["equity"] if info["equity"] > 0 else 0.0
+            assert reward == shaper.reward(growth, new_info["drawdown"] - info["drawdown"])
+            info = new_info
+            if terminated or truncated:
+                obs, info = env.reset()
+                shaper.reset()
+                handed_out.append((obs, obs.copy()))
+    for kept, at_the_time in handed_out:
+        np.testing.assert_array_equal(kept, at_the_time)
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_trading_env_streaming_advance_matches_the_whole_series_env(market: MarketArrays, window: int) -> None:
+    """Fed one bar at a time, a `streaming` env hands out the whole-series env's observations (each a fresh
+    array that later bars leave alone); window 1 included (its window matrix once came back read-only)."""
+    config = EnvConfig(window_size=window, position_fractions=ENV.position_fractions)
+    whole = TradingEnv(market, env_config=config)
+    live = TradingEnv.streaming(market.features.shape[2], env_config=config)
+    windows = np.lib.stride_tricks.sliding_window_view(market.features[:, 0, :], window, axis=0)
+    actions = [4, 4, 0, 2, 3, 1, 1, 4] * 5
+
+    def advance(t: int, action: int | None) -> np.ndarray:
+        row = np.ascontiguousarray(windows[t - window + 1].T).ravel()  # rows t-window+1..t, oldest first
+        bar = float(market.close[t, 0]), float(market.volume[t, 0]), float(market.sigma[t, 0])
+        obs, _ = live.advance(row, *bar, action)
+        return obs
+
+    expected, _ = whole.reset()
+    handed_out = [(advance(window - 1, None), expected)]
+    for i, a in enumerate(actions):
+        expected = whole.step(a)[0]
+        handed_out.append((advance(window + i, a), expected.copy()))
+    for got, want in handed_out:
+        np.testing.assert_array_equal(got, want)
+
+
 def test_trading_env_flat_forever_keeps_initial_cash(market: MarketArrays) -> None:
     env = TradingEnv(market, env_config=ENV)
     _, info = env.reset()
