@@ -19,7 +19,6 @@ the `FeatureBook`'s numpy rows and score all symbols of a timestamp together:
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -71,6 +70,10 @@ def scorer_for(model: Any, kind: str, columns: Sequence[str], symbol_map: Mappin
         except Exception:  # not a python_model flavour: the generic path serves it
             inner = None
     if kind == "transformer" and isinstance(inner, TransformerPyfunc):
+        from gpt_trader.serving.streaming import StreamingTransformerScorer, streams
+
+        if streams(inner.trader):
+            return StreamingTransformerScorer(inner.trader, columns, symbol_map)
         return TransformerScorer(inner.trader, columns, symbol_map)
     if kind == "rl" and isinstance(inner, TradingPolicyModel) and inner.model is not None:
         return PolicyScorer(inner.model, inner.spec, columns)
@@ -109,7 +112,7 @@ class TransformerScorer:
             feats = np.stack([book.vectors(s, self.seq_len)[:, self.feature_idx] for s in served])[:, :, None, :]
             cal = np.stack([book.vectors(s, self.seq_len)[:, self.calendar_idx] for s in served])
             probs, expected = self.trader.predict_windows(feats, cal)
-            return {s: _transformer_view(probs[i, 0], expected[i, 0]) for i, s in enumerate(served)}
+            return dict(zip(served, transformer_views(probs[:, 0], expected[:, 0]), strict=True))
         return self._score_panel(book, served)
 
     def _score_panel(self, book: FeatureBook, served: list[str]) -> dict[str, ModelView]:
@@ -131,7 +134,8 @@ class TransformerScorer:
         cal = book.vectors(live[0], self.seq_len)[:, self.calendar_idx][None]
         probs, expected = self.trader.predict_windows(feats, cal)
         position = {s: i for i, s in enumerate(live)}
-        return {s: _transformer_view(probs[0, position[s]], expected[0, position[s]]) for s in served if s in position}
+        views = transformer_views(probs[0], expected[0])
+        return {s: views[position[s]] for s in served if s in position}
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -139,18 +143,55 @@ class TransformerScorer:
             log.warning(message)
 
 
-def _transformer_view(probs: npt.NDArray[np.float64], expected: float) -> ModelView:
-    p = probs / probs.sum()  # float32 softmax: renormalize so the sum-to-one check downstream holds
-    k = int(np.argmax(p))
-    return ModelView(CLASS_POSITIONS[k], float(p[k]), float(p[0]), float(p[1]), float(p[2]), float(expected))
+def transformer_views(probs: npt.NDArray[np.float64], expected: npt.NDArray[np.float64]) -> list[ModelView]:
+    """Views of n predictions: class probabilities (n, 3) in Sell/Hold/Buy order, expected returns (n,)."""
+    p = probs / probs.sum(axis=-1, keepdims=True)  # float32 softmax: renormalize so the sum-to-one check holds
+    return [
+        ModelView(CLASS_POSITIONS[k], row[k], row[0], row[1], row[2], e)
+        for row, k, e in zip(p.tolist(), p.argmax(axis=-1).tolist(), expected.tolist(), strict=True)
+    ]
+
+
+class _Rows:
+    """The last `size` rows appended, as one contiguous (≤ size, width) array: a buffer of twice the size whose
+    newest rows move to the front when it fills (amortized O(1)), so the policy's flattened window is a view."""
+
+    __slots__ = ("buf", "n", "size")
+
+    def __init__(self, size: int, width: int) -> None:
+        self.buf = np.zeros((2 * size, width), dtype=np.float32)
+        self.n = 0
+        self.size = size
+
+    def append(self, row: npt.NDArray[np.float32]) -> None:
+        if self.n == len(self.buf):
+            keep = self.size - 1
+            self.buf[:keep] = self.buf[self.n - keep : self.n]
+            self.n = keep
+        self.buf[self.n] = row
+        self.n += 1
+
+    def extend(self, rows: npt.NDArray[np.float32]) -> None:
+        for row in rows:
+            self.append(row)
+
+    def clear(self) -> None:
+        self.n = 0
+
+    def __len__(self) -> int:
+        return min(self.n, self.size)
+
+    def flat(self) -> npt.NDArray[np.float32]:
+        """The rows oldest first, concatenated (a view: copy it to keep it)."""
+        return self.buf[max(0, self.n - self.size) : self.n].reshape(-1)
 
 
 class _PolicyState:
     __slots__ = ("action", "dead", "env", "seen", "window")
 
-    def __init__(self, env: Any, window_size: int) -> None:
+    def __init__(self, env: Any, window_size: int, width: int) -> None:
         self.env = env
-        self.window: deque[npt.NDArray[np.float32]] = deque(maxlen=window_size)
+        self.window = _Rows(window_size, width)
         self.action: int | None = None  # the decision at the last bar, traded at the next one
         self.seen = 0  # book rows consumed
         self.dead = False  # the simulated book was wiped out: flat from then on, as the pyfunc does
@@ -189,14 +230,15 @@ class PolicyScorer:
                 reward_config=self.reward_config,
                 cost_model=self.cost_model,
             )
-            state = self._states[symbol] = _PolicyState(env, self.window_size)
+            state = self._states[symbol] = _PolicyState(env, self.window_size, len(self.feature_idx))
         return state
 
-    def _scaled(self, vector: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    def _scaled(self, vectors: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+        """Feature rows (n, all columns) as the policy saw them in training: cast to float32, standardized with
+        the training statistics, clipped (one vectorized pass for the n symbols of a step)."""
         from gpt_trader.ml.rl.market import FEATURE_CLIP
 
-        # As training: features cast to float32, standardized with the training statistics, clipped.
-        raw = vector[self.feature_idx].astype(np.float32)
+        raw = vectors[:, self.feature_idx].astype(np.float32)
         return np.clip((raw - self.mean) / self.std, -FEATURE_CLIP, FEATURE_CLIP).astype(np.float32)
 
     def score(self, book: FeatureBook, symbols: Sequence[str]) -> dict[str, ModelView]:
@@ -214,12 +256,15 @@ class PolicyScorer:
         steps = max((len(v) for v, _ in pending.values()), default=0)
         for j in range(steps):
             # Symbols with fewer missing rows join at the end, so every symbol's last row is the last step.
+            rows = [
+                (s, vectors[i], bars[i])
+                for s, (vectors, bars) in pending.items()
+                if (i := j - (steps - len(vectors))) >= 0
+            ]
+            scaled = self._scaled(np.stack([vector for _, vector, _ in rows]))
             batch: list[tuple[str, npt.NDArray[np.float32]]] = []
-            for symbol, (vectors, bars) in pending.items():
-                i = j - (steps - len(vectors))
-                if i < 0:
-                    continue
-                obs = self._advance(symbol, vectors[i], bars[i])
+            for (symbol, vector, bar), row in zip(rows, scaled, strict=True):
+                obs = self._advance(symbol, row, vector, bar)
                 if obs is not None:
                     batch.append((symbol, obs))
             if not batch:
@@ -260,9 +305,9 @@ class PolicyScorer:
             state = self._state(symbol)
             vectors, bars = book.vectors(symbol, self.window_size), book.bars(symbol, 1)
             state.window.clear()
-            state.window.extend(self._scaled(v) for v in vectors)
+            state.window.extend(self._scaled(vectors))
             state.env.load_account_state(
-                dict(item), np.concatenate(state.window), float(bars[0, _CLOSE]), float(bars[0, _VOLUME]),
+                dict(item), state.window.flat(), float(bars[0, _CLOSE]), float(bars[0, _VOLUME]),
                 float(vectors[-1, self.sigma_idx]),
             )  # fmt: skip
             state.action = None if item["action"] is None else int(item["action"])
@@ -272,15 +317,18 @@ class PolicyScorer:
         return restored
 
     def _advance(
-        self, symbol: str, vector: npt.NDArray[np.float64], bar: npt.NDArray[np.float64]
+        self,
+        symbol: str,
+        scaled: npt.NDArray[np.float32],
+        vector: npt.NDArray[np.float64],
+        bar: npt.NDArray[np.float64],
     ) -> npt.NDArray[np.float32] | None:
         state = self._states[symbol]
-        state.window.append(self._scaled(vector))
+        state.window.append(scaled)
         if len(state.window) < self.window_size or state.dead:
             return None
-        window = np.concatenate(state.window)
         obs, terminated = state.env.advance(
-            window, float(bar[_CLOSE]), float(bar[_VOLUME]), float(vector[self.sigma_idx]), state.action
+            state.window.flat(), float(bar[_CLOSE]), float(bar[_VOLUME]), float(vector[self.sigma_idx]), state.action
         )
         if terminated:
             state.dead = True

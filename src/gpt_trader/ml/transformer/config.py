@@ -54,6 +54,12 @@ class TransformerConfig(Section):
     regression_weight: float = Field(default=0.5, ge=0)
     # Attention across the assets at the same timestamp (only used with more than one asset).
     cross_asset_attention: bool = True
+    # Sliding attention: each bar attends to itself and the attention_window - 1 bars before it, ordered by a
+    # learned distance bias instead of absolute positions. A bar's output then depends on the last
+    # n_layers * (attention_window - 1) + 1 bars only, not on where the window starts, so live serving steps each
+    # symbol one bar at a time from cached keys (`MarketTransformer.step`) instead of re-running its window.
+    # None: full causal attention over the window with absolute positions (models trained before it).
+    attention_window: int | None = Field(default=None, ge=1)
     # Training windows start every `window_stride` bars; every step of a causal window carries a label, so a
     # stride below max_seq_length still sees each training label (with different amounts of context).
     window_stride: int = Field(default=8, gt=0)
@@ -76,7 +82,23 @@ class TransformerConfig(Section):
     def _heads_divide(self) -> TransformerConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        field = self.receptive_field
+        if field is not None and field > self.max_seq_length:
+            # The window's last step must see its whole receptive field, or a window prediction would differ
+            # from the streamed one that live serving computes.
+            raise ValueError(
+                f"attention_window {self.attention_window} with {self.n_layers} layers sees "
+                f"{field} bars, more than max_seq_length {self.max_seq_length}: lower attention_window to at "
+                f"most {(self.max_seq_length - 1) // self.n_layers + 1} or raise max_seq_length"
+            )
         return self
+
+    @property
+    def receptive_field(self) -> int | None:
+        """Bars that one step's output depends on with sliding attention (None: the whole window)."""
+        if self.attention_window is None:
+            return None
+        return self.n_layers * (self.attention_window - 1) + 1
 
     @property
     def feedforward_dim(self) -> int:

@@ -38,9 +38,12 @@ class PositionalEncoding(nn.Module):
     differently, and a window of daily bars spans weekdays.
     """
 
-    def __init__(self, d_model: int, max_len: int = 1000, dropout: float = 0.0) -> None:
+    def __init__(self, d_model: int, max_len: int = 1000, dropout: float = 0.0, *, absolute: bool = True) -> None:
         super().__init__()
         self.max_len = max_len
+        # Off for sliding attention, whose distance bias orders the bars: an index within the window would make
+        # a bar's encoding depend on where the window starts.
+        self.absolute = absolute
         self.register_buffer("position", sinusoidal_table(max_len, d_model), persistent=False)
         self.temporal = nn.Linear(N_CALENDAR + 2, d_model)
         self.dropout = nn.Dropout(dropout)
@@ -50,6 +53,8 @@ class PositionalEncoding(nn.Module):
         steps = x.shape[1]
         if steps > self.max_len:
             raise ValueError(f"window of {steps} steps exceeds the encoding's max_len {self.max_len}")
-        position: torch.Tensor = self.position[:steps]  # type: ignore[index]
         temporal = self.temporal(calendar_features(calendar.to(x.dtype)))
-        return self.dropout(x + (position.unsqueeze(0) + temporal).unsqueeze(2))
+        if self.absolute:
+            position: torch.Tensor = self.position[:steps]  # type: ignore[index]
+            temporal = position.unsqueeze(0) + temporal
+        return self.dropout(x + temporal.unsqueeze(2))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gpt_trader.ml.transformer.attention import CrossAssetAttention, MarketAttention
+from gpt_trader.ml.transformer.attention import CrossAssetAttention, KeyCache, MarketAttention, StepSlots
 from gpt_trader.ml.transformer.encoding import PositionalEncoding
 
 N_CLASSES = 3  # class index = label + 1: 0 Sell, 1 Hold, 2 Buy
@@ -21,10 +21,12 @@ MIN_MAX_LEN = 1000
 class MarketTransformerLayer(nn.Module):
     """One layer: temporal market attention, cross-asset attention, feed-forward."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, cross_asset: bool) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, d_ff: int, dropout: float, cross_asset: bool, window: int | None = None
+    ) -> None:
         super().__init__()
         self.norm_time = nn.LayerNorm(d_model)
-        self.time_attention = MarketAttention(d_model, n_heads)
+        self.time_attention = MarketAttention(d_model, n_heads, window)
         self.norm_asset = nn.LayerNorm(d_model) if cross_asset else None
         self.asset_attention = CrossAssetAttention(d_model, n_heads) if cross_asset else None
         self.norm_ff = nn.LayerNorm(d_model)
@@ -56,12 +58,29 @@ class MarketTransformerLayer(nn.Module):
             last = last + self.dropout(self.asset_attention(self.norm_asset(last)))
         return last + self.dropout(self.ff(self.norm_ff(last)))
 
+    def step(
+        self, h: torch.Tensor, market: torch.Tensor, cache: KeyCache, layer: int, slots: StepSlots
+    ) -> torch.Tensor:
+        """One new bar per stream (sliding attention): h (N, A, d), market (N*A, 2) -> the layer's output."""
+        n, a, d = h.shape
+        attended = self.time_attention.step(self.norm_time(h).reshape(n * a, d), market, cache, layer, slots)
+        h = h + attended.view(n, a, d)
+        if self.asset_attention is not None and self.norm_asset is not None and a > 1:
+            h = h + self.asset_attention(self.norm_asset(h))
+        return h + self.ff(self.norm_ff(h))
+
 
 class MarketTransformer(nn.Module):
     """Causal transformer over a multi-asset window: per-step class logits and forward-return forecasts.
 
     `market_features` are the indices, within the F input features, of the normalized log-volume and realized
     volatility columns that bias the temporal attention.
+
+    `attention_window` W makes the temporal attention a sliding window (each bar attends to itself and the W-1
+    bars before it) with relative positions (a learned distance bias) instead of absolute ones. Then a bar's
+    output depends only on the `receptive_field` = n_layers * (W - 1) + 1 bars ending at it, not on where the
+    window starts, and `step` serves a stream one bar at a time from cached keys and values (`new_cache`) with
+    the same result as the last step of a window: what live serving of many symbols needs.
     """
 
     def __init__(
@@ -77,6 +96,7 @@ class MarketTransformer(nn.Module):
         max_seq_length: int = 100,
         market_features: tuple[int, int] = (0, 1),
         cross_asset_attention: bool = True,
+        attention_window: int | None = None,
     ) -> None:
         super().__init__()
         if not all(0 <= i < n_features for i in market_features):
@@ -85,11 +105,14 @@ class MarketTransformer(nn.Module):
         self.n_assets = n_assets
         self.market_features = tuple(market_features)
         self.max_len = max(MIN_MAX_LEN, max_seq_length)
+        self.attention_window = attention_window
         self.input = nn.Linear(n_features, d_model)
         self.asset_embedding = nn.Embedding(n_assets, d_model)
-        self.encoding = PositionalEncoding(d_model, self.max_len, dropout)
+        self.encoding = PositionalEncoding(d_model, self.max_len, dropout, absolute=attention_window is None)
         self.layers = nn.ModuleList(
-            MarketTransformerLayer(d_model, n_heads, d_ff or 4 * d_model, dropout, cross_asset_attention)
+            MarketTransformerLayer(
+                d_model, n_heads, d_ff or 4 * d_model, dropout, cross_asset_attention, attention_window
+            )
             for _ in range(n_layers)
         )
         self.norm = nn.LayerNorm(d_model)
@@ -132,6 +155,45 @@ class MarketTransformer(nn.Module):
         assert isinstance(final, MarketTransformerLayer)
         last = self.norm(final.forward_last(h, market))
         return self.classifier(last), self.regressor(last).squeeze(-1)
+
+    @property
+    def receptive_field(self) -> int | None:
+        """Bars that a step's output depends on with sliding attention (None: the whole window)."""
+        if self.attention_window is None:
+            return None
+        return len(self.layers) * (self.attention_window - 1) + 1
+
+    def new_cache(self, n_streams: int) -> KeyCache:
+        """An empty key cache of every layer for `n_streams` streams (each a batch row of A assets) for `step`."""
+        if self.attention_window is None:
+            raise RuntimeError("step() needs sliding attention: this model was built without attention_window")
+        first = self.layers[0]
+        assert isinstance(first, MarketTransformerLayer)
+        heads, d_head = first.time_attention.n_heads, first.time_attention.d_head
+        return KeyCache(n_streams * self.n_assets, len(self.layers), heads, self.attention_window, d_head)
+
+    def step(
+        self, x: torch.Tensor, calendar: torch.Tensor, cache: KeyCache, streams: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next bar of N streams: x (N, A, F), calendar (N, 5) -> logits (N, A, 3), return forecast (N, A).
+
+        `streams` (N,) says which of the cache's streams the rows are (None: all of them, in order). Once a
+        stream has stepped through `receptive_field` bars, its output equals `forward_last` on any window ending
+        at this bar that holds them (up to float rounding); `cache` (from `new_cache`) advances.
+        """
+        h, market = self._embed(x.unsqueeze(1), calendar.unsqueeze(1))
+        h = h.squeeze(1)
+        market = market.squeeze(1)
+        rows = None
+        if streams is not None:  # a stream's A assets are A consecutive cache rows
+            a = self.n_assets
+            rows = (streams[:, None] * a + torch.arange(a)[None, :]).reshape(-1)
+        slots = cache.advance(rows)
+        for i, layer in enumerate(self.layers):
+            assert isinstance(layer, MarketTransformerLayer)
+            h = layer.step(h, market, cache, i, slots)
+        h = self.norm(h)
+        return self.classifier(h), self.regressor(h).squeeze(-1)
 
     def forward(self, x: torch.Tensor, calendar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, A, F), calendar (B, T, 5) -> (logits (B, T, A, 3), standardized return forecast (B, T, A))."""

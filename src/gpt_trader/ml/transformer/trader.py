@@ -233,6 +233,7 @@ class TransformerTrader:
             "max_seq_length": cfg.max_seq_length,
             "market_features": market_feature_indices(self.columns),
             "cross_asset_attention": cfg.cross_asset_attention,
+            "attention_window": cfg.attention_window,
         }
 
     # --- inference ---

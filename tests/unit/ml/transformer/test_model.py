@@ -159,3 +159,64 @@ def test_market_transformer_1000_step_sequence_trains_and_predicts():
     assert logits.shape == (1, 1000, 2, 3)
     assert np.isfinite(logits.numpy()).all()
     assert attention.shape[-1] == 1000
+
+
+@pytest.mark.parametrize("n_assets", [1, 3])
+def test_sliding_step_by_step_equals_forward_at_every_bar_and_forward_last_on_a_window(n_assets: int):
+    model = make_model(n_assets=n_assets, attention_window=4)
+    assert model.receptive_field == 7
+    x, cal = inputs(3, 20, n_assets, seed=3)
+    with torch.no_grad():
+        logits, expected = model(x, cal)
+        cache = model.new_cache(3)
+        for t in range(20):
+            step_logits, step_expected = model.step(x[:, t], cal[:, t], cache)
+            torch.testing.assert_close(step_logits, logits[:, t], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(step_expected, expected[:, t], rtol=1e-5, atol=1e-5)
+        # Any window holding the receptive field gives the streamed answer: the window start does not matter.
+        for start in (0, 5, 20 - 7):
+            window_logits, _ = model.forward_last(x[:, start:], cal[:, start:])
+            torch.testing.assert_close(window_logits, step_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_sliding_output_ignores_bars_beyond_the_receptive_field():
+    model = make_model(n_assets=2, attention_window=3)  # 2 layers: a step sees its last 5 bars
+    x, cal = inputs(2, 12, 2, seed=4)
+    old = x.clone()
+    old[:, :7] = torch.randn_like(old[:, :7]) * 10  # bars 0..6; the last step (11) sees 7..11
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_last(old, cal)[0], model.forward_last(x, cal)[0])
+        changed = x.clone()
+        changed[:, 7] += 5.0
+        assert not torch.allclose(model.forward_last(changed, cal)[0], model.forward_last(x, cal)[0])
+
+
+def test_sliding_step_on_a_subset_of_streams_leaves_the_others_untouched():
+    model = make_model(n_assets=2, attention_window=3)
+    x, cal = inputs(3, 10, 2, seed=5)
+    with torch.no_grad():
+        logits, _ = model(x, cal)
+        cache = model.new_cache(3)
+        done = [0, 0, 0]
+        for streams in ([0, 1, 2], [1], [0, 2], [1], [1], [0, 1, 2], [2], [0], [0, 1], [2, 1]):
+            rows = torch.tensor(streams)
+            got, _ = model.step(
+                torch.stack([x[s, done[s]] for s in streams]), torch.stack([cal[s, done[s]] for s in streams]),
+                cache, rows,
+            )  # fmt: skip
+            for i, s in enumerate(streams):
+                torch.testing.assert_close(got[i], logits[s, done[s]], rtol=1e-5, atol=1e-5)
+                done[s] += 1
+
+
+def test_full_causal_model_refuses_to_step():
+    with pytest.raises(RuntimeError, match="attention_window"):
+        make_model().new_cache(1)
+
+
+def test_attention_window_beyond_the_sequence_length_is_refused_with_the_limit():
+    from gpt_trader.ml.transformer.config import TransformerConfig
+
+    assert TransformerConfig(n_layers=2, max_seq_length=64, attention_window=32).receptive_field == 63
+    with pytest.raises(ValueError, match="at most 32"):
+        TransformerConfig(n_layers=2, max_seq_length=64, attention_window=33)
