@@ -89,6 +89,9 @@ class PaperBroker:
         self.cost_model = cost_model or CostModel()
         self._book = Portfolio(initial_cash)
         self._orders: dict[str, BrokerOrder] = {}
+        # Open orders' client ids per symbol, in submission order: `_orders` keeps every order ever placed (for
+        # idempotency), and a price must not scan them all, or each bar would cost more the longer a session runs.
+        self._open: dict[str, dict[str, None]] = {}
         self._unpolled: list[Fill] = []
         self._listeners: list[FillListener] = []
 
@@ -100,6 +103,7 @@ class PaperBroker:
             return existing
         placed = BrokerOrder(order, id=f"paper-{order.client_order_id}", status=OrderStatus.NEW, submitted_at=order.ts)
         self._orders[order.client_order_id] = placed
+        self._open.setdefault(order.symbol, {})[order.client_order_id] = None
         return placed
 
     def cancel(self, order_id: str) -> None:
@@ -108,6 +112,7 @@ class PaperBroker:
             if placed.id == order_id:
                 if placed.status.is_open:
                     self._orders[cid] = replace(placed, status=OrderStatus.CANCELED)
+                    self._open.get(placed.order.symbol, {}).pop(cid, None)
                 return
         raise BrokerError(f"paper: no order with id {order_id!r} to cancel", status=404)
 
@@ -148,10 +153,10 @@ class PaperBroker:
         """A new tick or bar-open price for `symbol`: fill the open orders on it and return the fills."""
         mid = float(price)
         fills: list[Fill] = []
-        for cid, placed in list(self._orders.items()):
+        open_ids = self._open.get(symbol, {})
+        for cid in list(open_ids):
+            placed = self._orders[cid]
             order = placed.order
-            if order.symbol != symbol or not placed.status.is_open:
-                continue
             qty = placed.remaining
             signed = float(qty) * order.side.sign
             # Unknown volume: no impact estimate; a bar that traded nothing: we would be the whole market.
@@ -180,6 +185,7 @@ class PaperBroker:
                 filled_avg_price=fill_price,
                 filled_at=ts,
             )
+            del open_ids[cid]
             self._book.apply_fill(fill)
             fills.append(fill)
         if fills:
@@ -196,6 +202,10 @@ class PaperBroker:
         `orders` should hold closed orders too, so that re-submitting a filled order's id stays a no-op.
         """
         self._orders = {o.client_order_id: o for o in orders}
+        self._open = {}
+        for o in orders:
+            if o.status.is_open:
+                self._open.setdefault(o.order.symbol, {})[o.client_order_id] = None
         for p in positions:
             self._book.set_position(p)
         self._book.cash = cash

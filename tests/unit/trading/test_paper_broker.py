@@ -103,3 +103,21 @@ def test_make_client_order_id_is_deterministic_and_short():
     assert a != make_client_order_id("momentum", "BTC/USD", T0 + timedelta(minutes=1))
     assert a != make_client_order_id("momentum", "ETH/USD", T0)
     assert len(make_client_order_id("x" * 40, "AAPL", T0)) <= 48
+
+
+def test_restore_keeps_open_orders_fillable_and_closed_ones_inert_per_symbol():
+    source = PaperBroker(COSTS)
+    source.submit(buy("3", "filled"))
+    source.on_price("AAPL", 100.0, T0)
+    source.submit(buy("4", "open-aapl"))
+    source.submit(Order("open-msft", "MSFT", Side.SELL, D(2), T0))
+    restored = PaperBroker(COSTS)
+    orders = [source.get_order(cid) for cid in ("filled", "open-aapl", "open-msft")]
+    restored.restore(orders=[o for o in orders if o is not None], positions=[], cash=D(100_000))
+    assert {o.client_order_id for o in restored.open_orders()} == {"open-aapl", "open-msft"}
+    (fill,) = restored.on_price("AAPL", 101.0, T0)  # the filled order stays filled; only the open one trades
+    assert fill.client_order_id == "open-aapl"
+    assert restored.on_price("AAPL", 102.0, T0) == []
+    (fill,) = restored.on_price("MSFT", 50.0, T0)
+    assert fill.client_order_id == "open-msft"
+    assert fill.side is Side.SELL
