@@ -6,6 +6,8 @@ windows, in samples (windows) and bar-steps per second, for the local config (pa
 single-asset windows), eager against `torch.compile` (inductor). At batch 1 on CPU, serving's own call
 (`forward_last`, the last step only) is also timed eager and as a TorchScript trace (`torch.jit.trace`;
 deprecated by PyTorch but still shipped, and the classic batch-1 serving export; ONNX Runtime is not installed).
+Serving many symbols (local config, `--serving-symbols`): re-running every symbol's window against the
+sliding-attention model's one-bar step from cached keys (`MarketTransformer.step`), one batched call each.
 Targets on one CPU thread: local config p99 <= 2 ms at batch 1, a d128/4-layer/seq-128 model p99 <= 5 ms; the
 seed config is reported as measured. Nothing is asserted.
 
@@ -264,6 +266,46 @@ def gpu_rows(specs: tuple[Spec, ...], args: argparse.Namespace, device: str = "c
                 print(row, flush=True)
 
 
+def streaming_rows(spec: Spec, symbols: int, budget: float, window: int = 32) -> None:
+    """Serving `symbols` symbols one new bar each: the window re-run (`forward_last` over each symbol's last
+    `seq_len` bars, what a full-attention model must do) against the sliding-attention model's one-bar `step` from
+    cached keys (what `serving/streaming.py` does), same size with `attention_window`; both batched."""
+    print(f"== serving {symbols} symbols one new bar each ({torch.get_num_threads()} thread(s)), p50/p99")
+    full = build(spec).eval()
+    torch.manual_seed(0)
+    sliding = MarketTransformer(
+        len(COLUMNS),
+        1,
+        d_model=spec.d_model,
+        n_heads=spec.n_heads,
+        n_layers=spec.n_layers,
+        max_seq_length=spec.seq_len,
+        market_features=market_feature_indices(COLUMNS),
+        attention_window=window,
+    ).eval()
+    x, calendar = inputs(symbols, spec.seq_len)
+    cache = sliding.new_cache(symbols)
+    bar = 0
+
+    def step() -> None:
+        nonlocal bar
+        sliding.step(x[:, bar % spec.seq_len], calendar[:, bar % spec.seq_len], cache)
+        bar += 1
+
+    with torch.inference_mode():
+        rows = (
+            ("window re-run (forward_last), full attention", lambda: full.forward_last(x, calendar)),
+            ("window re-run (forward_last), sliding", lambda: sliding.forward_last(x, calendar)),
+            (f"one-bar step, sliding window {window} (cached)", step),
+        )
+        base = None
+        for label, fn in rows:
+            ms = timed(fn, budget)
+            base = base or float(np.percentile(ms, 50))
+            p50, p99 = np.percentile(ms, 50), np.percentile(ms, 99)
+            print(f"  {spec.name:<24} {label:<48} p50 {p50:7.2f}  p99 {p99:7.2f} ms  (x{base / p50:.1f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for inference (targets: 1)")
@@ -279,6 +321,7 @@ def main() -> None:
     parser.add_argument("--gpu-batch", type=int, default=256, help="GPU training batch besides the config's own")
     parser.add_argument("--gpu-train-steps", type=int, default=20)
     parser.add_argument("--no-gpu", action="store_true", help="skip the CUDA measurements even with a GPU")
+    parser.add_argument("--serving-symbols", type=int, default=50, help="symbols in the streaming-serving rows")
     args = parser.parse_args()
     specs = tuple(s for s in SPECS if args.only in s.name)
     if not specs:
@@ -302,6 +345,9 @@ def main() -> None:
             script = batch == 1 and not args.no_script
             for row in latency_rows(spec, batch, args.budget, compile_too, script=script):
                 print(row, flush=True)
+
+    if any("local" in spec.name for spec in specs):
+        streaming_rows(SPECS[0], args.serving_symbols, args.budget)
 
     gpu_specs = tuple(s for s in specs if s in GPU_SPECS)
     if args.no_gpu:
