@@ -213,10 +213,15 @@ def render_report(
     """The markdown evaluation report (the equity plot is `equity.png` beside it)."""
     ev = config.evaluation
     groups = sorted({r.group for r in results})
+    attention = (
+        "full causal attention"
+        if config.attention_window is None
+        else f"sliding attention over {config.attention_window} bars (receptive field {config.receptive_field})"
+    )
     lines = [
         "# Market transformer: walk-forward out-of-sample evaluation",
         "",
-        f"Model: d_model {config.d_model}, {config.n_heads} heads, {config.n_layers} layers, window "
+        f"Model: d_model {config.d_model}, {config.n_heads} heads, {config.n_layers} layers, {attention}, window "
         f"{config.max_seq_length} bars, at most {ev.max_epochs or config.max_epochs} epochs per fold with early "
         f"stopping (patience {config.early_stopping_patience}). Groups modelled jointly: "
         + ", ".join("+".join(g) for g in groups)
