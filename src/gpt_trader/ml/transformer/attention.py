@@ -136,8 +136,9 @@ class MarketAttention(nn.Module):
 
 
 class StepSlots(NamedTuple):
-    """Where one step writes, shared by every layer: the streams' cache rows as given (None: all, in order) and
-    as an index (`at`), their ring slots (N,), each slot's distance in bars from the new one (N, W), and 0 / -inf for filled / empty (N, 1, W)."""
+    """Where one step writes, shared by every layer: the streams' cache rows as given (None: all, in order)
+    and as an index (`at`), their ring slots (N,), each slot's distance in bars from the new one (N, W), and
+    0 / -inf for filled / empty slots (N, 1, W)."""
 
     rows: torch.Tensor | None
     at: torch.Tensor
