@@ -23,18 +23,21 @@ class OffsetEstimator:
         self.samples = 0
         self.last_sample_ns: int | None = None
 
-    def observe(self, receive_ns: int, exchange_ns: int) -> None:
-        """Add one sample (use the newest exchange timestamp of a frame: it has the least queueing)."""
+    def observe(self, receive_ns: int, exchange_ns: int) -> int:
+        """Add one sample (use the newest exchange timestamp of a frame: it has the least queueing); returns the
+        offset estimate now (`offset_ns`)."""
         sample = receive_ns - exchange_ns
         mins = self._mins
+        seq = self._seq
         while mins and mins[-1][1] >= sample:
             mins.pop()
-        mins.append((self._seq, sample))
-        while mins[0][0] <= self._seq - self.window:
+        mins.append((seq, sample))
+        if mins[0][0] <= seq - self.window:  # at most one falls out per sample: the oldest
             mins.popleft()
-        self._seq += 1
+        self._seq = seq + 1
         self.samples += 1
         self.last_sample_ns = sample
+        return mins[0][1]
 
     @property
     def offset_ns(self) -> int | None:

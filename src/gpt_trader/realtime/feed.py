@@ -139,13 +139,11 @@ class Feed:
 
     def observe_clock(self, recv_ns: int, event_ns: int) -> int:
         """Fold a frame's newest exchange time, received at `recv_ns`, into the clock-offset estimate and the
-        delay average; returns the offset now (0 before there is one)."""
-        est = self.estimator
-        est.observe(recv_ns, event_ns)
-        delay = est.last_delay_ns
-        if delay is not None:
-            self.health.observe_delay(delay)
-        return est.offset_ns or 0
+        delay average; returns the offset estimate now."""
+        offset = self.estimator.observe(recv_ns, event_ns)
+        # The delay (`last_delay_ns`) is this sample over the offset; spelled out because this runs once per frame.
+        self.health.observe_delay(recv_ns - event_ns - offset)
+        return offset
 
     def has_unread(self) -> bool:
         """True while this feed's connection holds frames that arrived but were not processed yet."""

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 
 class DataSource(StrEnum):
     """Where a stream comes from. REPLAY streams the bundled real bars as ticks; SIMULATED streams seeded bars."""
@@ -131,6 +134,50 @@ class ParsedFrame:
         self.q_ask.append(ask)
         self.q_bid_size.append(bid_size)
         self.q_ask_size.append(ask_size)
+
+
+@dataclass(slots=True)
+class TradeFrames:
+    """The trades of consecutive trade-only frames `raws[start:start + len(counts)]` of a batch, as columns in
+    frame order: exactly the `t_*` columns an adapter's `parse_frame` gives each of them, concatenated (what its
+    `parse_trade_frames` returns for the pipeline's batched path)."""
+
+    start: int
+    counts: list[int]  # trades per frame (each at least 1)
+    symbol: list[str]
+    ts: npt.NDArray[np.int64]
+    price: npt.NDArray[np.float64]
+    size: npt.NDArray[np.float64]
+    ids: list[Any]
+
+    @property
+    def end(self) -> int:
+        """Index after the last frame."""
+        return self.start + len(self.counts)
+
+    def from_frame(self, index: int) -> TradeFrames | None:
+        """The frames from batch index `index` on (None when none is left)."""
+        k = index - self.start
+        if k <= 0:
+            return self
+        if k >= len(self.counts):
+            return None
+        m = sum(self.counts[:k])
+        return TradeFrames(
+            index, self.counts[k:], self.symbol[m:], self.ts[m:], self.price[m:], self.size[m:], self.ids[m:]
+        )
+
+    def parsed(self, index: int) -> ParsedFrame:
+        """Batch frame `index` (within these frames) as `parse_frame` gives it: the pipeline's per-frame path
+        takes it from here instead of decoding the frame again."""
+        k = index - self.start
+        a = sum(self.counts[:k])
+        b = a + self.counts[k]
+        ts = self.ts[a:b]
+        return ParsedFrame(
+            t_symbol=self.symbol[a:b], t_ts=ts.tolist(), t_price=self.price[a:b].tolist(),
+            t_size=self.size[a:b].tolist(), t_id=self.ids[a:b], t_ts_array=ts,
+        )  # fmt: skip
 
 
 def truncate_raw(raw: bytes | str, limit: int = 2048) -> str:

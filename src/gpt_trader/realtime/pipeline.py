@@ -139,6 +139,11 @@ class _Dedup:
         self.seen.update(ids)
         self._record(ids)
 
+    def record_added(self, ids: list[Any]) -> None:
+        """`add_fresh` for ids the caller has already put in `seen` (new and distinct): their place in the
+        eviction order, and the eviction."""
+        self._record(ids)
+
     def _record(self, ids: list[Any]) -> None:
         if not ids:
             return
@@ -444,11 +449,19 @@ class RealtimePipeline:
 
     # --- ingest -------------------------------------------------------------------------------------------------
     async def _on_frame(self, feed: Feed, raw: Any, recv_ns: int) -> None:
+        adapter = feed.adapter
+        frame: ParsedFrame = adapter.parse(raw, recv_ns) if adapter.name == "binance" else adapter.parse(raw)  # type: ignore[call-arg]
+        self._on_parsed(feed, frame, recv_ns)
+        if self._pending_count >= self.config.max_pending_ticks:
+            # Backpressure instead of loss: wait for the writer; TCP then slows the exchange down.
+            self._flushed.clear()
+            await self._flushed.wait()
+
+    def _on_parsed(self, feed: Feed, frame: ParsedFrame, recv_ns: int) -> None:
+        """One parsed frame: dead letters, trades, quotes, control messages and provider bars."""
         health = feed.health
         health.messages += 1
         health.last_message_ns = recv_ns
-        adapter = feed.adapter
-        frame: ParsedFrame = adapter.parse(raw, recv_ns) if adapter.name == "binance" else adapter.parse(raw)  # type: ignore[call-arg]
         if frame.rejects:
             for r in frame.rejects:
                 self._dead_letter(feed, r.reason, r.detail, r.raw, recv_ns)
@@ -466,15 +479,13 @@ class RealtimePipeline:
                     "ts": str(b.ts_ns), "tf_secs": str(b.timeframe_secs), "open": repr(b.open), "high": repr(b.high),
                     "low": repr(b.low), "close": repr(b.close), "volume": repr(b.volume), "source": feed.name,
                 })  # fmt: skip
-        if self._pending_count >= self.config.max_pending_ticks:
-            # Backpressure instead of loss: wait for the writer; TCP then slows the exchange down.
-            self._flushed.clear()
-            await self._flushed.wait()
 
     async def _on_frames(self, feed: Feed, raws: Sequence[Any], recv_ns: int) -> None:
         """Frames that were already waiting together in the connection, received at `recv_ns`: the same result as
         `_on_frame` for each in turn. Runs of plain one-trade frames (Binance `<sym>@trade`) that can change nothing
-        but their own bar windows go through `_ingest_trade_run` in one pass; every other frame through `_on_frame`."""
+        but their own bar windows go through `_ingest_trade_run` in one pass, runs of trade-only array frames
+        (Alpaca, Polygon: the adapter's `parse_trade_frames`) through `_ingest_frame_run`; every other frame through
+        `_on_frame` (`_on_parsed` when it was parsed for a run already)."""
         parse_trade = getattr(feed.adapter, "parse_trade", None)
         parse_frames = getattr(feed.adapter, "parse_trade_frames", None)
         if (parse_trade is None and parse_frames is None) or self.config.bar_time != "exchange":
@@ -492,7 +503,15 @@ class RealtimePipeline:
                 if cols is not None:
                     j = self._ingest_frame_run(feed, cols, recv_ns)
             if j == i:
-                await self._on_frame(feed, raws[i], recv_ns)
+                if cols is not None and cols.start <= i < cols.end:
+                    # Parsed already (a plain trade frame that does not qualify for the run): `_on_frame` without
+                    # decoding it again.
+                    self._on_parsed(feed, cols.parsed(i), recv_ns)
+                    if self._pending_count >= self.config.max_pending_ticks:
+                        self._flushed.clear()
+                        await self._flushed.wait()
+                else:
+                    await self._on_frame(feed, raws[i], recv_ns)
                 j = i + 1
             i = j
         if self._pending_count >= self.config.max_pending_ticks:
@@ -504,7 +523,9 @@ class RealtimePipeline:
         with one set of array operations, and return the batch index where the run ends: the longest run whose
         trades are valid, new, for symbols this feed is active on (no handover catch-up, no open gap, an
         buffer that does not raise) and fall in the open window of every timeframe without moving the finality frontier
-        (`_run_window`), so that frame-by-frame handling would emit no bar and dead-letter nothing before its end.
+        (`_run_window`), so that frame-by-frame handling would emit no bar and dead-letter nothing before its end;
+        except its last frame, which may reach into later windows (its bars are emitted after it, as frame by frame:
+        `_add_crossing`).
         Per frame, in order, as `_ingest_trades`: the validation against the clock offset so far, the estimator
         (newest trade of the frame), the delay average and the latency samples; per symbol, in one go, what
         `_aggregate` does for each frame's trades of it: dedup, bars (`BarAggregator.add_terms` with each frame's
@@ -544,20 +565,54 @@ class RealtimePipeline:
                 lo_w[c], hi_w[c] = window
         if limit == 0:
             return start
-        with np.errstate(invalid="ignore"):
-            ok = (px > 0) & (px < cfg.max_price) & (sz >= 0) & (sz <= cfg.max_trade_size)  # NaN refused
-        ok &= (ts > 0) & (ts >= lo_w[codes]) & (ts < hi_w[codes])
+        ok = (px > 0) & (px < cfg.max_price) & (sz >= 0) & (sz <= cfg.max_trade_size)  # NaN compares False: refused
+        ok &= (ts > 0) & (ts >= lo_w[codes])
         if not ok.all():
             limit = min(limit, int(frame_of[int(np.argmin(ok))]))
             if limit == 0:
                 return start
+        # The first frame with a trade past the end of its open window (or where it would move the finality
+        # frontier) still joins the run, as its last frame: frame by frame, its trades are added (to that window
+        # and the next ones) before its bars are emitted, which `_advance` does after the run.
+        beyond = ts >= hi_w[codes]
+        crossing = nf  # the frame that crosses (none: `nf`)
+        if beyond.any():
+            crossing = int(frame_of[int(np.argmax(beyond))])
+            limit = min(limit, crossing + 1)
         ids: list[Any] = cols.ids
         dedup = self._dedup
         m = sum(counts[:limit])
-        for sym, c in code.items():  # every id new (not in the window, not repeated in the run)
-            mine = ids[:m] if n_codes == 1 else [ids[i] for i in np.flatnonzero(codes[:m] == c).tolist()]
-            if not mine or (dedup[sym].seen.isdisjoint(mine) and len(set(mine)) == len(mine)):
+        # Every id new: not in its symbol's window, not repeated in the run. Grouped by symbol (a stable sort keeps
+        # arrival order), each symbol's ids go into its window's set at once: `update` adds them and, by how much
+        # the set grew, tells whether any repeats. What the run does not take in the end comes out again below;
+        # `_commit_frame_run` then records the rest in the window's eviction order.
+        order: npt.NDArray[np.intp] | None = None
+        if n_codes == 1:
+            grouped, by_symbol = ids[:m], [ids[:m]]
+        else:
+            order = np.argsort(codes[:m], kind="stable")
+            ol = order.tolist()
+            grouped = list(operator.itemgetter(*ol)(ids)) if m > 1 else [ids[ol[0]]]
+            sym_ends = np.cumsum(np.bincount(codes[:m], minlength=n_codes)).tolist()
+            by_symbol = [grouped[a:b] for a, b in zip([0, *sym_ends[:-1]], sym_ends, strict=True)]
+        added: list[tuple[set[Any], list[Any]]] = []
+        recorded = True
+        for sym, mine in zip(code, by_symbol, strict=True):
+            if not mine:
                 continue
+            seen = dedup[sym].seen
+            if seen.isdisjoint(mine):
+                before = len(seen)
+                seen.update(mine)
+                if len(seen) - before == len(mine):
+                    added.append((seen, mine))
+                    continue
+                seen.difference_update(mine)  # a repeat inside the run: none was in the set, so this undoes it
+            recorded = False
+            break
+        if not recorded:  # take them all out again, and find the first frame with a duplicate of its own symbol
+            for seen, mine in added:
+                seen.difference_update(mine)
             run: dict[str, set[Any]] = {}
             for i in range(m):
                 s, x = syms[i], ids[i]
@@ -566,7 +621,6 @@ class RealtimePipeline:
                     limit = int(frame_of[i])
                     break
                 batch.add(x)
-            break
         if limit == 0:
             return start
         # Per frame, in order: validation against the offset so far, then the estimator and the delay average.
@@ -585,14 +639,24 @@ class RealtimePipeline:
             offset = feed.observe_clock(recv_ns, t)
             offsets.append(offset)
             xlat.append(t + offset)
+        taken = ends[limit - 1] if limit else 0
+        if recorded and taken < m:  # the run stops short: its ids from there on are not in the window after all
+            for i in range(taken, m):
+                dedup[syms[i]].seen.discard(ids[i])  # each (symbol, id) was added by this run, once
+        if taken < m:
+            order = None  # sorted for more trades than the run takes
         if limit == 0:
             return start
-        m = ends[limit - 1]
+        m = taken
         health.messages += limit
         health.last_message_ns = recv_ns
+        crosses = limit == crossing + 1
         done_syms = self._commit_frame_run(
-            feed, code, counts[:limit], offsets, ts[:m], px[:m], sz[:m], codes[:m], ids, recv_ns
-        )
+            feed, code, counts[:limit], offsets, ts[:m], px[:m], sz[:m], codes[:m], ids, recv_ns, crosses,
+            recorded, order, grouped if order is not None else None,
+        )  # fmt: skip
+        if crosses:  # the symbols of the crossing frame emit their bars in the order it names them, as frame by frame
+            done_syms = list(dict.fromkeys([*syms[firsts[limit - 1] : m], *done_syms]))
         for sym in done_syms:
             self._advance(sym, feed)
         done = self._now_ns()
@@ -612,20 +676,29 @@ class RealtimePipeline:
         codes: npt.NDArray[np.intp],
         ids: list[Any],
         recv_ns: int,
+        crosses: bool = False,
+        recorded: bool = False,
+        order: npt.NDArray[np.intp] | None = None,
+        grouped: list[Any] | None = None,
     ) -> list[str]:
         """The trades of a run checked by `_ingest_frame_run`, per symbol: `_aggregate` of each frame's trades of
-        it, in one go (see there). Returns the symbols that had trades."""
+        it, in one go (see there). With `crosses`, the last frame's trades may reach past the open window
+        (`_add_crossing`); with `recorded`, their ids are in the dedup windows' sets already (to be recorded in
+        their eviction order); `order` and `grouped` are the stable sort by symbol and the ids in it, when the
+        caller has them. Returns the symbols that had trades."""
         nf = len(counts)
         n_codes = len(code)
         frame_of = np.repeat(np.arange(nf), counts)
         corrected_by = np.repeat(np.array(offsets, dtype=np.int64), counts)
         if n_codes > 1:
             # Group by symbol once: a stable sort by symbol code keeps each symbol's trades in arrival order.
-            order = np.argsort(codes, kind="stable")
+            if order is None or grouped is None:
+                order = np.argsort(codes, kind="stable")
+                ol = order.tolist()
+                grouped = list(operator.itemgetter(*ol)(ids)) if len(ol) > 1 else [ids[ol[0]]]
             ts, px, sz = ts[order], px[order], sz[order]
             frame_of, corrected_by = frame_of[order], corrected_by[order]
-            order_list = order.tolist()
-            ids = list(operator.itemgetter(*order_list)(ids)) if len(order_list) > 1 else [ids[order_list[0]]]
+            ids = grouped
             sym_ends = np.cumsum(np.bincount(codes, minlength=n_codes)).tolist()
             group_key = codes[order] * nf + frame_of
         else:
@@ -635,6 +708,7 @@ class RealtimePipeline:
         # (frame, symbol) groups: what `_aggregate` gets per frame; their sums as it computes them.
         g_starts = np.flatnonzero(np.diff(group_key)) + 1
         g_first = [0, *g_starts.tolist()]
+        g_frame = frame_of[g_first].tolist() if crosses else []
         g_ends = [*g_first[1:], len(ts)]
         pxsz = px * sz
         vols = np.add.reduceat(sz, g_first).tolist()
@@ -652,7 +726,10 @@ class RealtimePipeline:
             done.append(sym)
             s_ts, s_px, s_sz = ts[lo:hi], px[lo:hi], sz[lo:hi]
             s_ids = ids[lo:hi]
-            self._dedup[sym].add_fresh(s_ids)
+            if recorded:
+                self._dedup[sym].record_added(s_ids)
+            else:
+                self._dedup[sym].add_fresh(s_ids)
             # Per group in order: one term of each sum (`add_run`), or one per trade below `_SMALL` (`add`).
             v_terms: list[float] = []
             pv_terms: list[float] = []
@@ -671,8 +748,14 @@ class RealtimePipeline:
             i_close = n - 1 - int(s_ts[::-1].argmax())  # last of the latest
             hi_px, lo_px = float(s_px.max()), float(s_px.min())
             t_min, p_open, p_close = int(s_ts[i_min]), float(s_px[i_min]), float(s_px[i_close])
-            for agg in self.aggregators:
-                agg.add_terms(sym, t_min, p_open, t_max, p_close, hi_px, lo_px, v_terms, pv_terms, n, name)
+            summary = (t_min, p_open, t_max, p_close, hi_px, lo_px)
+            if crosses and g_frame[g - 1] == nf - 1:  # the symbol has trades in the crossing frame
+                k = g_first[g - 1] - lo  # where they start
+                prev = len(v_terms) - (n - k if n - k < _SMALL else 1)  # the terms of the frames before it
+                self._add_crossing(sym, s_ts, s_px, s_sz, pxsz[lo:hi], k, v_terms, pv_terms, prev, summary, name)
+            else:
+                for agg in self.aggregators:
+                    agg.add_terms(sym, *summary, v_terms, pv_terms, n, name)
             self.ticks_accepted += n
             feed.health.ticks += n
             key = (name, sym)
@@ -707,6 +790,63 @@ class RealtimePipeline:
             lo = hi
         return done
 
+    def _add_crossing(
+        self,
+        symbol: str,
+        ts: npt.NDArray[np.int64],
+        px: npt.NDArray[np.float64],
+        sz: npt.NDArray[np.float64],
+        pxsz: npt.NDArray[np.float64],
+        k: int,
+        v_terms: list[float],
+        pv_terms: list[float],
+        prev: int,
+        summary: tuple[int, float, int, float, float, float],
+        name: str,
+    ) -> None:
+        """The bars of one symbol's trades of a run whose last frame (its trades from `k` on) may reach past the
+        open window: per timeframe and window, the terms frame-by-frame handling adds, in its order. `v_terms` and
+        `pv_terms` are the run's terms as `_commit_frame_run` computed them for one window (`summary`: its open,
+        close, high and low), the first `prev` of them the earlier frames' (all in the open window). Where the last
+        frame does cross, those come first, then its own trades add one sum per window with `_SMALL` or more of them
+        (`_aggregate`: `add` split by window), one term per trade below that (`add`'s loop, `add_one`)."""
+        m = len(ts) - k
+        n = len(ts)
+        t_min, t_max = summary[0], summary[2]
+        v_prev, pv_prev = v_terms[:prev], pv_terms[:prev]
+        for agg in self.aggregators:
+            width = agg.width
+            if t_min - t_min % width == t_max - t_max % width:  # one window of this timeframe: no crossing here
+                agg.add_terms(symbol, *summary, v_terms, pv_terms, n, name)
+                continue
+            starts = ts - ts % width
+            windows = np.unique(starts[k:]).tolist()
+            if k and int(starts[0]) not in windows:
+                windows.insert(0, int(starts[0]))  # earlier than the last frame's: the open window
+            for w in windows:
+                idx = np.flatnonzero(starts == w)
+                w_v: list[float] = []
+                w_pv: list[float] = []
+                if k and w == int(starts[0]):
+                    w_v += v_prev
+                    w_pv += pv_prev
+                tail = idx[idx >= k]
+                if len(tail):
+                    if m < _SMALL:
+                        w_v.extend(sz[tail].tolist())
+                        w_pv.extend(pxsz[tail].tolist())
+                    else:  # the window's share of the frame's trades
+                        w_v.append(volume_sum(sz[tail]))
+                        w_pv.append(pv_sum(px[tail], sz[tail]))
+                w_ts, w_px = ts[idx], px[idx]
+                w_n = len(idx)
+                i_min = int(w_ts.argmin())  # first of the earliest: the open
+                i_close = w_n - 1 - int(w_ts[::-1].argmax())  # last of the latest
+                agg.add_terms(
+                    symbol, int(w_ts[i_min]), float(w_px[i_min]), int(w_ts[i_close]), float(w_px[i_close]),
+                    float(w_px.max()), float(w_px.min()), w_v, w_pv, w_n, name,
+                )  # fmt: skip
+
     def _ingest_trade_run(
         self,
         feed: Feed,
@@ -720,8 +860,8 @@ class RealtimePipeline:
         window of every timeframe without moving the finality frontier, so that per-frame processing would emit no
         bar and dead-letter nothing before the run's end. Per frame, in order, exactly as `_ingest_one`: the
         validation against the clock offset so far, the offset estimator and the delay average; per symbol, the
-        bars (`BarAggregator.add_in_window`: `add_one`'s arithmetic in order), dedup, buffer and bus in one go.
-        Returns `start` when frame `start` does not qualify (the caller sends it through `_on_frame`)."""
+        bars (`BarAggregator.add_terms`, a term per trade: `add_one`'s arithmetic in order), dedup, buffer and bus in
+        one go. Returns `start` when frame `start` does not qualify (the caller sends it through `_on_frame`)."""
         cfg = self.config
         max_price, max_size = cfg.max_price, cfg.max_trade_size
         future_ns = int(cfg.max_future_secs * _NS) if feed.check_future and cfg.max_future_secs is not None else None
@@ -729,9 +869,13 @@ class RealtimePipeline:
         health = feed.health
         symbols = feed.symbols
         active, catchup, open_gaps, dedup = self._active, self._catchup, self._open_gaps, self._dedup
-        runs: dict[str, tuple[list[int], list[float], list[float], list[Any], list[int], set[Any]]] = {}
-        bounds: dict[str, tuple[int, int]] = {}
+        # Per symbol: its trades' columns, the ids taken so far, the window bounds and its dedup window's ids.
+        runs: dict[str, tuple[list[int], list[float], list[float], list[Any], list[int], set[Any], int, int, set[Any]]]
+        runs = {}
         xlat: list[int] = []
+        observe = feed.observe_clock
+        offset = est.offset_ns  # only `observe_clock` changes it
+        latest = None if future_ns is None or offset is None else recv_ns - offset + future_ns
         k = start
         for k in range(start, len(raws)):  # after the loop, `k` is where the run ends
             trade = parse_trade(raws[k])
@@ -740,30 +884,28 @@ class RealtimePipeline:
             sym, t, p, z, tid = trade
             if sym not in symbols or not 0 < p < max_price or not 0 <= z <= max_size or t <= 0:  # NaN refused
                 break
-            offset = est.offset_ns
-            if future_ns is not None and offset is not None and t > recv_ns - offset + future_ns:
+            if latest is not None and t > latest:
                 break
             run = runs.get(sym)
             if run is None:
                 if active.get(sym) is not feed or sym in catchup or sym in open_gaps:
                     break
                 window = self._run_window(sym)
-                if window is None or not window[0] <= t < window[1] or tid in dedup[sym].seen:
+                seen_before = dedup[sym].seen
+                if window is None or not window[0] <= t < window[1] or tid in seen_before:
                     break
-                bounds[sym] = window
-                run = runs[sym] = ([], [], [], [], [], set())
-            else:
-                lo, hi = bounds[sym]
-                if not lo <= t < hi or tid in run[5] or tid in dedup[sym].seen:
-                    break
-            offset = feed.observe_clock(recv_ns, t)
-            ts_l, px_l, sz_l, id_l, off_l, seen = run
-            ts_l.append(t)
-            px_l.append(p)
-            sz_l.append(z)
-            id_l.append(tid)
-            off_l.append(offset)
-            seen.add(tid)
+                run = runs[sym] = ([], [], [], [], [], set(), window[0], window[1], seen_before)
+            elif not run[6] <= t < run[7] or tid in run[5] or tid in run[8]:
+                break
+            offset = observe(recv_ns, t)
+            if future_ns is not None:
+                latest = recv_ns - offset + future_ns
+            run[0].append(t)
+            run[1].append(p)
+            run[2].append(z)
+            run[3].append(tid)
+            run[4].append(offset)
+            run[5].add(tid)
             xlat.append(t + offset)
         else:
             k = len(raws)
@@ -773,7 +915,7 @@ class RealtimePipeline:
         health.messages += n_frames
         health.last_message_ns = recv_ns
         name = feed.name
-        for sym, (ts_l, px_l, sz_l, id_l, off_l, _) in runs.items():
+        for sym, (ts_l, px_l, sz_l, id_l, off_l, *_) in runs.items():
             self._commit_run(feed, name, sym, ts_l, px_l, sz_l, id_l, off_l, recv_ns)
         for sym in runs:
             self._advance(sym, feed)
@@ -817,16 +959,25 @@ class RealtimePipeline:
         each, in one go."""
         n = len(ts)
         feed.health.last_price[symbol] = px[-1]
-        self._dedup[symbol].fresh(ids)  # all new: checked by the run
+        self._dedup[symbol].add_fresh(ids)  # all new and distinct: checked by the run
+        # The trades lie in the open window of every timeframe: one summary serves them all, and `add_terms` with a
+        # term per trade adds each sum in `add_one`'s order (first of the earliest opens, last of the latest closes).
+        if n == 1:
+            t_max, p0 = ts[0], px[0]
+            summary = (t_max, p0, t_max, p0, p0, p0)
+        else:
+            t_min, t_max = min(ts), max(ts)
+            i_close = n - 1 - ts[::-1].index(t_max)
+            summary = (t_min, px[ts.index(t_min)], t_max, px[i_close], max(px), min(px))
+        pvs = [p * z for p, z in zip(px, sz, strict=True)]
         for agg in self.aggregators:
-            agg.add_in_window(symbol, ts, px, sz, name)
+            agg.add_terms(symbol, *summary, sz, pvs, n, name)
         self.ticks_accepted += n
         feed.health.ticks += n
         key = (name, symbol)
         self._tick_counts[key] = self._tick_counts.get(key, 0) + n
-        newest = max(ts)
-        if newest >= self._last_active_ts.get(symbol, 0):
-            self._last_active_ts[symbol] = newest
+        if t_max >= self._last_active_ts.get(symbol, 0):
+            self._last_active_ts[symbol] = t_max
         self._last_price[symbol] = px[-1]
         self._last_trade_wall[symbol] = recv_ns
         if len(self._routes[symbol]) > 1:
@@ -835,15 +986,7 @@ class RealtimePipeline:
         ring = self._buffers[symbol]
         before = ring.counters.overwritten + ring.counters.dropped
         corrected = [t + o for t, o in zip(ts, offsets, strict=True)]
-        if n == 1 or (ring.policy != "overwrite" and len(ring) + n > ring.capacity):
-            for row in zip(ts, corrected, px, sz, strict=True):
-                ring.write_row(row[0], recv_ns, row[1], row[2], row[3], bid, ask, bsz, asz, KIND_TRADE)
-        else:
-            ring.write(
-                n,
-                {"ts_event": ts, "ts_corrected": corrected, "ts_init": recv_ns, "price": px, "size": sz,
-                 "bid": bid, "ask": ask, "bid_size": bsz, "ask_size": asz, "kind": KIND_TRADE},
-            )  # fmt: skip
+        ring.write_rows(ts, recv_ns, corrected, px, sz, bid, ask, bsz, asz, KIND_TRADE)
         lost = ring.counters.overwritten + ring.counters.dropped - before
         if lost:
             self.metrics.overflow.labels(ring.policy).inc(lost)

@@ -8,17 +8,15 @@ ignore). Client sends `{"action":"auth","key":..,"secret":..}` then `{"action":"
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import numpy as np
-import numpy.typing as npt
 import orjson
 
 from gpt_trader.core.errors import SourceError
 from gpt_trader.data.sources.credentials import AlpacaCredentials
-from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, truncate_raw
+from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, TradeFrames, truncate_raw
 from gpt_trader.realtime.sources.base import Connection, recv_json
 from gpt_trader.realtime.timestamps import parse_rfc3339_array, parse_rfc3339_ns
 
@@ -84,39 +82,23 @@ _KNOWN: Any = _Trade | _Quote | _Bar | _Success | _Error | _Subscription
 for _cls in _IGNORED:
     _KNOWN = _KNOWN | _cls
 _DECODER = msgspec.json.Decoder(list[_KNOWN])
+
+
+class _RunTrade(msgspec.Struct, tag_field="T", tag="t", gc=False, kw_only=True):
+    """`_Trade` (same tag, fields, types and defaults) with its fields in the order Alpaca sends them: msgspec
+    matches keys fastest in declaration order. Only the batched path decodes it, and never encodes one (dead
+    letters show `_Trade`'s order)."""
+
+    S: str
+    i: int | str = 0
+    x: str = ""
+    p: float
+    s: float
+    t: str
+
+
 # A frame of trades only decodes with this one exactly as with `_DECODER` (same `_Trade` rules); anything else fails.
-_TRADES_DECODER = msgspec.json.Decoder(list[_Trade])
-
-
-@dataclass(slots=True)
-class TradeFrames:
-    """The trades of consecutive trade-only frames `raws[start:start + len(counts)]` of a batch, as columns in
-    frame order: exactly the `t_*` columns `parse_frame` gives each of them, concatenated."""
-
-    start: int
-    counts: list[int]  # trades per frame (each at least 1)
-    symbol: list[str]
-    ts: npt.NDArray[np.int64]
-    price: npt.NDArray[np.float64]
-    size: npt.NDArray[np.float64]
-    ids: list[Any]
-
-    @property
-    def end(self) -> int:
-        """Index after the last frame."""
-        return self.start + len(self.counts)
-
-    def from_frame(self, index: int) -> TradeFrames | None:
-        """The frames from batch index `index` on (None when none is left)."""
-        k = index - self.start
-        if k <= 0:
-            return self
-        if k >= len(self.counts):
-            return None
-        m = sum(self.counts[:k])
-        return TradeFrames(
-            index, self.counts[k:], self.symbol[m:], self.ts[m:], self.price[m:], self.size[m:], self.ids[m:]
-        )
+_TRADES_DECODER = msgspec.json.Decoder(list[_RunTrade])
 
 
 def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
@@ -124,7 +106,7 @@ def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None
     one), as columns; None when `raws[start]` is not such a frame (it then needs `parse_frame`). Pure."""
     decode = _TRADES_DECODER.decode
     counts: list[int] = []
-    trades: list[_Trade] = []
+    trades: list[_RunTrade] = []
     for k in range(start, len(raws) if stop is None else stop):
         try:
             messages = decode(raws[k])

@@ -12,16 +12,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+import numpy as np
 import orjson
 from pydantic import SecretStr
 
 from gpt_trader.core.errors import SourceError
-from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, truncate_raw
+from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, TradeFrames, truncate_raw
 from gpt_trader.realtime.sources.base import Connection, recv_json
 
 NAME = "polygon"
 DEFAULT_URL = "wss://socket.polygon.io/stocks"
 _MS = 1_000_000
+# Millisecond times whose nanoseconds fit in int64 (the pipeline's columns); a trade beyond is a bad timestamp.
+_MAX_MS = (2**63 - 1) // _MS
 
 
 class _Trade(msgspec.Struct, tag_field="ev", tag="T", gc=False):
@@ -69,6 +72,62 @@ _DECODER = msgspec.json.Decoder(list[_KNOWN])
 _TAGS = {"T", "Q", "A", "AM", "status"}
 
 
+class _RunTrade(msgspec.Struct, tag_field="ev", tag="T", gc=False, kw_only=True):
+    """`_Trade` (same tag, fields, types and defaults) with its fields in the order Polygon sends them: msgspec
+    matches keys fastest in declaration order. Only the batched path decodes it, and never encodes one."""
+
+    sym: str
+    x: int = 0
+    i: str | int = ""
+    p: float
+    s: float
+    t: int
+
+
+# A frame of trades only decodes with this one exactly as with `_DECODER` (same `_Trade` rules); anything else fails.
+_TRADES_DECODER = msgspec.json.Decoder(list[_RunTrade])
+
+
+def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
+    """The longest run of frames from `raws[start]` (up to `stop`) that hold only well-formed trades (at least
+    one), as columns; None when `raws[start]` is not such a frame (it then needs `parse_frame`). Pure."""
+    decode = _TRADES_DECODER.decode
+    counts: list[int] = []
+    trades: list[_RunTrade] = []
+    for k in range(start, len(raws) if stop is None else stop):
+        try:
+            events = decode(raws[k])
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            break
+        if not events:
+            break
+        counts.append(len(events))
+        trades += events
+    if not counts:
+        return None
+    t_ms = [e.t for e in trades]
+    try:
+        ts = np.array(t_ms, dtype=np.int64)
+        out_of_range = (ts > _MAX_MS) | (ts < -_MAX_MS)
+    except OverflowError:
+        out_of_range = np.array([not -_MAX_MS <= t <= _MAX_MS for t in t_ms])
+    if out_of_range.any():  # keep the frames before the first such trade's
+        first = int(np.argmax(out_of_range))
+        good, m = 0, 0
+        while m + counts[good] <= first:
+            m += counts[good]
+            good += 1
+        if not good:
+            return None
+        counts, trades = counts[:good], trades[:m]
+        ts = np.array(t_ms[:m], dtype=np.int64)
+    ts *= _MS
+    return TradeFrames(
+        start, counts, [e.sym for e in trades], ts, np.array([e.p for e in trades], dtype=np.float64),
+        np.array([e.s for e in trades], dtype=np.float64), [hash((e.x, e.i)) for e in trades],
+    )  # fmt: skip
+
+
 def parse_frame(raw: bytes | str) -> ParsedFrame:
     """Parse one Polygon frame (an array of events)."""
     frame = ParsedFrame()
@@ -78,8 +137,13 @@ def parse_frame(raw: bytes | str) -> ParsedFrame:
         return _parse_slow(raw, frame)
     trades = [e for e in events if type(e) is _Trade]
     if trades:
+        t_ms = [e.t for e in trades]
+        if min(t_ms) < -_MAX_MS or max(t_ms) > _MAX_MS:
+            for e in events:  # one by one: the trades whose time does not fit become rejects
+                _add_other(frame, e)
+            return frame
         frame.t_symbol.extend([e.sym for e in trades])
-        frame.t_ts.extend([e.t * _MS for e in trades])
+        frame.t_ts.extend([t * _MS for t in t_ms])
         frame.t_price.extend([e.p for e in trades])
         frame.t_size.extend([e.s for e in trades])
         frame.t_id.extend([hash((e.x, e.i)) for e in trades])  # ints: not GC-tracked in the dedup window
@@ -93,6 +157,10 @@ def parse_frame(raw: bytes | str) -> ParsedFrame:
 def _add_other(frame: ParsedFrame, e: Any) -> None:
     kind = type(e)
     if kind is _Trade:
+        if not -_MAX_MS <= e.t <= _MAX_MS:
+            detail = f"trade time {e.t} ms is out of range"
+            frame.rejects.append(Reject("bad_timestamp", detail, truncate_raw(msgspec.json.encode(e))))
+            return
         frame.add_trade(e.sym, e.t * _MS, e.p, e.s, hash((e.x, e.i)))
     elif kind is _Quote:
         frame.add_quote(e.sym, e.t * _MS, e.bp, e.ap, e.bs, e.as_)
@@ -174,3 +242,5 @@ class PolygonAdapter:
     def parse(self, raw: bytes | str) -> ParsedFrame:
         """See `parse_frame`."""
         return parse_frame(raw)
+
+    parse_trade_frames = staticmethod(parse_trade_frames)  # the pipeline's batched path for runs of trade frames
