@@ -67,7 +67,7 @@ GPU_SPECS = (SPECS[0], SPECS[2])
 Forward = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def build(spec: Spec, device: str = "cpu") -> MarketTransformer:
+def build(spec: Spec, device: str = "cpu", attention_window: int | None = None) -> MarketTransformer:
     torch.manual_seed(0)
     return MarketTransformer(
         len(COLUMNS),
@@ -77,6 +77,7 @@ def build(spec: Spec, device: str = "cpu") -> MarketTransformer:
         n_layers=spec.n_layers,
         max_seq_length=spec.seq_len,
         market_features=market_feature_indices(COLUMNS),
+        attention_window=attention_window,
     ).to(device)
 
 
@@ -271,18 +272,7 @@ def streaming_rows(spec: Spec, symbols: int, budget: float, window: int = 32) ->
     `seq_len` bars, what a full-attention model must do) against the sliding-attention model's one-bar `step` from
     cached keys (what `serving/streaming.py` does), same size with `attention_window`; both batched."""
     print(f"== serving {symbols} symbols one new bar each ({torch.get_num_threads()} thread(s)), p50/p99")
-    full = build(spec).eval()
-    torch.manual_seed(0)
-    sliding = MarketTransformer(
-        len(COLUMNS),
-        1,
-        d_model=spec.d_model,
-        n_heads=spec.n_heads,
-        n_layers=spec.n_layers,
-        max_seq_length=spec.seq_len,
-        market_features=market_feature_indices(COLUMNS),
-        attention_window=window,
-    ).eval()
+    full, sliding = build(spec).eval(), build(spec, attention_window=window).eval()
     x, calendar = inputs(symbols, spec.seq_len)
     cache = sliding.new_cache(symbols)
     bar = 0

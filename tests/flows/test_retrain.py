@@ -26,6 +26,7 @@ ml:
     n_layers: 1
     d_ff: 32
     max_seq_length: 16
+    attention_window: 8  # sliding, as params.yaml (whose 32 bars do not fit a 16-bar window)
     batch_size: 64
     max_epochs: 1
     window_stride: 16

@@ -17,7 +17,7 @@ import orjson
 from gpt_trader.core.errors import SourceError
 from gpt_trader.data.sources.credentials import AlpacaCredentials
 from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, TradeFrames, truncate_raw
-from gpt_trader.realtime.sources.base import Connection, recv_json
+from gpt_trader.realtime.sources.base import Connection, decode_trade_run, recv_json
 from gpt_trader.realtime.timestamps import parse_rfc3339_array, parse_rfc3339_ns
 
 NAME = "alpaca"
@@ -104,18 +104,7 @@ _TRADES_DECODER = msgspec.json.Decoder(list[_RunTrade])
 def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
     """The longest run of frames from `raws[start]` (up to `stop`) that hold only well-formed trades (at least
     one), as columns; None when `raws[start]` is not such a frame (it then needs `parse_frame`). Pure."""
-    decode = _TRADES_DECODER.decode
-    counts: list[int] = []
-    trades: list[_RunTrade] = []
-    for k in range(start, len(raws) if stop is None else stop):
-        try:
-            messages = decode(raws[k])
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            break
-        if not messages:
-            break
-        counts.append(len(messages))
-        trades += messages
+    counts, trades = decode_trade_run(_TRADES_DECODER.decode, raws, start, stop)
     while counts:
         try:
             ts = parse_rfc3339_array([m.t for m in trades])

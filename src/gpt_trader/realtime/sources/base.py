@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
+import msgspec
 import orjson
 
 from gpt_trader.core.errors import SourceError
 from gpt_trader.realtime.models import ParsedFrame, StreamType
+
+T = TypeVar("T")
 
 
 class Connection(Protocol):
@@ -54,3 +57,22 @@ async def recv_json(ws: Connection, provider: str, timeout_secs: float) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise SourceError(f"{provider}: handshake reply is not JSON: {raw!r:.200}") from None
+
+
+def decode_trade_run(
+    decode: Callable[[bytes | str], list[T]], raws: Sequence[bytes | str], start: int, stop: int | None
+) -> tuple[list[int], list[T]]:
+    """From `raws[start]` (up to `stop`), the frames that `decode` (a trades-only decoder) accepts with at least one
+    trade: each one's trade count, and all their trades in order. Stops at the first frame it refuses."""
+    counts: list[int] = []
+    trades: list[T] = []
+    for k in range(start, len(raws) if stop is None else stop):
+        try:
+            batch = decode(raws[k])
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            break
+        if not batch:
+            break
+        counts.append(len(batch))
+        trades += batch
+    return counts, trades
