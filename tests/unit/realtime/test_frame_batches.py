@@ -168,6 +168,37 @@ def _flat_ticks(p: RealtimePipeline) -> dict[str, tuple[list[Any], ...]]:
     return out
 
 
+def batch_frames(frames: list[str], rng: random.Random) -> list[tuple[int, list[str]]]:
+    """Frames grouped as a client finds them queued in its connection: 1 to 40 at a time, 1-300 ms apart."""
+    batches: list[tuple[int, list[str]]] = []
+    i, t_recv = 0, 1_700_000_000 * S
+    while i < len(frames):
+        k = rng.choice([1, 2, 3, 10, 10, 19, 40])
+        t_recv += rng.randrange(1, 300) * MS
+        batches.append((t_recv, frames[i : i + k]))
+        i += k
+    return batches
+
+
+def drive_trade_arrays(
+    source: DataSource,
+    environ: dict[str, str],
+    batches: list[tuple[int, list[str]]],
+    config: RealtimeConfig,
+    batched: bool,
+    feeds: int = 1,
+    events: dict[int, tuple[int, str]] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Trade-array frames (Alpaca, Polygon) of `feeds` feeds on the first two symbols through `drive`, counting
+    the trades of `_commit_frame_run`."""
+    streams = [
+        StreamConfig(source, SYMBOLS[:2], url=f"ws://127.0.0.1:{9 + k}", name=f"{source.value}{k}")
+        for k in range(feeds)
+    ]
+    p = RealtimePipeline(streams, config, bus=InProcessBus(), environ=environ)
+    return drive(p, batches, batched, ("_commit_frame_run", 4), events)
+
+
 def drive(
     p: RealtimePipeline,
     batches: list[tuple[int, list[str]]],

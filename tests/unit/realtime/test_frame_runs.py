@@ -15,14 +15,13 @@ import numpy as np
 import orjson
 import pytest
 
-from gpt_trader.realtime import DataSource, RealtimePipeline, StreamConfig
+from gpt_trader.realtime import DataSource
 from gpt_trader.realtime.bars import pv_sum, volume_sum
-from gpt_trader.realtime.bus import InProcessBus
 from gpt_trader.realtime.config import RealtimeConfig
 from gpt_trader.realtime.sources import alpaca
 from gpt_trader.realtime.timestamps import parse_rfc3339_array, parse_rfc3339_ns
 
-from .test_frame_batches import CONFIGS, SYMBOLS, drive
+from .test_frame_batches import CONFIGS, SYMBOLS, batch_frames, drive_trade_arrays
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -92,14 +91,7 @@ def _frames(seed: int, n: int = 900) -> list[tuple[int, list[str]]]:
             messages.append({"T": "t", "S": sym, "i": tid, "x": rng.choice("VVVP"), "p": price, "s": size,
                              "t": stamp or _rfc3339(t, digits), "c": ["@"], "z": "C"})  # fmt: skip
         frames.append(orjson.dumps(messages).decode())
-    batches: list[tuple[int, list[str]]] = []
-    i, t_recv = 0, 1_700_000_000 * S
-    while i < len(frames):
-        k = rng.choice([1, 2, 3, 10, 10, 19, 40])
-        t_recv += rng.randrange(1, 300) * MS
-        batches.append((t_recv, frames[i : i + k]))
-        i += k
-    return batches
+    return batch_frames(frames, rng)
 
 
 def _run(
@@ -109,12 +101,7 @@ def _run(
     feeds: int = 1,
     events: dict[int, tuple[int, str]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Alpaca trade arrays through `drive`, counting the trades of `_commit_frame_run`."""
-    streams = [
-        StreamConfig(DataSource.ALPACA, SYMBOLS[:2], url=f"ws://127.0.0.1:{9 + k}", name=f"a{k}") for k in range(feeds)
-    ]
-    p = RealtimePipeline(streams, config, bus=InProcessBus(), environ=ENV)
-    return drive(p, batches, batched, ("_commit_frame_run", 4), events)
+    return drive_trade_arrays(DataSource.ALPACA, ENV, batches, config, batched, feeds, events)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -10,12 +10,11 @@ from typing import Any
 import orjson
 import pytest
 
-from gpt_trader.realtime import DataSource, RealtimePipeline, StreamConfig
-from gpt_trader.realtime.bus import InProcessBus
+from gpt_trader.realtime import DataSource
 from gpt_trader.realtime.config import RealtimeConfig
 from gpt_trader.realtime.sources import polygon
 
-from .test_frame_batches import CONFIGS, SYMBOLS, drive
+from .test_frame_batches import CONFIGS, SYMBOLS, batch_frames, drive_trade_arrays
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -76,14 +75,7 @@ def _frames(seed: int, n: int = 900) -> list[tuple[int, list[str]]]:
             messages.append({"ev": "T", "sym": sym, "x": rng.choice([4, 4, 11]), "i": tid, "z": 3, "p": price,
                              "s": size, "c": [0], "t": t, "q": next_id})  # fmt: skip
         frames.append(orjson.dumps(messages).decode())
-    batches: list[tuple[int, list[str]]] = []
-    i, t_recv = 0, 1_700_000_000 * S
-    while i < len(frames):
-        k = rng.choice([1, 2, 3, 10, 10, 19, 40])
-        t_recv += rng.randrange(1, 300) * MS
-        batches.append((t_recv, frames[i : i + k]))
-        i += k
-    return batches
+    return batch_frames(frames, rng)
 
 
 def _run(
@@ -93,11 +85,7 @@ def _run(
     feeds: int = 1,
     events: dict[int, tuple[int, str]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    streams = [
-        StreamConfig(DataSource.POLYGON, SYMBOLS[:2], url=f"ws://127.0.0.1:{9 + k}", name=f"p{k}") for k in range(feeds)
-    ]
-    p = RealtimePipeline(streams, config, bus=InProcessBus(), environ=ENV)
-    return drive(p, batches, batched, ("_commit_frame_run", 4), events)
+    return drive_trade_arrays(DataSource.POLYGON, ENV, batches, config, batched, feeds, events)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
