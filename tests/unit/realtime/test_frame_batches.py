@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -178,6 +179,25 @@ def batch_frames(frames: list[str], rng: random.Random) -> list[tuple[int, list[
         batches.append((t_recv, frames[i : i + k]))
         i += k
     return batches
+
+
+def batched_vs_frame_by_frame(
+    run: Callable[..., tuple[dict[str, Any], dict[str, Any]]],
+    batches: list[tuple[int, list[str]]],
+    config: RealtimeConfig,
+    **options: Any,
+) -> tuple[dict[str, Any], int]:
+    """`run` the batches frame by frame and batched; assert the same outcome (every state field, every tick) and
+    that frame by frame committed no run. Returns the frame-by-frame state and the trades that went in runs."""
+    one, one_ticks = run(batches, config, batched=False, **options)
+    many, many_ticks = run(batches, config, batched=True, **options)
+    assert many.keys() == one.keys()
+    assert one.pop("in_runs") == 0
+    in_runs = many.pop("in_runs")
+    for key in one:
+        assert many[key] == one[key], key
+    assert many_ticks == one_ticks
+    return one, in_runs
 
 
 def drive_trade_arrays(

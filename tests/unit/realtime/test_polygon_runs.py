@@ -14,7 +14,7 @@ from gpt_trader.realtime import DataSource
 from gpt_trader.realtime.config import RealtimeConfig
 from gpt_trader.realtime.sources import polygon
 
-from .test_frame_batches import CONFIGS, SYMBOLS, batch_frames, drive_trade_arrays
+from .test_frame_batches import CONFIGS, SYMBOLS, batch_frames, batched_vs_frame_by_frame, drive_trade_arrays
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -93,14 +93,7 @@ def _run(
 def test_batched_polygon_frames_equal_frame_by_frame(seed, name):
     batches = _frames(seed)
     config = CONFIGS[name]
-    one, one_ticks = _run(batches, config, batched=False)
-    many, many_ticks = _run(batches, config, batched=True)
-    assert many.keys() == one.keys()
-    assert one.pop("in_runs") == 0
-    in_runs = many.pop("in_runs")
-    for key in one:
-        assert many[key] == one[key], key
-    assert many_ticks == one_ticks
+    one, in_runs = batched_vs_frame_by_frame(_run, batches, config)
     assert in_runs > one["accepted"] // 3
     assert one["accepted"] > 10_000
     reasons = one["by_reason"]
@@ -113,13 +106,7 @@ def test_batched_polygon_frames_equal_frame_by_frame_through_failover_and_catchu
     batches = _frames(7, 1500)
     config = RealtimeConfig(timeframes=["1s"], lateness_ms=100, failback_after_secs=0, start_timeout_secs=0)
     events = {30: (0, "disconnected"), 60: (0, "connected"), 90: (1, "disconnected"), 120: (1, "connected")}
-    one, one_ticks = _run(batches, config, batched=False, feeds=2, events=events)
-    many, many_ticks = _run(batches, config, batched=True, feeds=2, events=events)
-    assert one.pop("in_runs") == 0
-    in_runs = many.pop("in_runs")
-    for key in one:
-        assert many[key] == one[key], key
-    assert many_ticks == one_ticks
+    one, in_runs = batched_vs_frame_by_frame(_run, batches, config, feeds=2, events=events)
     assert in_runs > one["accepted"] // 6
 
 
