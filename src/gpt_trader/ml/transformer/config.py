@@ -11,6 +11,12 @@ from gpt_trader.config_base import Section
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed", "64-true"]
 
 
+def receptive_field(n_layers: int, attention_window: int | None) -> int | None:
+    """Bars one step's output depends on: each of `n_layers` sliding layers reaches `attention_window - 1` bars
+    further back. None for full causal attention (the whole window)."""
+    return None if attention_window is None else n_layers * (attention_window - 1) + 1
+
+
 class TransformerEvaluationConfig(Section):
     """Walk-forward out-of-sample evaluation of the transformer on the bundled datasets."""
 
@@ -96,9 +102,7 @@ class TransformerConfig(Section):
     @property
     def receptive_field(self) -> int | None:
         """Bars that one step's output depends on with sliding attention (None: the whole window)."""
-        if self.attention_window is None:
-            return None
-        return self.n_layers * (self.attention_window - 1) + 1
+        return receptive_field(self.n_layers, self.attention_window)
 
     @property
     def feedforward_dim(self) -> int:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from gpt_trader.ml.transformer.attention import CrossAssetAttention, KeyCache, MarketAttention, StepSlots
+from gpt_trader.ml.transformer.config import receptive_field
 from gpt_trader.ml.transformer.encoding import PositionalEncoding
 
 N_CLASSES = 3  # class index = label + 1: 0 Sell, 1 Hold, 2 Buy
@@ -159,9 +160,7 @@ class MarketTransformer(nn.Module):
     @property
     def receptive_field(self) -> int | None:
         """Bars that a step's output depends on with sliding attention (None: the whole window)."""
-        if self.attention_window is None:
-            return None
-        return len(self.layers) * (self.attention_window - 1) + 1
+        return receptive_field(len(self.layers), self.attention_window)
 
     def new_cache(self, n_streams: int) -> KeyCache:
         """An empty key cache of every layer for `n_streams` streams (each a batch row of A assets) for `step`."""
