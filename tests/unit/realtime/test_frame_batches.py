@@ -200,6 +200,53 @@ def batched_vs_frame_by_frame(
     return one, in_runs
 
 
+def assert_trade_frames_equal_parse_frame(adapter: Any, raws: list[str]) -> None:
+    """`adapter.parse_trade_frames` (Alpaca, Polygon) against `adapter.parse_frame` from every start: each run holds
+    exactly the plain trade frames there (frames of well-formed trades whose ns times fit int64), column for column,
+    also as `parsed` hands them back; it stops at the first other frame, `from_frame` is its tail, and a start that
+    is not a plain trade frame gets None."""
+    i = 0
+    while i < len(raws):
+        got = adapter.parse_trade_frames(raws, i)
+        frame = adapter.parse_frame(raws[i])
+        plain = frame.n_trades > 0 and not (frame.rejects or frame.control or frame.q_ts or frame.bars)
+        plain = plain and all(-(2**63) <= t < 2**63 for t in frame.t_ts)
+        if got is None:
+            assert not plain, raws[i]
+            i += 1
+            continue
+        assert got.start == i
+        m = 0
+        for k, count in enumerate(got.counts):
+            frame = adapter.parse_frame(raws[i + k])
+            assert not frame.rejects
+            assert not frame.control
+            assert not frame.q_ts
+            assert not frame.bars
+            assert frame.n_trades == count
+            assert frame.t_symbol == got.symbol[m : m + count]
+            assert frame.t_ts == got.ts[m : m + count].tolist()
+            assert repr(frame.t_price) == repr(got.price[m : m + count].tolist())
+            assert repr(frame.t_size) == repr(got.size[m : m + count].tolist())
+            assert frame.t_id == got.ids[m : m + count]
+            again = got.parsed(i + k)  # the per-frame path's view of it, without decoding again
+            assert (again.t_symbol, again.t_ts, again.t_id) == (frame.t_symbol, frame.t_ts, frame.t_id)
+            assert repr((again.t_price, again.t_size)) == repr((frame.t_price, frame.t_size))
+            m += count
+        if got.end < len(raws):  # the run stops at the first frame that is not plain trades
+            frame = adapter.parse_frame(raws[got.end])
+            assert frame.n_trades == 0 or frame.rejects or frame.control or frame.q_ts or frame.bars
+        tail = got.from_frame(got.start + 1)
+        if len(got.counts) > 1:
+            assert tail is not None
+            assert tail.start == i + 1
+            assert tail.counts == got.counts[1:]
+            assert tail.ts.tolist() == got.ts[got.counts[0] :].tolist()
+        else:
+            assert tail is None
+        i = got.end
+
+
 def drive_trade_arrays(
     source: DataSource,
     environ: dict[str, str],

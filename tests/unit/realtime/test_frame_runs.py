@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,14 @@ from gpt_trader.realtime.config import RealtimeConfig
 from gpt_trader.realtime.sources import alpaca
 from gpt_trader.realtime.timestamps import parse_rfc3339_array, parse_rfc3339_ns
 
-from .test_frame_batches import CONFIGS, SYMBOLS, batch_frames, batched_vs_frame_by_frame, drive_trade_arrays
+from .test_frame_batches import (
+    CONFIGS,
+    SYMBOLS,
+    assert_trade_frames_equal_parse_frame,
+    batch_frames,
+    batched_vs_frame_by_frame,
+    drive_trade_arrays,
+)
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -94,14 +102,7 @@ def _frames(seed: int, n: int = 900) -> list[tuple[int, list[str]]]:
     return batch_frames(frames, rng)
 
 
-def _run(
-    batches: list[tuple[int, list[str]]],
-    config: RealtimeConfig,
-    batched: bool,
-    feeds: int = 1,
-    events: dict[int, tuple[int, str]] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    return drive_trade_arrays(DataSource.ALPACA, ENV, batches, config, batched, feeds, events)
+_run = partial(drive_trade_arrays, DataSource.ALPACA, ENV)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -133,42 +134,7 @@ def test_batched_trade_frames_equal_frame_by_frame_through_failover_and_catchup(
 
 def test_parse_trade_frames_equals_parse_frame_or_declines():
     raws = [raw for seed in (1, 2) for _, batch in _frames(seed, 400) for raw in batch]
-    i = 0
-    while i < len(raws):
-        got = alpaca.parse_trade_frames(raws, i)
-        frame = alpaca.parse_frame(raws[i])
-        plain = frame.n_trades > 0 and not (frame.rejects or frame.control or frame.q_ts or frame.bars)
-        if got is None:
-            assert not plain, raws[i]
-            i += 1
-            continue
-        assert got.start == i
-        m = 0
-        for k, count in enumerate(got.counts):
-            frame = alpaca.parse_frame(raws[i + k])
-            assert not frame.rejects
-            assert not frame.control
-            assert not frame.q_ts
-            assert not frame.bars
-            assert frame.n_trades == count
-            assert frame.t_symbol == got.symbol[m : m + count]
-            assert frame.t_ts == got.ts[m : m + count].tolist()
-            assert repr(frame.t_price) == repr(got.price[m : m + count].tolist())
-            assert repr(frame.t_size) == repr(got.size[m : m + count].tolist())
-            assert frame.t_id == got.ids[m : m + count]
-            m += count
-        if got.end < len(raws):  # the run stops at the first frame that is not plain trades
-            frame = alpaca.parse_frame(raws[got.end])
-            assert frame.n_trades == 0 or frame.rejects or frame.control or frame.q_ts or frame.bars
-        tail = got.from_frame(got.start + 1)
-        if len(got.counts) > 1:
-            assert tail is not None
-            assert tail.start == i + 1
-            assert tail.counts == got.counts[1:]
-            assert tail.ts.tolist() == got.ts[got.counts[0] :].tolist()
-        else:
-            assert tail is None
-        i = got.end
+    assert_trade_frames_equal_parse_frame(alpaca, raws)
 
 
 def test_rfc3339_array_over_several_seconds_equals_scalar():

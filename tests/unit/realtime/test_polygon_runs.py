@@ -5,6 +5,7 @@ batched parser equals `parse_frame` frame by frame or declines the frame."""
 from __future__ import annotations
 
 import random
+from functools import partial
 from typing import Any
 
 import orjson
@@ -14,7 +15,14 @@ from gpt_trader.realtime import DataSource
 from gpt_trader.realtime.config import RealtimeConfig
 from gpt_trader.realtime.sources import polygon
 
-from .test_frame_batches import CONFIGS, SYMBOLS, batch_frames, batched_vs_frame_by_frame, drive_trade_arrays
+from .test_frame_batches import (
+    CONFIGS,
+    SYMBOLS,
+    assert_trade_frames_equal_parse_frame,
+    batch_frames,
+    batched_vs_frame_by_frame,
+    drive_trade_arrays,
+)
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -78,14 +86,7 @@ def _frames(seed: int, n: int = 900) -> list[tuple[int, list[str]]]:
     return batch_frames(frames, rng)
 
 
-def _run(
-    batches: list[tuple[int, list[str]]],
-    config: RealtimeConfig,
-    batched: bool,
-    feeds: int = 1,
-    events: dict[int, tuple[int, str]] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    return drive_trade_arrays(DataSource.POLYGON, ENV, batches, config, batched, feeds, events)
+_run = partial(drive_trade_arrays, DataSource.POLYGON, ENV)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -112,35 +113,7 @@ def test_batched_polygon_frames_equal_frame_by_frame_through_failover_and_catchu
 
 def test_polygon_parse_trade_frames_equals_parse_frame_or_declines():
     raws = [raw for seed in (1, 2, 3) for _, batch in _frames(seed, 400) for raw in batch]
-    i = 0
-    while i < len(raws):
-        got = polygon.parse_trade_frames(raws, i)
-        frame = polygon.parse_frame(raws[i])
-        plain = frame.n_trades > 0 and not (frame.rejects or frame.control or frame.q_ts or frame.bars)
-        plain = plain and all(-(2**63) <= t < 2**63 for t in frame.t_ts)
-        if got is None:
-            assert not plain, raws[i]
-            i += 1
-            continue
-        assert got.start == i
-        m = 0
-        for k, count in enumerate(got.counts):
-            frame = polygon.parse_frame(raws[i + k])
-            assert not frame.rejects
-            assert not frame.control
-            assert not frame.q_ts
-            assert not frame.bars
-            assert frame.n_trades == count
-            assert frame.t_symbol == got.symbol[m : m + count]
-            assert frame.t_ts == got.ts[m : m + count].tolist()
-            assert repr(frame.t_price) == repr(got.price[m : m + count].tolist())
-            assert repr(frame.t_size) == repr(got.size[m : m + count].tolist())
-            assert frame.t_id == got.ids[m : m + count]
-            again = got.parsed(i + k)  # the per-frame path's view of it, without decoding again
-            assert (again.t_symbol, again.t_ts, again.t_id) == (frame.t_symbol, frame.t_ts, frame.t_id)
-            assert repr((again.t_price, again.t_size)) == repr((frame.t_price, frame.t_size))
-            m += count
-        i = got.end
+    assert_trade_frames_equal_parse_frame(polygon, raws)
 
 
 def test_polygon_trade_time_out_of_range_is_a_bad_timestamp_not_a_crash():
