@@ -84,6 +84,22 @@ class FeatureBook:
         rows = self._rows.get(symbol)
         return rows.total if rows is not None else 0
 
+    def totals(self, symbols: Sequence[str]) -> list[int]:
+        """`total` of each of `symbols` (0 for one never seen), in one call for a whole timestamp."""
+        get = self._rows.get
+        return [rows.total if (rows := get(s)) is not None else 0 for s in symbols]
+
+    def latest(self, symbols: Sequence[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """The newest feature row (N, F) and OHLCV row (N, 5) of each of `symbols` (each must have a row), as new
+        arrays: the many-symbol bar path's one gather instead of a view per symbol."""
+        vectors = np.empty((len(symbols), len(self.columns)), dtype=np.float64)
+        bars = np.empty((len(symbols), len(BAR_FIELDS)), dtype=np.float64)
+        for i, symbol in enumerate(symbols):
+            rows = self._rows[symbol]
+            vectors[i] = rows.vectors[rows.n - 1]
+            bars[i] = rows.bars[rows.n - 1]
+        return vectors, bars
+
     def _tail(self, symbol: str, n: int | None) -> tuple[_SymbolRows, slice]:
         rows = self._rows[symbol]
         k = min(rows.n, self.capacity) if n is None else min(n, rows.n, self.capacity)

@@ -46,48 +46,64 @@ class StreamingTransformerScorer:
         self.calendar_idx = _indices(columns, CALENDAR_COLUMNS, "the transformer")
         self.symbol_map = dict(symbol_map or {})
         self._stream: dict[str, int] = {}  # symbol -> its stream (row) in the cache
+        self._order: list[str] = []  # the streams' symbols, in stream order
         self._seen: dict[str, int] = {}  # symbol -> book rows (FeatureBook.total) it has stepped through
         self._views: dict[str, ModelView] = {}  # the latest view per symbol, for a repeated call on one bar
         self._cache = self.model.new_cache(0)
 
     def score(self, book: FeatureBook, symbols: Sequence[str]) -> dict[str, ModelView]:
         """Step every served symbol through the book rows it has not seen; its view at its newest row."""
+        totals = book.totals(symbols)
+        if self._order == list(symbols) and all(t == self._seen[s] + 1 for s, t in zip(symbols, totals, strict=True)):
+            # The usual bar: every stream, in stream order, one new row each: one gather, one step, no bookkeeping.
+            self._seen.update(zip(symbols, totals, strict=True))
+            views = self._step(symbols, book.latest(symbols)[0], None)
+            self._views.update(views)
+            return views
         pending: dict[str, npt.NDArray[np.float64]] = {}
-        for symbol in symbols:
+        for symbol, total in zip(symbols, totals, strict=True):
             if self.symbol_map.get(symbol, symbol) != self.asset or book.size(symbol) < self.seq_len:
                 continue
             stream = self._stream_of(symbol)
-            missing = book.total(symbol) - self._seen.get(symbol, 0)
+            missing = total - self._seen.get(symbol, 0)
             if symbol not in self._seen or missing > book.size(symbol):
                 # New, or behind by more than the book holds: start again from the book's oldest row.
                 self._cache.reset(torch.tensor([stream]))
                 missing = book.size(symbol)
-            self._seen[symbol] = book.total(symbol)
+            self._seen[symbol] = total
             if missing > 0:
                 pending[symbol] = book.vectors(symbol, missing)
         steps = max((len(rows) for rows in pending.values()), default=0)
         for j in range(steps):
             # Symbols with fewer rows to catch up join at the end, so every symbol's newest row is the last step.
-            batch = [(s, rows[j - (steps - len(rows))]) for s, rows in pending.items() if j >= steps - len(rows)]
-            vectors = np.stack([row for _, row in batch])
-            features = self.normalizer.transform(vectors[:, self.feature_idx].astype(np.float32))[:, None, :]
-            calendar = np.ascontiguousarray(vectors[:, self.calendar_idx], dtype=np.float32)
-            streams = [self._stream[s] for s, _ in batch]
-            # Every stream stepping, in order (the usual bar): no gather/scatter of the cache.
+            batch = [s for s, rows in pending.items() if j >= steps - len(rows)]
+            vectors = np.stack([pending[s][j - (steps - len(pending[s]))] for s in batch])
+            streams = [self._stream[s] for s in batch]
+            # Every stream stepping, in order: no gather/scatter of the cache.
             rows = None if streams == list(range(len(self._stream))) else torch.tensor(streams)
-            with torch.inference_mode():
-                logits, ret = self.model.step(torch.from_numpy(features), torch.from_numpy(calendar), self._cache, rows)
-            if j < steps - 1:
-                continue
-            probs = logits.softmax(-1).numpy().astype(np.float64)
-            expected = ret.numpy().astype(np.float64) * self.normalizer.target_std + self.normalizer.target_mean
-            self._views.update(zip([s for s, _ in batch], transformer_views(probs[:, 0], expected[:, 0]), strict=True))
+            self._views.update(self._step(batch, vectors, rows, views=j == steps - 1))
         return {s: self._views[s] for s in symbols if s in self._views and s in self._seen}
+
+    def _step(
+        self, symbols: Sequence[str], vectors: npt.NDArray[np.float64], rows: torch.Tensor | None, views: bool = True
+    ) -> dict[str, ModelView]:
+        """One model step of `symbols` (cache rows `rows`, None: all in order) on their feature rows (N, F); their
+        views when `views` (a catch-up's earlier steps only fill the cache)."""
+        features = self.normalizer.transform(vectors[:, self.feature_idx].astype(np.float32))[:, None, :]
+        calendar = np.ascontiguousarray(vectors[:, self.calendar_idx], dtype=np.float32)
+        with torch.inference_mode():
+            logits, ret = self.model.step(torch.from_numpy(features), torch.from_numpy(calendar), self._cache, rows)
+        if not views:
+            return {}
+        probs = logits.softmax(-1).numpy().astype(np.float64)
+        expected = ret.numpy().astype(np.float64) * self.normalizer.target_std + self.normalizer.target_mean
+        return dict(zip(symbols, transformer_views(probs[:, 0], expected[:, 0]), strict=True))
 
     def _stream_of(self, symbol: str) -> int:
         stream = self._stream.get(symbol)
         if stream is None:
             stream = self._stream[symbol] = len(self._stream)
+            self._order.append(symbol)
             # Sized to the symbols served so that a bar of all of them steps the cache whole (a copy per new
             # symbol, once).
             self._cache = self._cache.resized(len(self._stream))

@@ -98,6 +98,12 @@ class RiskManager:
     def __init__(self, config: RiskConfig, clock: Clock) -> None:
         self.config = config
         self.clock = clock
+        # The limits as decimals once: every order of every bar is checked against them.
+        self._max_order_notional = to_decimal(config.max_order_notional_usd)
+        self._max_position_fraction = to_decimal(config.max_position_fraction)
+        self._max_gross_exposure = to_decimal(config.max_gross_exposure)
+        self._stop_loss_fraction = to_decimal(config.stop_loss_fraction)
+        self._max_loss_per_trade_fraction = to_decimal(config.max_loss_per_trade_fraction)
         self.state = TradingState.ACTIVE
         self.halt_reason: HaltReason | None = None
         self._killed = False
@@ -231,7 +237,7 @@ class RiskManager:
         equity = portfolio.equity()
         exec_price = order.limit_price if order.type is OrderType.LIMIT and order.limit_price else price
         notional = order.quantity * exec_price
-        if notional > to_decimal(c.max_order_notional_usd):
+        if notional > self._max_order_notional:
             out.append(
                 Rejection(
                     RejectCode.MAX_ORDER_NOTIONAL,
@@ -240,7 +246,7 @@ class RiskManager:
                 )
             )
         new_value = abs(current + order.signed_quantity) * price
-        if equity <= 0 or new_value > to_decimal(c.max_position_fraction) * equity:
+        if equity <= 0 or new_value > self._max_position_fraction * equity:
             out.append(
                 Rejection(
                     RejectCode.MAX_POSITION,
@@ -249,7 +255,7 @@ class RiskManager:
                 )
             )
         gross = portfolio.gross_exposure() - abs(current) * portfolio.mark_price(order.symbol) + new_value
-        if equity <= 0 or gross > to_decimal(c.max_gross_exposure) * equity:
+        if equity <= 0 or gross > self._max_gross_exposure * equity:
             out.append(
                 Rejection(
                     RejectCode.MAX_GROSS_EXPOSURE,
@@ -259,8 +265,8 @@ class RiskManager:
         # Loss at stop on the exposure this order adds: |added qty| · price · stop distance.
         new_abs = abs(current + order.signed_quantity)
         added = new_abs if _flips(current, order) else new_abs - abs(current)
-        loss_at_stop = max(added, Decimal(0)) * price * to_decimal(c.stop_loss_fraction)
-        if equity <= 0 or loss_at_stop > to_decimal(c.max_loss_per_trade_fraction) * equity:
+        loss_at_stop = max(added, Decimal(0)) * price * self._stop_loss_fraction
+        if equity <= 0 or loss_at_stop > self._max_loss_per_trade_fraction * equity:
             out.append(
                 Rejection(
                     RejectCode.MAX_LOSS_PER_TRADE,

@@ -181,10 +181,41 @@ class ModelRunner:
 
 
 def _check_views(views: dict[str, ModelView]) -> None:
+    finite = math.isfinite
     for symbol, v in views.items():
-        values = [v.target, v.confidence, *(p for p in (v.p_sell, v.p_hold, v.p_buy) if p is not None)]
-        if not all(math.isfinite(x) for x in values):
+        if not (
+            finite(v.target)
+            and finite(v.confidence)
+            and (v.p_sell is None or finite(v.p_sell))
+            and (v.p_hold is None or finite(v.p_hold))
+            and (v.p_buy is None or finite(v.p_buy))
+        ):
             raise ValueError(f"prediction for {symbol} contains NaN or infinite values")
+
+
+@dataclass(frozen=True, slots=True)
+class _SizingLimits:
+    """The sizing and per-trade limits as the decimals the order path needs, converted once (not per symbol)."""
+
+    lot_size: Decimal
+    min_order_notional: Decimal
+    max_position_fraction: float
+    # Just inside the risk manager's limits, so a capped order is never rejected for a rounding hair.
+    max_order_notional: Decimal
+    stop_loss_fraction: Decimal
+    max_loss_per_trade_fraction: Decimal
+
+    @classmethod
+    def of(cls, trading: TradingConfig) -> _SizingLimits:
+        sizing, risk = trading.sizing, trading.risk
+        return cls(
+            to_decimal(sizing.lot_size),
+            to_decimal(sizing.min_order_notional_usd),
+            risk.max_position_fraction,
+            to_decimal(risk.max_order_notional_usd) * Decimal("0.999"),
+            to_decimal(risk.stop_loss_fraction),
+            to_decimal(risk.max_loss_per_trade_fraction * 0.999),
+        )
 
 
 class LiveSession:
@@ -229,6 +260,7 @@ class LiveSession:
         self.bars_processed = 0
         self.trade_count = 0
         self._day_index = -1  # into portfolio.equity_curve: the current day's first point
+        self._limits = _SizingLimits.of(trading)
         for runner in (transformer, rl, *self.shadow):
             if runner is not None:
                 runner.slot.set_probe(functools.partial(self._probe, runner))
@@ -352,8 +384,9 @@ class LiveSession:
                 outcome.fills.append(fill)
                 self.trade_count += 1
         for outcome in outcomes.values():
-            changed = dict.fromkeys(f.client_order_id for f in outcome.fills)
-            outcome.orders.extend(o for o in (self.broker.get_order(c) for c in changed) if o is not None)
+            if outcome.fills:
+                changed = dict.fromkeys(f.client_order_id for f in outcome.fills)
+                outcome.orders.extend(o for o in (self.broker.get_order(c) for c in changed) if o is not None)
         for bar in bars:
             self.portfolio.mark(bar.symbol, to_decimal(bar.close))
             vector = self.features.update(bar)
@@ -377,8 +410,9 @@ class LiveSession:
             outcome = outcomes.get(placed.order.symbol) or next(iter(outcomes.values()))
             outcome.orders.append(placed)
         if kill is None and ready and self.risk.state is not TradingState.HALTED:
+            scored = set(ready)
             for bar in bars:
-                if bar.symbol in ready:
+                if bar.symbol in scored:
                     self._decide_symbol(bar, outcomes[bar.symbol], t_calls.get(bar.symbol), r_calls.get(bar.symbol))
 
         # The decision ends here; the commit below is durability, timed on its own.
@@ -420,26 +454,25 @@ class LiveSession:
         )
         outcome.signal = signal
         price = to_decimal(bar.close)
-        sizing = self.trading.sizing
+        limits = self._limits
         equity = self.portfolio.equity()
         qty = order_quantity(
             signal.target,
             self.portfolio.quantity(bar.symbol),
             equity,
             price,
-            lot_size=to_decimal(sizing.lot_size),
-            max_position_fraction=self.trading.risk.max_position_fraction,
-            min_order_notional=to_decimal(sizing.min_order_notional_usd),
+            lot_size=limits.lot_size,
+            max_position_fraction=limits.max_position_fraction,
+            min_order_notional=limits.min_order_notional,
         )
-        risk = self.trading.risk
         qty = cap_to_trade_limits(
             qty,
             price,
             equity,
-            max_order_notional=to_decimal(risk.max_order_notional_usd) * Decimal("0.999"),
-            stop_loss_fraction=risk.stop_loss_fraction,
-            max_loss_per_trade_fraction=risk.max_loss_per_trade_fraction * 0.999,
-            lot_size=to_decimal(sizing.lot_size),
+            max_order_notional=limits.max_order_notional,
+            stop_loss_fraction=limits.stop_loss_fraction,
+            max_loss_per_trade_fraction=limits.max_loss_per_trade_fraction,
+            lot_size=limits.lot_size,
         )
         if qty == 0:
             return

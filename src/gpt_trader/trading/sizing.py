@@ -57,8 +57,8 @@ def cap_to_trade_limits(
     equity: Decimal,
     *,
     max_order_notional: Decimal,
-    stop_loss_fraction: float,
-    max_loss_per_trade_fraction: float,
+    stop_loss_fraction: float | Decimal,
+    max_loss_per_trade_fraction: float | Decimal,
     lot_size: Decimal = Decimal(1),
 ) -> Decimal:
     """Shrink an order to the per-trade limits the risk manager enforces, so a large target builds over bars.
