@@ -54,10 +54,14 @@ class StreamingTransformerScorer:
     def score(self, book: FeatureBook, symbols: Sequence[str]) -> dict[str, ModelView]:
         """Step every served symbol through the book rows it has not seen; its view at its newest row."""
         totals = book.totals(symbols)
-        if self._order == list(symbols) and all(t == self._seen[s] + 1 for s, t in zip(symbols, totals, strict=True)):
-            # The usual bar: every stream, in stream order, one new row each: one gather, one step, no bookkeeping.
+        if (
+            len(symbols) == len(self._order)
+            and all(t == self._seen.get(s, -2) + 1 for s, t in zip(symbols, totals, strict=True))
+            and len(set(symbols)) == len(symbols)
+        ):
+            # The usual bar: every stream (in any order) one new row: one gather in stream order, one step.
             self._seen.update(zip(symbols, totals, strict=True))
-            views = self._step(symbols, book.latest(symbols)[0], None)
+            views = self._step(self._order, book.latest(self._order)[0], None)
             self._views.update(views)
             return views
         pending: dict[str, npt.NDArray[np.float64]] = {}

@@ -21,6 +21,7 @@ its data is fresh again.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import time
@@ -28,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -308,9 +310,12 @@ class LiveSession:
             self.risk.seed(peak_equity=peak, day_start_equity=self._day_first_equity(), day=last.ts.date())
             if isinstance(self.clock, SimClock) and last.ts > self.clock.now():
                 self.clock.set(last.ts)
-        for bars in (history or {}).values():
-            for bar in bars:
-                self._remember(bar, self.features.update(bar))
+        # Symbol by symbol history would be one `update` per bar; by timestamp it is one batch per bar time.
+        merged = sorted((bar for bars in (history or {}).values() for bar in bars), key=attrgetter("ts"))
+        for _, group in itertools.groupby(merged, key=attrgetter("ts")):
+            batch = list(group)
+            for bar, vector in zip(batch, self.features.update_many(batch), strict=True):
+                self._remember(bar, vector)
         self.refresh_models()
         for runner in (self.transformer, self.rl):
             saved_model = saved.model_states.get(runner.slot.name) if runner is not None else None
@@ -387,9 +392,8 @@ class LiveSession:
             if outcome.fills:
                 changed = dict.fromkeys(f.client_order_id for f in outcome.fills)
                 outcome.orders.extend(o for o in (self.broker.get_order(c) for c in changed) if o is not None)
-        for bar in bars:
+        for bar, vector in zip(bars, self.features.update_many(bars), strict=True):
             self.portfolio.mark(bar.symbol, to_decimal(bar.close))
-            vector = self.features.update(bar)
             self._remember(bar, vector)
             if vector is not None:
                 ready.append(bar.symbol)
