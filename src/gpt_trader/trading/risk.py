@@ -6,6 +6,11 @@ watches equity: a breach of the daily loss limit or of the maximum drawdown halt
 `reset_kill_switch`) and returns market orders that flatten every position; those orders bypass `check_order`
 on purpose, since the kill-switch must be able to act when everything else is refused.
 
+Orders placed but not filled yet count: the caller hands the broker's open orders to `begin_batch` before a
+bar's orders, and every order approved after it adds to that pending book, so the position and gross-exposure
+limits hold for the book as it will be once everything fills, not per order (fifty simultaneous orders that each
+fit would otherwise breach the gross limit together). `headroom` tells sizing how much more exposure fits.
+
 An external market-condition input (the scaling classifier, an operator) sets ACTIVE / REDUCING / HALTED
 through `set_state`; REDUCING lets only orders that shrink a position through. The stale-data guard refuses new
 exposure in a symbol whose last bar is too old or whose feed the data layer reported down (`set_feed_status`).
@@ -16,6 +21,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -24,7 +30,7 @@ from enum import StrEnum
 from gpt_trader.core.clock import Clock
 from gpt_trader.trading.config import RiskConfig
 from gpt_trader.trading.portfolio import Portfolio
-from gpt_trader.trading.types import Order, OrderType, Side, TradingState, to_decimal
+from gpt_trader.trading.types import ZERO, BrokerOrder, Order, OrderType, Side, TradingState, to_decimal
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +120,10 @@ class RiskManager:
         self._peak_equity: Decimal | None = None
         self._day: date | None = None
         self._day_start_equity: Decimal | None = None
+        # Within a batch (`begin_batch` .. `end_batch`): signed quantity still to fill per symbol, and the gross
+        # exposure it adds at the reference prices. Outside one, orders are checked against the positions alone.
+        self._pending: dict[str, Decimal] | None = None
+        self._pending_gross = ZERO
 
     # --- inputs ----------------------------------------------------------------------------------------------
     def set_state(self, state: TradingState, reason: str = "") -> None:
@@ -188,13 +198,51 @@ class RiskManager:
         """Whether the kill-switch is latched."""
         return self._killed
 
+    # --- pending orders --------------------------------------------------------------------------------------
+    def begin_batch(self, open_orders: Iterable[BrokerOrder], portfolio: Portfolio) -> None:
+        """Start a bar's orders from the broker's open ones: until `end_batch`, what they and every approved order
+        will add counts against the limits."""
+        self._pending, self._pending_gross = {}, ZERO
+        for placed in open_orders:
+            order = placed.order
+            price = portfolio.mark_price(order.symbol)
+            self._add_pending(order.symbol, placed.remaining * order.side.sign, price, portfolio)
+
+    def end_batch(self) -> None:
+        """Back to checking orders against the positions alone (the batch's orders are the broker's now)."""
+        self._pending, self._pending_gross = None, ZERO
+
+    def held(self, symbol: str, portfolio: Portfolio) -> Decimal:
+        """The position in `symbol` once its pending orders fill."""
+        pending = self._pending.get(symbol, ZERO) if self._pending is not None else ZERO
+        return portfolio.quantity(symbol) + pending
+
+    def headroom(self, symbol: str, price: Decimal, portfolio: Portfolio) -> Decimal:
+        """How much more |position value| in `symbol` the position and gross-exposure limits allow; negative when
+        the book is over one already (prices moved), i.e. by how much the position would have to shrink."""
+        equity = portfolio.equity()
+        held_value = abs(self.held(symbol, portfolio)) * price
+        if equity <= 0:
+            return -held_value
+        by_position = self._max_position_fraction * equity - held_value
+        by_gross = self._max_gross_exposure * equity - (portfolio.gross_exposure() + self._pending_gross)
+        return min(by_position, by_gross)
+
+    def _add_pending(self, symbol: str, signed: Decimal, price: Decimal, portfolio: Portfolio) -> None:
+        if self._pending is None:
+            return
+        held = self.held(symbol, portfolio)
+        self._pending[symbol] = self._pending.get(symbol, ZERO) + signed
+        self._pending_gross += (abs(held + signed) - abs(held)) * price
+
     # --- pre-trade check -------------------------------------------------------------------------------------
     def check_order(self, order: Order, portfolio: Portfolio, price: Decimal | None = None) -> RiskDecision:
-        """Approve or reject `order` against every rule; approval counts toward the rate limit."""
+        """Approve or reject `order` against every rule, pending orders counted as filled (in a batch); approval
+        counts toward the rate limit and, in a batch, adds the order to the pending ones."""
         price = price if price is not None else portfolio.marks.get(order.symbol)
         if price is None and order.limit_price is not None:
             price = order.limit_price
-        current = portfolio.quantity(order.symbol)
+        current = self.held(order.symbol, portfolio)
         reducing = is_risk_reducing(current, order.signed_quantity)
         rejections = [*self._state_rules(order, reducing), *self._stale_rule(order, reducing)]
         if price is None or price <= 0:
@@ -205,6 +253,8 @@ class RiskManager:
         decision = RiskDecision(order, tuple(rejections))
         if decision.approved:
             self._submissions.append(self.clock.now())
+            if price is not None and price > 0:
+                self._add_pending(order.symbol, order.signed_quantity, price, portfolio)
         else:
             for r in decision.rejections:
                 log.warning("risk: rejected %s [%s] %s", order.client_order_id, r.code, r.message)
@@ -254,7 +304,11 @@ class RiskManager:
                     f"{c.max_position_fraction:g} x equity {equity:.2f}",
                 )
             )
-        gross = portfolio.gross_exposure() - abs(current) * portfolio.mark_price(order.symbol) + new_value
+        # The book once pending orders fill, with this symbol's part (`current` includes its pending) replaced.
+        gross = (
+            portfolio.gross_exposure() + self._pending_gross - abs(current) * portfolio.mark_price(order.symbol)
+            + new_value
+        )  # fmt: skip
         if equity <= 0 or gross > self._max_gross_exposure * equity:
             out.append(
                 Rejection(

@@ -49,7 +49,7 @@ from gpt_trader.trading.reconcile import reconcile
 from gpt_trader.trading.risk import RiskManager, is_risk_reducing
 from gpt_trader.trading.shadow import ShadowTracker
 from gpt_trader.trading.signals import RLOutput, TransformerOutput, combine_signals
-from gpt_trader.trading.sizing import cap_to_trade_limits, order_quantity
+from gpt_trader.trading.sizing import cap_to_headroom, cap_to_trade_limits, order_quantity
 from gpt_trader.trading.state import BarUpdate, StateStore
 from gpt_trader.trading.types import BrokerOrder, Fill, Order, Side, Signal, TradingState, to_decimal
 
@@ -195,6 +195,10 @@ def _check_views(views: dict[str, ModelView]) -> None:
             raise ValueError(f"prediction for {symbol} contains NaN or infinite values")
 
 
+# Orders are sized this far inside the risk manager's limits, so a capped order is never refused for a rounding hair.
+_INSIDE = Decimal("0.999")
+
+
 @dataclass(frozen=True, slots=True)
 class _SizingLimits:
     """The sizing and per-trade limits as the decimals the order path needs, converted once (not per symbol)."""
@@ -202,8 +206,7 @@ class _SizingLimits:
     lot_size: Decimal
     min_order_notional: Decimal
     max_position_fraction: float
-    # Just inside the risk manager's limits, so a capped order is never rejected for a rounding hair.
-    max_order_notional: Decimal
+    max_order_notional: Decimal  # just inside the risk manager's (`_INSIDE`)
     stop_loss_fraction: Decimal
     max_loss_per_trade_fraction: Decimal
 
@@ -214,7 +217,7 @@ class _SizingLimits:
             to_decimal(sizing.lot_size),
             to_decimal(sizing.min_order_notional_usd),
             risk.max_position_fraction,
-            to_decimal(risk.max_order_notional_usd) * Decimal("0.999"),
+            to_decimal(risk.max_order_notional_usd) * _INSIDE,
             to_decimal(risk.stop_loss_fraction),
             to_decimal(risk.max_loss_per_trade_fraction * 0.999),
         )
@@ -414,10 +417,14 @@ class LiveSession:
             outcome = outcomes.get(placed.order.symbol) or next(iter(outcomes.values()))
             outcome.orders.append(placed)
         if kill is None and ready and self.risk.state is not TradingState.HALTED:
-            scored = set(ready)
-            for bar in bars:
-                if bar.symbol in scored:
-                    self._decide_symbol(bar, outcomes[bar.symbol], t_calls.get(bar.symbol), r_calls.get(bar.symbol))
+            self.risk.begin_batch(self.broker.open_orders(), self.portfolio)
+            try:
+                scored = set(ready)
+                for bar in bars:
+                    if bar.symbol in scored:
+                        self._decide_symbol(bar, outcomes[bar.symbol], t_calls.get(bar.symbol), r_calls.get(bar.symbol))
+            finally:
+                self.risk.end_batch()
 
         # The decision ends here; the commit below is durability, timed on its own.
         decision_ms = (time.perf_counter() - started) * 1000
@@ -460,9 +467,10 @@ class LiveSession:
         price = to_decimal(bar.close)
         limits = self._limits
         equity = self.portfolio.equity()
+        held = self.risk.held(bar.symbol, self.portfolio)  # with the orders still pending
         qty = order_quantity(
             signal.target,
-            self.portfolio.quantity(bar.symbol),
+            held,
             equity,
             price,
             lot_size=limits.lot_size,
@@ -477,6 +485,15 @@ class LiveSession:
             stop_loss_fraction=limits.stop_loss_fraction,
             max_loss_per_trade_fraction=limits.max_loss_per_trade_fraction,
             lot_size=limits.lot_size,
+        )
+        # Sized to fit the position and gross limits (with this bar's earlier orders) rather than refused by them.
+        qty = cap_to_headroom(
+            qty,
+            held,
+            price,
+            self.risk.headroom(bar.symbol, price, self.portfolio) * _INSIDE,
+            lot_size=limits.lot_size,
+            min_order_notional=limits.min_order_notional,
         )
         if qty == 0:
             return

@@ -73,3 +73,29 @@ def cap_to_trade_limits(
     capped = min(abs(quantity), by_notional, by_loss)
     capped = round_to_lot(capped, lot_size)
     return capped if quantity > 0 else -capped
+
+
+def cap_to_headroom(
+    quantity: Decimal,
+    held: Decimal,
+    price: Decimal,
+    headroom: Decimal,
+    *,
+    lot_size: Decimal = Decimal(1),
+    min_order_notional: Decimal = ZERO,
+) -> Decimal:
+    """Shrink an order that adds exposure so the position it leaves is worth at most `headroom` more than `held`
+    (the room the position and gross-exposure limits leave, see `RiskManager.headroom`; negative: less than
+    `held`); 0 when what remains is below the minimum notional or would trade the other way. Orders that only
+    reduce pass unchanged."""
+    new = held + quantity
+    if quantity == 0 or price <= 0 or abs(new) <= abs(held):
+        return quantity
+    limit = max(ZERO, abs(held) + headroom / price)
+    if abs(new) <= limit:
+        return quantity
+    capped = round_to_lot(limit, lot_size) * (1 if new > 0 else -1)
+    out = round_to_lot(capped - held, lot_size)
+    if out == 0 or (out > 0) != (quantity > 0) or abs(out) * price < min_order_notional:
+        return ZERO
+    return out

@@ -9,7 +9,7 @@ from gpt_trader.core.clock import SimClock
 from gpt_trader.trading.config import RiskConfig
 from gpt_trader.trading.portfolio import Portfolio
 from gpt_trader.trading.risk import HaltReason, RejectCode, RiskManager, is_risk_reducing
-from gpt_trader.trading.types import Fill, Order, Side, TradingState
+from gpt_trader.trading.types import BrokerOrder, Fill, Order, OrderStatus, Side, TradingState
 
 D = Decimal
 T0 = datetime(2024, 3, 4, 14, 30, tzinfo=UTC)
@@ -65,6 +65,48 @@ def test_check_order_max_gross_exposure_counts_other_symbols():
     hold(book, "MSFT", 200, 200)  # 40,000 gross already
     assert risk.check_order(order(101), book).codes == (RejectCode.MAX_GROSS_EXPOSURE,)
     assert risk.check_order(order(99), book).approved
+
+
+def test_check_order_in_a_batch_counts_the_orders_still_pending():
+    # 30,000 of AAPL and 40,000 of MSFT each fit a 0.5 gross limit alone, not together before either fills.
+    risk, _, book = make(max_gross_exposure=0.5)
+    risk.begin_batch([], book)
+    assert risk.check_order(order(300), book).approved
+    assert risk.held("AAPL", book) == D(300)
+    decision = risk.check_order(order(200, "MSFT", "o2"), book)
+    assert decision.codes == (RejectCode.MAX_GROSS_EXPOSURE,)
+    assert risk.check_order(order(99, "MSFT", "o3"), book).approved  # 30,000 + 19,800 <= 50,000
+    # Reducing the pending AAPL buy frees room again; it counts as reducing because of the pending 300.
+    assert risk.check_order(order(-300, "AAPL", "o4"), book).approved
+    assert risk.held("AAPL", book) == 0
+    risk.end_batch()
+    assert risk.held("MSFT", book) == 0  # outside a batch: positions alone, as before
+    assert risk.check_order(order(200, "MSFT", "o5"), book).approved
+
+
+def test_begin_batch_counts_the_brokers_open_orders():
+    risk, _, book = make(max_position_fraction=0.2)
+    open_buy = BrokerOrder(order(150, cid="open"), "b-1", OrderStatus.NEW)
+    risk.begin_batch([open_buy], book)
+    assert risk.held("AAPL", book) == D(150)
+    assert risk.headroom("AAPL", D(100), book) == D(5_000)  # 0.2 * 100,000 - 150 * 100
+    assert risk.check_order(order(51), book).codes == (RejectCode.MAX_POSITION,)
+    assert risk.check_order(order(50, cid="o2"), book).approved
+    assert risk.headroom("AAPL", D(100), book) == 0
+
+
+def test_headroom_is_the_tighter_of_position_and_gross_room():
+    risk, _, book = make(max_position_fraction=0.3, max_gross_exposure=0.5)
+    hold(book, "MSFT", 150, 200)  # 30,000 gross; cash 70,000, equity 100,000
+    risk.begin_batch([], book)
+    assert risk.headroom("AAPL", D(100), book) == D(20_000)  # gross room 50,000 - 30,000 < position room 30,000
+    assert risk.headroom("MSFT", D(200), book) == D(0)  # MSFT already at its 0.3 cap
+    # MSFT doubles: 60,000 of it in an equity of 130,000 is 21,000 over its 0.3 cap (negative room: shrink it),
+    # while the gross limit (65,000) leaves AAPL 5,000.
+    book.mark("MSFT", D(400))
+    assert risk.headroom("MSFT", D(400), book) == D(-21_000)
+    assert risk.headroom("AAPL", D(100), book) == D(5_000)
+    risk.end_batch()
 
 
 def test_check_order_max_order_notional_rejects_big_order():

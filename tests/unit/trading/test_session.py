@@ -680,3 +680,31 @@ def test_session_serves_a_registered_dqn_champion_through_the_policy_scorer(tmp_
     assert len({c.target for c in calls}) > 1  # the DQN's own decisions, bar by bar
     assert session.trade_count > 0
     assert not [m for s, m in alerts if s == "ERROR"]
+
+
+def test_session_sizes_simultaneous_orders_to_fit_the_gross_limit_together(tmp_path, client):
+    # Four symbols each want a full 0.5-of-equity position at once; the 1.0 gross limit holds for them together:
+    # orders of one timestamp are sized against the ones placed before them, none is refused for gross exposure.
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.8), champion=True)
+    log_and_register(client, R_NAME, FixedPolicy(1.0), champion=True)
+    trading = TradingConfig.model_validate(
+        {"signals": {"policy": "agreement"}, "risk": {**NO_KILL, "max_gross_exposure": 1.0}}
+    )
+    session, _ = make_session(tmp_path, client, trading=trading)
+    symbols = ["A", "B", "C", "D"]
+    spx = spx_bars(datetime(2016, 1, 1, tzinfo=UTC), datetime(2016, 9, 1, tzinfo=UTC))
+    session.start({s: [replace(b, symbol=s) for b in spx[:WARM]] for s in symbols})
+    placed = 0
+    for bar in spx[WARM:]:
+        book = session.portfolio
+        gross_before, equity = book.gross_exposure(), book.equity()
+        outcomes = session.on_bars([replace(bar, symbol=s) for s in symbols], bar_length=DAY)
+        new_orders = [o for out in outcomes for o in out.orders if o.order.ts == bar.ts]
+        added = sum(
+            (o.order.quantity * Decimal(str(bar.close)) for o in new_orders if o.order.side is Side.BUY), Decimal(0)
+        )
+        assert gross_before + added <= equity * Decimal(trading.risk.max_gross_exposure)
+        assert not [r for out in outcomes for r in out.rejections if r.startswith("max_gross_exposure")]
+        placed += len(new_orders)
+    assert placed >= 2
+    assert sum(1 for s in symbols if session.portfolio.quantity(s) > 0) == 2  # two fill the whole limit
