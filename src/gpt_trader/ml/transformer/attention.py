@@ -138,11 +138,13 @@ class MarketAttention(nn.Module):
 class StepSlots(NamedTuple):
     """Where one step writes, shared by every layer: the streams' cache rows as given (None: all, in order)
     and as an index (`at`), their ring slots (N,), each slot's distance in bars from the new one (N, W), and
-    0 / -inf for filled / empty slots (N, 1, W)."""
+    0 / -inf for filled / empty slots (N, 1, W). When every stream of the cache steps and all are at the same
+    bar count (the usual live bar), `slot` is that one int, `at` None, and `distance`/`blocked` are (1, W) and
+    (1, 1, W): plain slices instead of gathers and scatters."""
 
     rows: torch.Tensor | None
-    at: torch.Tensor
-    slot: torch.Tensor
+    at: torch.Tensor | None
+    slot: torch.Tensor | int
     distance: torch.Tensor
     blocked: torch.Tensor
 
@@ -160,6 +162,8 @@ class KeyCache:
         self.values = torch.zeros(n_layers, streams, n_heads, window, d_head)
         self.bias = torch.zeros(n_layers, streams, n_heads, window)
         self.count = torch.zeros(streams, dtype=torch.long)
+        # The bar count every stream shares, when they all share one (known without looking at `count`).
+        self._sync: int | None = 0
         slots = torch.arange(window)
         # _distance[w, s]: how many bars before the one in slot w the bar in slot s is.
         self._distance = (slots[:, None] - slots[None, :]) % window
@@ -171,6 +175,16 @@ class KeyCache:
 
     def advance(self, rows: torch.Tensor | None) -> StepSlots:
         """Start a step for streams `rows` (None: all): their slots for the new bar, counted as written."""
+        if rows is None and self._sync is None and self.streams and bool((self.count == self.count[0]).all()):
+            self._sync = int(self.count[0])  # back in step (e.g. all streams caught up on the same rows)
+        if rows is None and self._sync is not None:
+            shared, self._sync = self._sync, self._sync + 1
+            self.count += 1
+            at = shared % self.window
+            filled = torch.zeros(1, 1, self.window)
+            filled[..., shared + 1 :] = float("-inf")
+            return StepSlots(None, None, at, self._distance[at : at + 1], filled)
+        self._sync = None
         index = rows if rows is not None else torch.arange(self.streams)
         count = self.count[index]
         slot = count % self.window
@@ -185,6 +199,11 @@ class KeyCache:
         """Store layer `layer`'s k/v (N, H, d_head) and bias (N, H) of the new bar; return those streams' keys,
         values (N, H, W, d_head) and biases (N, H, W)."""
         keys, values, biases = self.keys[layer], self.values[layer], self.bias[layer]
+        if slots.at is None:
+            keys[:, :, slots.slot] = k
+            values[:, :, slots.slot] = v
+            biases[:, :, slots.slot] = bias
+            return keys, values, biases
         keys[slots.at, :, slots.slot] = k
         values[slots.at, :, slots.slot] = v
         biases[slots.at, :, slots.slot] = bias
@@ -195,6 +214,7 @@ class KeyCache:
     def reset(self, rows: torch.Tensor) -> None:
         """Empty streams `rows`: they start again from their next bar."""
         self.count[rows] = 0
+        self._sync = None
 
     def resized(self, streams: int) -> KeyCache:
         """A cache for `streams` streams holding this one's streams first (new ones empty)."""
@@ -203,6 +223,7 @@ class KeyCache:
         kept = min(streams, self.streams)
         out.keys[:, :kept], out.values[:, :kept] = self.keys[:, :kept], self.values[:, :kept]
         out.bias[:, :kept], out.count[:kept] = self.bias[:, :kept], self.count[:kept]
+        out._sync = None if kept else 0
         return out
 
 

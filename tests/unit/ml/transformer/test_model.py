@@ -191,15 +191,24 @@ def test_sliding_output_ignores_bars_beyond_the_receptive_field():
         assert not torch.allclose(model.forward_last(changed, cal)[0], model.forward_last(x, cal)[0])
 
 
-def test_sliding_step_on_a_subset_of_streams_leaves_the_others_untouched():
+# None: every stream, no rows given (in step when all are at one bar count: the cache's slice path).
+SCHEDULES = {
+    "subsets": ([0, 1, 2], [1], [0, 2], [1], [1], [0, 1, 2], [2], [0], [0, 1], [2, 1]),
+    "all, apart and back in step": (None, None, [1], None, [0, 2], None, None, [2], [0, 1], None, None, None),
+}
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES.values(), ids=SCHEDULES.keys())
+def test_sliding_step_on_a_subset_of_streams_leaves_the_others_untouched(schedule):
     model = make_model(n_assets=2, attention_window=3)
-    x, cal = inputs(3, 10, 2, seed=5)
+    x, cal = inputs(3, 12, 2, seed=5)
     with torch.no_grad():
         logits, _ = model(x, cal)
         cache = model.new_cache(3)
         done = [0, 0, 0]
-        for streams in ([0, 1, 2], [1], [0, 2], [1], [1], [0, 1, 2], [2], [0], [0, 1], [2, 1]):
-            rows = torch.tensor(streams)
+        for step in schedule:
+            streams = [0, 1, 2] if step is None else step
+            rows = None if step is None else torch.tensor(step)
             got, _ = model.step(
                 torch.stack([x[s, done[s]] for s in streams]), torch.stack([cal[s, done[s]] for s in streams]),
                 cache, rows,
