@@ -26,10 +26,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     insert,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -274,32 +276,34 @@ class StateStore:
                         f"state: bar {bar.symbol}@{ts.isoformat()} is not after the last committed bar "
                         f"{last.isoformat()} (strategy {self.strategy}); refusing to process it twice"
                     )
-            for bar in bars:
-                self._insert_fills(conn, bar.fills)
-                self._upsert_orders(conn, bar.orders)
+            # One statement per table for the whole timestamp (executemany), not one per row: with 50 symbols
+            # a row at a time was ~90 statements and ~19 ms of SQLAlchemy per bar timestamp.
+            self._insert_fills(conn, [f for bar in bars for f in bar.fills])
+            self._upsert_orders(conn, [o for bar in bars for o in bar.orders])
             self._write_book(conn, bars[-1].portfolio)
-            for bar in bars:
-                self._upsert(
-                    conn,
-                    bar_progress,
-                    {"strategy": self.strategy, "symbol": bar.symbol},
-                    {"last_bar_ts": _utc(bar.bar_ts)},
-                )
-            for model, (version, state) in (model_state or {}).items():
-                self._upsert(
-                    conn,
-                    model_states,
-                    {"strategy": self.strategy, "model": model},
-                    {"version": version, "state": json.dumps(state)},
-                )
-            for point in dict.fromkeys(b.equity for b in bars if b.equity is not None):
-                # Several symbols close bars at the same time: the latest equity (all marks applied) wins.
-                self._upsert(
-                    conn,
-                    equity_curve,
-                    {"strategy": self.strategy, "ts": _utc(point.ts)},
-                    {"equity": str(point.equity)},
-                )
+            self._upsert_many(
+                conn,
+                bar_progress,
+                ("strategy", "symbol"),
+                [{"strategy": self.strategy, "symbol": b.symbol, "last_bar_ts": _utc(b.bar_ts)} for b in bars],
+            )
+            self._upsert_many(
+                conn,
+                model_states,
+                ("strategy", "model"),
+                [
+                    {"strategy": self.strategy, "model": model, "version": version, "state": json.dumps(state)}
+                    for model, (version, state) in (model_state or {}).items()
+                ],
+            )
+            # Several symbols close bars at the same time: the latest equity (all marks applied) wins.
+            points = {_utc(b.equity.ts): b.equity.equity for b in bars if b.equity is not None}
+            self._upsert_many(
+                conn,
+                equity_curve,
+                ("strategy", "ts"),
+                [{"strategy": self.strategy, "ts": ts, "equity": str(equity)} for ts, equity in points.items()],
+            )
 
     def clear(self) -> None:
         """Forget everything this strategy saved (book, orders, fills, progress, equity) in one transaction;
@@ -318,33 +322,44 @@ class StateStore:
         with self.engine.begin() as conn:
             self._write_book(conn, portfolio)
 
-    def _insert_fills(self, conn: Connection, new_fills: Iterable[Fill]) -> None:
+    def _insert_fills(self, conn: Connection, new_fills: Sequence[Fill]) -> None:
         # A duplicate fill id aborts the whole bar's transaction: booking it twice would corrupt cash.
-        for f in new_fills:
-            try:
-                conn.execute(
-                    insert(fills).values(
-                        fill_id=f.fill_id,
-                        strategy=self.strategy,
-                        order_id=f.order_id,
-                        client_order_id=f.client_order_id,
-                        symbol=f.symbol,
-                        side=f.side.value,
-                        quantity=str(f.quantity),
-                        price=str(f.price),
-                        commission=str(f.commission),
-                        ts=_utc(f.ts),
-                    )
-                )
-            except IntegrityError:
-                raise StateError(
-                    f"state: fill {f.fill_id} ({f.side} {f.quantity} {f.symbol}) is already booked; "
-                    "refusing to apply it twice"
-                ) from None
+        if not new_fills:
+            return
+        ids = [f.fill_id for f in new_fills]
+        seen = set(conn.execute(select(fills.c.fill_id).where(fills.c.fill_id.in_(ids))).scalars())
+        twice = [f for i, f in enumerate(new_fills) if f.fill_id in seen or f.fill_id in ids[:i]]
+        if twice:
+            f = twice[0]
+            raise StateError(
+                f"state: fill {f.fill_id} ({f.side} {f.quantity} {f.symbol}) is already booked; "
+                "refusing to apply it twice"
+            )
+        rows = [
+            {
+                "fill_id": f.fill_id,
+                "strategy": self.strategy,
+                "order_id": f.order_id,
+                "client_order_id": f.client_order_id,
+                "symbol": f.symbol,
+                "side": f.side.value,
+                "quantity": str(f.quantity),
+                "price": str(f.price),
+                "commission": str(f.commission),
+                "ts": _utc(f.ts),
+            }
+            for f in new_fills
+        ]
+        try:
+            conn.execute(insert(fills), rows)
+        except IntegrityError:  # booked by another writer between the check and the insert
+            raise StateError(f"state: one of fills {ids} is already booked; refusing to apply it twice") from None
 
     def _upsert_orders(self, conn: Connection, changed: Iterable[BrokerOrder]) -> None:
-        for o in changed:
-            values = {
+        latest = {o.client_order_id: o for o in changed}  # an order changed twice in one commit: its last state
+        rows = [
+            {
+                "client_order_id": cid,
                 "strategy": self.strategy,
                 "broker_id": o.id,
                 "symbol": o.order.symbol,
@@ -358,7 +373,9 @@ class StateStore:
                 "filled_quantity": str(o.filled_quantity),
                 "filled_avg_price": None if o.filled_avg_price is None else str(o.filled_avg_price),
             }
-            self._upsert(conn, orders, {"client_order_id": o.client_order_id}, values)
+            for cid, o in latest.items()
+        ]
+        self._upsert_many(conn, orders, ("client_order_id",), rows)
 
     def _write_book(self, conn: Connection, portfolio: Portfolio) -> None:
         conn.execute(delete(positions).where(positions.c.strategy == self.strategy))
@@ -388,10 +405,33 @@ class StateStore:
 
     @staticmethod
     def _upsert(conn: Connection, table: Table, key: Mapping[str, object], values: Mapping[str, object]) -> None:
-        # Portable update-then-insert: the surrounding transaction (and the primary key) keeps it consistent.
-        where = [table.c[k] == v for k, v in key.items()]
-        if conn.execute(update(table).where(*where).values(**values)).rowcount == 0:
-            conn.execute(insert(table).values(**key, **values))
+        StateStore._upsert_many(conn, table, tuple(key), [{**key, **values}])
+
+    @staticmethod
+    def _upsert_many(conn: Connection, table: Table, key: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> None:
+        """Portable update-else-insert of `rows` (unique `key` values) in two executemany statements at most: the
+        rows whose key exists are updated, the others inserted. The surrounding transaction keeps it consistent."""
+        if not rows:
+            return
+        cols = [table.c[k] for k in key]
+        wanted = [tuple(r[k] for k in key) for r in rows]
+        match = cols[0].in_([w[0] for w in wanted]) if len(cols) == 1 else tuple_(*cols).in_(wanted)
+        # SQLite hands timestamps back naive: re-attach UTC so they compare with the keys asked for.
+        existing = {
+            tuple(_utc(v) if isinstance(v, datetime) else v for v in r)
+            for r in conn.execute(select(*cols).where(match))
+        }
+        present = [r for r, w in zip(rows, wanted, strict=True) if w in existing]
+        absent = [r for r, w in zip(rows, wanted, strict=True) if w not in existing]
+        if present:
+            values = [c for c in rows[0] if c not in key]
+            stmt = update(table).where(*(table.c[k] == bindparam(f"key_{k}") for k in key))
+            stmt = stmt.values({c: bindparam(f"new_{c}") for c in values})
+            conn.execute(
+                stmt, [{**{f"key_{k}": r[k] for k in key}, **{f"new_{c}": r[c] for c in values}} for r in present]
+            )
+        if absent:
+            conn.execute(insert(table), list(absent))
 
 
 def _order_from_row(r: object) -> BrokerOrder:

@@ -53,6 +53,29 @@ def roundtrip(url: str) -> None:
     with pytest.raises(StateError, match="already booked"):
         store.commit_bar(BarUpdate("AAPL", T0 + timedelta(minutes=1), book, (fill,)))
     assert store.last_bar("AAPL") == T0
+    # Many symbols in one commit (one statement per table): rows new and existing, an order's later state, the
+    # equity point of the timestamp and the model state replaced; a fill twice within the commit is refused.
+    t1 = T0 + timedelta(days=1)
+    fill2 = sample_fill(2)
+    with pytest.raises(StateError, match="already booked"):
+        store.commit_bars([BarUpdate("AAPL", t1, book, (fill2,)), BarUpdate("MSFT", t1, book, (fill2,))])
+    filled = BrokerOrder(placed.order, "paper-c2", OrderStatus.FILLED, D("0.5"), D("101"), submitted_at=T0)
+    fresh = BrokerOrder(Order("c3", "MSFT", Side.BUY, D(2), t1), "paper-c3", OrderStatus.NEW, submitted_at=t1)
+    for version in ("1", "2"):
+        day = t1 + timedelta(days=int(version) - 1)
+        store.commit_bars(
+            [
+                BarUpdate("AAPL", day, book, (fill2,) if version == "1" else (), (filled,), book.record_equity(day)),
+                BarUpdate("MSFT", day, book, (), (fresh, fresh) if version == "1" else (), book.record_equity(day)),
+            ],
+            {"rl": (version, {"MSFT": {"cash": float(version)}})},
+        )
+    saved = store.load(D(10_000))
+    assert {o.client_order_id: o.status for o in saved.orders} == {"c2": OrderStatus.FILLED, "c3": OrderStatus.NEW}
+    assert saved.last_bars == {"AAPL": t1 + timedelta(days=1), "MSFT": t1 + timedelta(days=1)}
+    assert [p.ts for p in saved.portfolio.equity_curve] == [T0, t1, t1 + timedelta(days=1)]
+    assert saved.model_states == {"rl": ("2", {"MSFT": {"cash": 2.0}})}
+    assert [f.fill_id for f in store.fills()] == [fill.fill_id, fill2.fill_id]
     # Another strategy in the same database is independent.
     assert StateStore(url, strategy="other").load(D(5)).portfolio.cash == D(5)
     # Clearing one strategy forgets its book, orders, fills and progress, and nothing of another's.
