@@ -9,6 +9,7 @@ which advances event-time windows while a feed is quiet.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 
 class OffsetEstimator:
@@ -26,18 +27,30 @@ class OffsetEstimator:
     def observe(self, receive_ns: int, exchange_ns: int) -> int:
         """Add one sample (use the newest exchange timestamp of a frame: it has the least queueing); returns the
         offset estimate now (`offset_ns`)."""
-        sample = receive_ns - exchange_ns
-        mins = self._mins
-        seq = self._seq
-        while mins and mins[-1][1] >= sample:
-            mins.pop()
-        mins.append((seq, sample))
-        if mins[0][0] <= seq - self.window:  # at most one falls out per sample: the oldest
-            mins.popleft()
-        self._seq = seq + 1
-        self.samples += 1
-        self.last_sample_ns = sample
-        return mins[0][1]
+        return self.observe_run(receive_ns, (exchange_ns,))[0]
+
+    def observe_run(self, receive_ns: int, exchange_ns: Sequence[int], ahead_ns: int | None = None) -> list[int]:
+        """`observe` for each exchange time in turn (frames received together at `receive_ns`); returns the offset
+        estimate after each. With `ahead_ns`, stops before the first time more than that ahead of the source's clock
+        as the samples before it estimate it (`receive_ns - offset_ns`): one the caller refuses, unobserved."""
+        mins, seq, window = self._mins, self._seq, self.window
+        out: list[int] = []
+        for t in exchange_ns:
+            if ahead_ns is not None and mins and t > receive_ns - mins[0][1] + ahead_ns:
+                break
+            sample = receive_ns - t
+            while mins and mins[-1][1] >= sample:
+                mins.pop()
+            mins.append((seq, sample))
+            if mins[0][0] <= seq - window:  # at most one falls out per sample: the oldest
+                mins.popleft()
+            seq += 1
+            out.append(mins[0][1])
+        if out:
+            self._seq = seq
+            self.samples += len(out)
+            self.last_sample_ns = receive_ns - exchange_ns[len(out) - 1]
+        return out
 
     @property
     def offset_ns(self) -> int | None:

@@ -20,7 +20,7 @@ import random
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +144,14 @@ class Feed:
         # The delay (`last_delay_ns`) is this sample over the offset; spelled out because this runs once per frame.
         self.health.observe_delay(recv_ns - event_ns - offset)
         return offset
+
+    def observe_clock_run(self, recv_ns: int, events_ns: Sequence[int], ahead_ns: int | None = None) -> list[int]:
+        """`observe_clock` for the newest exchange time of each of several frames received together, in turn; with
+        `ahead_ns`, up to the first time further ahead of the source's clock than that, as estimated before it (see
+        `OffsetEstimator.observe_run`). Returns the offset estimate after each time observed."""
+        offsets = self.estimator.observe_run(recv_ns, events_ns, ahead_ns)
+        self.health.observe_delays([recv_ns - t - o for t, o in zip(events_ns, offsets, strict=False)])
+        return offsets
 
     def has_unread(self) -> bool:
         """True while this feed's connection holds frames that arrived but were not processed yet."""

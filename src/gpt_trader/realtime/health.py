@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,13 @@ class SourceHealth:
     def observe_delay(self, delay_ns: int, alpha: float = 0.05) -> None:
         """Fold one exchange-to-receive delay (over the offset) into the moving average."""
         self.delay_ewma_ns += alpha * (delay_ns - self.delay_ewma_ns)
+
+    def observe_delays(self, delays_ns: Iterable[int], alpha: float = 0.05) -> None:
+        """`observe_delay` for each in turn (the same arithmetic, in order)."""
+        ewma = self.delay_ewma_ns
+        for delay in delays_ns:
+            ewma += alpha * (delay - ewma)
+        self.delay_ewma_ns = ewma
 
     def staleness_secs(self, wall_ns: int) -> float:
         """Seconds since the last message (inf if none yet)."""

@@ -139,15 +139,17 @@ class ParsedFrame:
 @dataclass(slots=True)
 class TradeFrames:
     """The trades of consecutive trade-only frames `raws[start:start + len(counts)]` of a batch, as columns in
-    frame order: exactly the `t_*` columns an adapter's `parse_frame` gives each of them, concatenated (what its
-    `parse_trade_frames` returns for the pipeline's batched path)."""
+    frame order: exactly the `t_*` columns an adapter's `parse_trade_frames` gives each of them, concatenated (what its
+    `parse_trade_frames` returns for the pipeline's batched path). `ts`, `price` and `size` are int64/float64 numpy
+    arrays, or lists of Python ints/floats (Binance: its runs of one-trade frames are mostly a handful long, where
+    building arrays costs more than the lists it saves)."""
 
     start: int
     counts: list[int]  # trades per frame (each at least 1)
     symbol: list[str]
-    ts: npt.NDArray[np.int64]
-    price: npt.NDArray[np.float64]
-    size: npt.NDArray[np.float64]
+    ts: npt.NDArray[np.int64] | list[int]
+    price: npt.NDArray[np.float64] | list[float]
+    size: npt.NDArray[np.float64] | list[float]
     ids: list[Any]
 
     @property
@@ -173,10 +175,12 @@ class TradeFrames:
         k = index - self.start
         a = sum(self.counts[:k])
         b = a + self.counts[k]
-        ts = self.ts[a:b]
+        ts, px, sz = self.ts[a:b], self.price[a:b], self.size[a:b]
+        if isinstance(ts, list):
+            return ParsedFrame(t_symbol=self.symbol[a:b], t_ts=ts, t_price=px, t_size=sz, t_id=self.ids[a:b])  # type: ignore[arg-type]
         return ParsedFrame(
-            t_symbol=self.symbol[a:b], t_ts=ts.tolist(), t_price=self.price[a:b].tolist(),
-            t_size=self.size[a:b].tolist(), t_id=self.ids[a:b], t_ts_array=ts,
+            t_symbol=self.symbol[a:b], t_ts=ts.tolist(), t_price=px.tolist(),  # type: ignore[union-attr]
+            t_size=sz.tolist(), t_id=self.ids[a:b], t_ts_array=ts,  # type: ignore[union-attr]
         )  # fmt: skip
 
 

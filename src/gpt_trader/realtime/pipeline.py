@@ -14,6 +14,7 @@ trades as orjson columns), `bars:<tf>:<SYM>` (one entry per emitted bar revision
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
@@ -40,7 +41,7 @@ from gpt_trader.realtime.config import RealtimeConfig, StreamEndpoints
 from gpt_trader.realtime.deadletter import DeadLetters, tick_raw
 from gpt_trader.realtime.feed import Feed, Shadow, run_feed
 from gpt_trader.realtime.health import RealtimeMetrics, SourceHealth, update_disagreement
-from gpt_trader.realtime.models import DataSource, ParsedFrame, StreamConfig
+from gpt_trader.realtime.models import DataSource, ParsedFrame, StreamConfig, TradeFrames
 from gpt_trader.realtime.timestamps import datetime_to_ns, ns_to_datetime
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 _NS = 1_000_000_000
 _LOCAL_SOURCES = (DataSource.REPLAY, DataSource.SIMULATED)
 _SMALL = 8  # below this many trades, lists and plain loops beat numpy's per-call overhead
+_TRADE_RUN_MAX = 64  # runs of fewer one-trade frames go through `_ingest_trade_run`'s loop, longer ones numpy's
 _NO_QUOTE = (math.nan, math.nan, math.nan, math.nan)
 
 
@@ -482,25 +484,26 @@ class RealtimePipeline:
 
     async def _on_frames(self, feed: Feed, raws: Sequence[Any], recv_ns: int) -> None:
         """Frames that were already waiting together in the connection, received at `recv_ns`: the same result as
-        `_on_frame` for each in turn. Runs of plain one-trade frames (Binance `<sym>@trade`) that can change nothing
-        but their own bar windows go through `_ingest_trade_run` in one pass, runs of trade-only array frames
-        (Alpaca, Polygon: the adapter's `parse_trade_frames`) through `_ingest_frame_run`; every other frame through
-        `_on_frame` (`_on_parsed` when it was parsed for a run already)."""
-        parse_trade = getattr(feed.adapter, "parse_trade", None)
+        `_on_frame` for each in turn. Runs of trade-only frames (the adapter's `parse_trade_frames`: Alpaca and
+        Polygon arrays, Binance `<sym>@trade` events) that can change nothing but their own bar windows go in one
+        pass: through `_ingest_trade_run` when they are a few one-trade frames (plain Python beats numpy's
+        per-call cost there), else through `_ingest_frame_run`; every other frame through `_on_frame`
+        (`_on_parsed` when it was parsed for a run already)."""
         parse_frames = getattr(feed.adapter, "parse_trade_frames", None)
-        if (parse_trade is None and parse_frames is None) or self.config.bar_time != "exchange":
+        if parse_frames is None or self.config.bar_time != "exchange":
             for raw in raws:
                 await self._on_frame(feed, raw, recv_ns)
             return
         i, n = 0, len(raws)
-        cols: Any = None  # the parsed trade frames from `i` on, kept while a run ends inside them
+        cols: TradeFrames | None = None  # the parsed trade frames from `i` on, kept while a run ends inside them
         while i < n:
             j = i
-            if parse_trade is not None:
-                j = self._ingest_trade_run(feed, raws, i, recv_ns, parse_trade)
-            elif parse_frames is not None:
-                cols = cols.from_frame(i) if cols is not None and cols.start <= i < cols.end else parse_frames(raws, i)
-                if cols is not None:
+            cols = cols.from_frame(i) if cols is not None and cols.start <= i < cols.end else parse_frames(raws, i)
+            if cols is not None:
+                nf = len(cols.counts)
+                if nf < _TRADE_RUN_MAX and nf == len(cols.symbol):
+                    j = self._ingest_trade_run(feed, cols, recv_ns)
+                else:
                     j = self._ingest_frame_run(feed, cols, recv_ns)
             if j == i:
                 if cols is not None and cols.start <= i < cols.end:
@@ -534,7 +537,8 @@ class RealtimePipeline:
         cfg = self.config
         start = cols.start
         counts: list[int] = cols.counts
-        ts, px, sz = cols.ts, cols.price, cols.size
+        ts, px = np.asarray(cols.ts, dtype=np.int64), np.asarray(cols.price, dtype=np.float64)
+        sz = np.asarray(cols.size, dtype=np.float64)
         syms: list[str] = cols.symbol
         nf = len(counts)
         frame_of = np.repeat(np.arange(nf), counts)
@@ -628,17 +632,10 @@ class RealtimePipeline:
         firsts = [0, *ends[:-1]]
         newest = np.maximum.reduceat(ts[: ends[-1]], firsts).tolist()
         future_ns = int(cfg.max_future_secs * _NS) if feed.check_future and cfg.max_future_secs is not None else None
-        est, health = feed.estimator, feed.health
-        offsets: list[int] = []
-        xlat: list[int] = []
-        for k, t in enumerate(newest):
-            offset = est.offset_ns
-            if future_ns is not None and offset is not None and t > recv_ns - offset + future_ns:
-                limit = k
-                break
-            offset = feed.observe_clock(recv_ns, t)
-            offsets.append(offset)
-            xlat.append(t + offset)
+        health = feed.health
+        offsets = feed.observe_clock_run(recv_ns, newest, future_ns)
+        limit = len(offsets)  # up to the first frame whose newest trade is too far in the future
+        xlat = [t + offset for t, offset in zip(newest, offsets, strict=False)]
         taken = ends[limit - 1] if limit else 0
         if recorded and taken < m:  # the run stops short: its ids from there on are not in the window after all
             for i in range(taken, m):
@@ -847,82 +844,75 @@ class RealtimePipeline:
                     float(w_px.max()), float(w_px.min()), w_v, w_pv, w_n, name,
                 )  # fmt: skip
 
-    def _ingest_trade_run(
-        self,
-        feed: Feed,
-        raws: Sequence[Any],
-        start: int,
-        recv_ns: int,
-        parse_trade: Callable[[Any], tuple[str, int, float, float, Any] | None],
-    ) -> int:
-        """Ingest `raws[start:k]` as one run and return `k`: the longest run of one-trade frames whose trades are
-        valid, new, for a symbol this feed is active on (no handover catch-up, no open gap) and fall in the open
-        window of every timeframe without moving the finality frontier, so that per-frame processing would emit no
-        bar and dead-letter nothing before the run's end. Per frame, in order, exactly as `_ingest_one`: the
-        validation against the clock offset so far, the offset estimator and the delay average; per symbol, the
-        bars (`BarAggregator.add_terms`, a term per trade: `add_one`'s arithmetic in order), dedup, buffer and bus in
-        one go. Returns `start` when frame `start` does not qualify (the caller sends it through `_on_frame`)."""
+    def _ingest_trade_run(self, feed: Feed, cols: TradeFrames, recv_ns: int) -> int:
+        """Ingest the one-trade frames `cols` from their first on as one run, and return the batch index where it
+        ends: the longest run whose trades are valid, new, for a symbol this feed is active on (no handover catch-up,
+        no open gap, a buffer that does not raise) and fall in the open window of every timeframe without moving the
+        finality frontier, so that per-frame processing would emit no bar and dead-letter nothing before the run's
+        end. Per frame, in order, exactly as `_ingest_one`: the validation against the clock offset so far, the
+        offset estimator and the delay average; per symbol, the bars (`BarAggregator.add_terms`, a term per trade:
+        `add_one`'s arithmetic in order), dedup, buffer and bus in one go. Returns `cols.start` when the first frame
+        does not qualify (the caller sends it through `_on_parsed`)."""
         cfg = self.config
         max_price, max_size = cfg.max_price, cfg.max_trade_size
-        future_ns = int(cfg.max_future_secs * _NS) if feed.check_future and cfg.max_future_secs is not None else None
-        est = feed.estimator
-        health = feed.health
         symbols = feed.symbols
         active, catchup, open_gaps, dedup = self._active, self._catchup, self._open_gaps, self._dedup
-        # Per symbol: its trades' columns, the ids taken so far, the window bounds and its dedup window's ids.
-        runs: dict[str, tuple[list[int], list[float], list[float], list[Any], list[int], set[Any], int, int, set[Any]]]
+        buffers = self._buffers
+        syms, ts, px, sz, ids = cols.symbol, _as_list(cols.ts), _as_list(cols.price), _as_list(cols.size), cols.ids
+        # Per symbol: its trades' columns and batch indices, the window bounds, its dedup window's ids and the ids
+        # taken so far.
+        runs: dict[str, tuple[list[int], list[float], list[float], list[Any], list[int], int, int, set[Any], set[Any]]]
         runs = {}
-        xlat: list[int] = []
-        observe = feed.observe_clock
-        offset = est.offset_ns  # only `observe_clock` changes it
-        latest = None if future_ns is None or offset is None else recv_ns - offset + future_ns
-        k = start
-        for k in range(start, len(raws)):  # after the loop, `k` is where the run ends
-            trade = parse_trade(raws[k])
-            if trade is None:
-                break
-            sym, t, p, z, tid = trade
+        k = 0
+        for k, (sym, t, p, z, tid) in enumerate(zip(syms, ts, px, sz, ids, strict=True)):
             if sym not in symbols or not 0 < p < max_price or not 0 <= z <= max_size or t <= 0:  # NaN refused
-                break
-            if latest is not None and t > latest:
                 break
             run = runs.get(sym)
             if run is None:
-                if active.get(sym) is not feed or sym in catchup or sym in open_gaps:
+                # A buffer that raises when full must do so at the frame that overflows it, as frame by frame.
+                if active.get(sym) is not feed or sym in catchup or sym in open_gaps or buffers[sym].policy == "raise":
                     break
                 window = self._run_window(sym)
                 seen_before = dedup[sym].seen
                 if window is None or not window[0] <= t < window[1] or tid in seen_before:
                     break
-                run = runs[sym] = ([], [], [], [], [], set(), window[0], window[1], seen_before)
-            elif not run[6] <= t < run[7] or tid in run[5] or tid in run[8]:
+                run = runs[sym] = ([], [], [], [], [], window[0], window[1], seen_before, set())
+            elif not run[5] <= t < run[6] or tid in run[8] or tid in run[7]:
                 break
-            offset = observe(recv_ns, t)
-            if future_ns is not None:
-                latest = recv_ns - offset + future_ns
             run[0].append(t)
             run[1].append(p)
             run[2].append(z)
             run[3].append(tid)
-            run[4].append(offset)
-            run[5].add(tid)
-            xlat.append(t + offset)
+            run[4].append(k)
+            run[8].add(tid)
         else:
-            k = len(raws)
-        if k == start:
-            return start
-        n_frames = k - start
-        health.messages += n_frames
+            k = len(syms)
+        # Then, frame by frame in order, the check against the source's clock as the frames before estimate it,
+        # and the estimator and the delay average; the run ends at the first frame too far in the future.
+        future_ns = int(cfg.max_future_secs * _NS) if feed.check_future and cfg.max_future_secs is not None else None
+        offsets = feed.observe_clock_run(recv_ns, ts[:k], future_ns)
+        taken = len(offsets)
+        if not taken:
+            return cols.start
+        health = feed.health
+        health.messages += taken
         health.last_message_ns = recv_ns
         name = feed.name
-        for sym, (ts_l, px_l, sz_l, id_l, off_l, *_) in runs.items():
-            self._commit_run(feed, name, sym, ts_l, px_l, sz_l, id_l, off_l, recv_ns)
-        for sym in runs:
+        done_syms: list[str] = []
+        for sym, (ts_l, px_l, sz_l, id_l, idx, *_) in runs.items():
+            if taken < k:  # the trades from `taken` on are not in the run after all
+                m = bisect.bisect_left(idx, taken)
+                if not m:
+                    continue
+                ts_l, px_l, sz_l, id_l, idx = ts_l[:m], px_l[:m], sz_l[:m], id_l[:m], idx[:m]
+            done_syms.append(sym)
+            self._commit_run(feed, name, sym, ts_l, px_l, sz_l, id_l, [offsets[i] for i in idx], recv_ns)
+        for sym in done_syms:
             self._advance(sym, feed)
         done = self._now_ns()
-        self.latency.add_many([done - recv_ns] * n_frames)
-        self.exchange_latency.add_many([done - x for x in xlat])
-        return k
+        self.latency.add_many([done - recv_ns] * taken)
+        self.exchange_latency.add_many([done - t - offset for t, offset in zip(ts, offsets, strict=False)])
+        return cols.start + taken
 
     def _recent(self, symbol: str) -> deque[tuple[int, float, float]]:
         """The active feed's latest trades of `symbol` as (millisecond, price, size): what `_after_last` matches a

@@ -1,14 +1,15 @@
 """Frames handled as a batch (`RealtimePipeline._on_frames`: what a client that fell behind finds waiting in the
 connection) give exactly what handling them one by one (`_on_frame`) gives: bars and their revisions, dead letters
 in order, dedup, clock offset and delay, buffers, bus entries, health, handover state. Binance one-trade frames take
-the batched run path; everything else (quotes, klines, control, malformed, invalid, duplicate, late, window
-crossings, standby and catch-up routing) falls back to `_on_frame` inside the batch."""
+the batched run paths (`parse_trade_frames`, then `_ingest_trade_run` or, for long runs, `_ingest_frame_run`);
+everything else (quotes, klines, control, malformed, invalid, duplicate, late, window crossings, standby and
+catch-up routing) falls back to `_on_frame` inside the batch."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -200,11 +201,16 @@ def batched_vs_frame_by_frame(
     return one, in_runs
 
 
-def assert_trade_frames_equal_parse_frame(adapter: Any, raws: list[str]) -> None:
-    """`adapter.parse_trade_frames` (Alpaca, Polygon) against `adapter.parse_frame` from every start: each run holds
-    exactly the plain trade frames there (frames of well-formed trades whose ns times fit int64), column for column,
-    also as `parsed` hands them back; it stops at the first other frame, `from_frame` is its tail, and a start that
-    is not a plain trade frame gets None."""
+def _listed(column: Any) -> list[Any]:
+    """A `TradeFrames` column (numpy array or list) as a list of Python scalars."""
+    return column.tolist() if isinstance(column, np.ndarray) else list(column)
+
+
+def assert_trade_frames_equal_parse_frame(adapter: Any, raws: list[Any]) -> None:
+    """`adapter.parse_trade_frames` (Alpaca, Polygon, Binance) against `adapter.parse_frame` from every start: each
+    run holds exactly the plain trade frames there (frames of well-formed trades whose ns times fit int64), column for
+    column, also as `parsed` hands them back; it stops at the first other frame, `from_frame` is its tail, and a
+    start that is not a plain trade frame gets None."""
     i = 0
     while i < len(raws):
         got = adapter.parse_trade_frames(raws, i)
@@ -225,9 +231,9 @@ def assert_trade_frames_equal_parse_frame(adapter: Any, raws: list[str]) -> None
             assert not frame.bars
             assert frame.n_trades == count
             assert frame.t_symbol == got.symbol[m : m + count]
-            assert frame.t_ts == got.ts[m : m + count].tolist()
-            assert repr(frame.t_price) == repr(got.price[m : m + count].tolist())
-            assert repr(frame.t_size) == repr(got.size[m : m + count].tolist())
+            assert frame.t_ts == _listed(got.ts[m : m + count])
+            assert repr(frame.t_price) == repr(_listed(got.price[m : m + count]))
+            assert repr(frame.t_size) == repr(_listed(got.size[m : m + count]))
             assert frame.t_id == got.ids[m : m + count]
             again = got.parsed(i + k)  # the per-frame path's view of it, without decoding again
             assert (again.t_symbol, again.t_ts, again.t_id) == (frame.t_symbol, frame.t_ts, frame.t_id)
@@ -241,10 +247,14 @@ def assert_trade_frames_equal_parse_frame(adapter: Any, raws: list[str]) -> None
             assert tail is not None
             assert tail.start == i + 1
             assert tail.counts == got.counts[1:]
-            assert tail.ts.tolist() == got.ts[got.counts[0] :].tolist()
+            assert _listed(tail.ts) == _listed(got.ts[got.counts[0] :])
         else:
             assert tail is None
         i = got.end
+
+
+# The pipeline's run-commit methods, with the index of the argument that holds a run's trades.
+RUN_COMMITS = (("_commit_run", 3), ("_commit_frame_run", 4))
 
 
 def drive_trade_arrays(
@@ -255,28 +265,29 @@ def drive_trade_arrays(
     batched: bool,
     feeds: int = 1,
     events: dict[int, tuple[int, str]] | None = None,
+    runs: Sequence[tuple[str, int]] = RUN_COMMITS,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Trade-array frames (Alpaca, Polygon) of `feeds` feeds on the first two symbols through `drive`, counting
-    the trades of `_commit_frame_run`."""
+    """Trade frames (Alpaca, Polygon, Binance) of `feeds` feeds on the first two symbols through `drive`, counting
+    the trades of `runs`."""
     streams = [
         StreamConfig(source, SYMBOLS[:2], url=f"ws://127.0.0.1:{9 + k}", name=f"{source.value}{k}")
         for k in range(feeds)
     ]
     p = RealtimePipeline(streams, config, bus=InProcessBus(), environ=environ)
-    return drive(p, batches, batched, ("_commit_frame_run", 4), events)
+    return drive(p, batches, batched, runs, events)
 
 
 def drive(
     p: RealtimePipeline,
     batches: list[tuple[int, list[str]]],
     batched: bool,
-    runs: tuple[str, int],
+    runs: Sequence[tuple[str, int]] = RUN_COMMITS,
     events: dict[int, tuple[int, str]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Feed every batch to the pipeline's feeds in turn (feed 0 alone when there is one), either as one
     `_on_frames` call or frame by frame; `events` maps a batch index to (feed index, state) applied before it
-    (failover). `runs` names the pipeline's run-commit method and which of its arguments holds the trades: the
-    state gains `in_runs`, how many trades went through it."""
+    (failover). `runs` names the pipeline's run-commit methods and which of their arguments holds the trades: the
+    state gains `in_runs`, how many trades went through them."""
 
     async def go() -> tuple[dict[str, Any], dict[str, Any]]:
         wall = [0]
@@ -286,14 +297,17 @@ def drive(
             f.health.connected = True
         bars: list[Any] = []
         p.add_bar_listener(bars.append)
-        attr, arg = runs
-        commit, in_runs = getattr(p, attr), [0]
+        in_runs = [0]
 
-        def counting(*args: Any) -> Any:
-            in_runs[0] += len(args[arg])
-            return commit(*args)
+        def counting(commit: Callable[..., Any], arg: int) -> Callable[..., Any]:
+            def count(*args: Any) -> Any:
+                in_runs[0] += len(args[arg])
+                return commit(*args)
 
-        setattr(p, attr, counting)
+            return count
+
+        for attr, arg in runs:
+            setattr(p, attr, counting(getattr(p, attr), arg))
         feeds = len(p.configs)
         for k, (recv_ns, raws) in enumerate(batches):
             wall[0] = recv_ns
@@ -320,8 +334,8 @@ def _run(
     feeds: int = 1,
     events: dict[int, tuple[int, str]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Binance one-trade frames through `drive`, counting the trades of `_commit_run`."""
-    return drive(_pipeline(config, feeds), batches, batched, ("_commit_run", 3), events)
+    """Binance one-trade frames through `drive`."""
+    return drive(_pipeline(config, feeds), batches, batched, RUN_COMMITS, events)
 
 
 CONFIGS = {
@@ -375,21 +389,13 @@ def test_batched_frames_equal_frame_by_frame_through_failover_and_catchup():
     assert one["accepted"] > 300
 
 
-def test_parse_trade_equals_parse_frame_or_declines():
-    for seed in (1, 2):
-        for _, raws in _frames(seed, 600):
-            for raw in raws:
-                got = binance.parse_trade(raw)
-                frame = binance.parse_frame(raw)
-                plain = frame.n_trades == 1 and not (frame.rejects or frame.control or frame.q_ts or frame.bars)
-                if got is None:
-                    assert not plain, raw  # only frames that are not a plain trade are declined
-                    continue
-                assert plain, raw
-                exp = (frame.t_symbol[0], frame.t_ts[0], frame.t_price[0], frame.t_size[0], frame.t_id[0])
-                assert repr(got) == repr(exp)
-    assert binance.parse_trade('{"stream":"a@b@trade","data":{"s":"A","t":1,"p":"1","q":"1","T":1}}') is None
-    assert binance.parse_trade('{"stream":"a@aggTrade","data":{"s":"A","t":1,"p":"1","q":"1","T":1}}') is None
+def test_binance_parse_trade_frames_equals_parse_frame_or_declines():
+    raws = [raw for seed in (1, 2) for _, batch in _frames(seed, 600) for raw in batch]
+    assert_trade_frames_equal_parse_frame(binance, raws)
+    # Only what follows the stream name's first "@" counts, as in `parse_frame`.
+    data = '"data":{"s":"A","t":1,"a":1,"p":"1","q":"1","T":1}'
+    assert binance.parse_trade_frames(['{"stream":"a@b@trade",' + data + "}"], 0) is None
+    assert binance.parse_trade_frames(['{"stream":"a@aggTrade",' + data + "}"], 0) is None
 
 
 def test_add_in_window_equals_add_one_and_bounds_hold():

@@ -1,6 +1,7 @@
 """The batched paths' building blocks equal what they replace: `TickRing.write_rows` is `write_row` per trade,
-`OffsetEstimator.observe` is a sliding-window minimum, and runs of Alpaca trade frames whose last frame crosses into
-the next window(s) (`_add_crossing`) give exactly what frame-by-frame handling gives, on adversarial timing."""
+`OffsetEstimator.observe` is a sliding-window minimum, `Feed.observe_clock_run` is `observe_clock` per frame, and
+runs of Alpaca trade frames whose last frame crosses into the next window(s) (`_add_crossing`) give exactly what
+frame-by-frame handling gives, on adversarial timing."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from gpt_trader.realtime.buffer import KIND_TRADE, TickRing
 from gpt_trader.realtime.bus import InProcessBus
 from gpt_trader.realtime.clock import OffsetEstimator
 from gpt_trader.realtime.config import RealtimeConfig
+from gpt_trader.realtime.feed import Feed
+from gpt_trader.realtime.health import SourceHealth
+from gpt_trader.realtime.sources.binance import BinanceAdapter
 
 from .test_frame_batches import SYMBOLS, drive
 
@@ -64,6 +68,39 @@ def test_offset_estimator_is_the_sliding_window_minimum():
             samples.append(recv - exch)
             assert est.offset_ns == min(samples[-window:])
             assert est.last_delay_ns == samples[-1] - min(samples[-window:])
+
+
+def test_observe_clock_run_equals_observe_clock_each_up_to_the_first_time_too_far_ahead():
+    """`Feed.observe_clock_run` (frames received together) is `observe_clock` per frame in turn, after checking each
+    time against the source's clock as the frames before it estimate it: it stops at the first one too far ahead."""
+    rng = random.Random(4)
+    config = StreamConfig(DataSource.BINANCE, ["AAA"])
+
+    def feed(window: int) -> Feed:
+        return Feed(config, BinanceAdapter(), "ws://x", 0, SourceHealth("x"), OffsetEstimator(window), frozenset())
+
+    for window in (1, 3, 64):
+        a, b = feed(window), feed(window)
+        for _ in range(300):
+            recv = rng.randrange(10**12, 2 * 10**12)
+            times = [recv - rng.randrange(-5 * MS, 50 * MS) for _ in range(rng.choice([0, 1, 2, 10]))]
+            ahead = rng.choice([None, 0, MS, 10 * MS])
+            got = a.observe_clock_run(recv, times, ahead)
+            exp: list[int] = []
+            for t in times:
+                offset = b.estimator.offset_ns
+                if ahead is not None and offset is not None and t > recv - offset + ahead:
+                    break
+                exp.append(b.observe_clock(recv, t))
+            assert got == exp
+            ea, eb = a.estimator, b.estimator
+            assert (ea.offset_ns, ea.samples, ea.last_sample_ns, list(ea._mins)) == (
+                eb.offset_ns,
+                eb.samples,
+                eb.last_sample_ns,
+                list(eb._mins),
+            )
+            assert repr(a.health.delay_ewma_ns) == repr(b.health.delay_ewma_ns)
 
 
 def _rfc3339(t_ns: int) -> str:
@@ -134,7 +171,7 @@ def test_runs_ending_in_a_crossing_frame_equal_frame_by_frame(seed, name, monkey
             [StreamConfig(DataSource.ALPACA, SYMBOLS[:2], url="ws://127.0.0.1:9")], config, bus=InProcessBus(),
             environ=ENV,
         )  # fmt: skip
-        return drive(p, batches, batched, ("_commit_frame_run", 4))
+        return drive(p, batches, batched)
 
     one, one_ticks = run(False)
     many, many_ticks = run(True)

@@ -12,6 +12,9 @@ from gpt_trader.core.errors import SourceError
 from gpt_trader.realtime.models import ParsedFrame, StreamType
 
 T = TypeVar("T")
+_MS = 1_000_000
+# Millisecond times whose nanoseconds fit in int64 (the pipeline's columns); a trade beyond is a bad timestamp.
+MAX_MS = (2**63 - 1) // _MS
 
 
 class Connection(Protocol):
@@ -66,13 +69,32 @@ def decode_trade_run(
     trade: each one's trade count, and all their trades in order. Stops at the first frame it refuses."""
     counts: list[int] = []
     trades: list[T] = []
-    for k in range(start, len(raws) if stop is None else stop):
-        try:
-            batch = decode(raws[k])
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            break
+    for batch in decode_each(decode, raws, start, stop):
         if not batch:
             break
         counts.append(len(batch))
         trades += batch
     return counts, trades
+
+
+def decode_each(
+    decode: Callable[[bytes | str], T], raws: Sequence[bytes | str], start: int, stop: int | None
+) -> list[T]:
+    """`decode` of each frame from `raws[start]` (up to `stop`), stopping at the first frame it refuses. Frame by
+    frame on purpose, not as one joined JSON array: joining is no faster (msgspec's cost is per message either
+    way), and a frame holding several values, or part of one, could shift what the others decode to."""
+    out: list[T] = []
+    for k in range(start, len(raws) if stop is None else stop):
+        try:
+            out.append(decode(raws[k]))
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            break
+    return out
+
+
+def ms_in_range(t_ms: list[int]) -> int:
+    """How many of the millisecond times, from the first, have nanoseconds that fit in int64 (see `MAX_MS`)."""
+    # Builtin min/max: cheaper than numpy's per-call cost on a few times, and no overflow on huge ones.
+    if not t_ms or (min(t_ms) >= -MAX_MS and max(t_ms) <= MAX_MS):
+        return len(t_ms)
+    return next(k for k, t in enumerate(t_ms) if not -MAX_MS <= t <= MAX_MS)

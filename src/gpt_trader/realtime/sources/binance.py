@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 import orjson
 
-from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, truncate_raw
-from gpt_trader.realtime.sources.base import Connection
+from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, TradeFrames, truncate_raw
+from gpt_trader.realtime.sources.base import MAX_MS, Connection, decode_each, ms_in_range
 
 NAME = "binance"
 DEFAULT_URL = "wss://stream.binance.com:9443"
@@ -126,13 +126,13 @@ def parse_frame(raw: bytes | str, recv_ns: int = 0) -> ParsedFrame:
     try:
         if kind == "trade":
             m = _TRADE.decode(env.data)
-            frame.add_trade(m.s, m.T * _MS, m.p, m.q, m.t)
+            _add_trade(frame, raw, m.s, m.T, m.p, m.q, m.t)
         elif kind == "bookTicker":
             b = _BOOK.decode(env.data)
             frame.add_quote(b.s, b.T * _MS if b.T else recv_ns, b.b, b.a, b.B, b.A)
         elif kind == "aggTrade":
             a = _AGG.decode(env.data)
-            frame.add_trade(a.s, a.T * _MS, a.p, a.q, -a.a - 1)  # negative: never collides with trade ids
+            _add_trade(frame, raw, a.s, a.T, a.p, a.q, -a.a - 1)  # negative: never collides with trade ids
         elif kind.startswith("kline_"):
             k = _KLINE.decode(env.data).k
             if k.x:  # only closed klines are bars; open ones are still changing
@@ -147,19 +147,35 @@ def parse_frame(raw: bytes | str, recv_ns: int = 0) -> ParsedFrame:
     return frame
 
 
-def parse_trade(raw: bytes | str) -> tuple[str, int, float, float, Any] | None:
-    """The one trade of a `<symbol>@trade` frame as `(symbol, ts_ns, price, size, id)`, exactly as `parse_frame`
-    would return it; None for anything else (other streams, control messages, malformed or invalid frames), which
-    then goes through `parse_frame`."""
-    try:
-        env = _TRADE_ENVELOPE.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+def _add_trade(
+    frame: ParsedFrame, raw: bytes | str, symbol: str, t_ms: int, price: float, size: float, tid: int
+) -> None:
+    # The pipeline keeps nanoseconds in int64 columns: a time beyond them is a bad timestamp, not a crash later on.
+    if -MAX_MS <= t_ms <= MAX_MS:
+        frame.add_trade(symbol, t_ms * _MS, price, size, tid)
+    else:
+        frame.rejects.append(Reject("bad_timestamp", f"trade time {t_ms} ms is out of range", truncate_raw(raw)))
+
+
+def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
+    """The longest run of frames from `raws[start]` (up to `stop`) that are each one well-formed `<symbol>@trade`
+    event, as columns (one trade per frame; lists: such runs are mostly short), exactly as `parse_frame` gives
+    them; None when `raws[start]` is not such a frame (it then needs `parse_frame`). Pure."""
+    envs = decode_each(_TRADE_ENVELOPE.decode, raws, start, stop)
+    streams = [e.stream for e in envs]
+    # `parse_frame` dispatches on what follows the stream name's first "@"; a run holds a few distinct names.
+    other = [s for s in dict.fromkeys(streams) if s[s.find("@") + 1 :] != "trade"]
+    trades = [e.data for e in (envs[: min(map(streams.index, other))] if other else envs)]
+    t_ms = [m.T for m in trades]
+    n = ms_in_range(t_ms)  # from the first out-of-range time on, `parse_frame` makes it a bad timestamp
+    if not n:
         return None
-    stream = env.stream
-    if stream[stream.find("@") + 1 :] != "trade":
-        return None
-    m = env.data
-    return m.s, m.T * _MS, m.p, m.q, m.t
+    if n < len(trades):
+        del trades[n:], t_ms[n:]
+    return TradeFrames(
+        start, [1] * n, [m.s for m in trades], [t * _MS for t in t_ms], [m.p for m in trades],
+        [m.q for m in trades], [m.t for m in trades],
+    )  # fmt: skip
 
 
 def _parse_control(raw: bytes | str, frame: ParsedFrame) -> ParsedFrame:
@@ -199,7 +215,7 @@ class BinanceAdapter:
         """See `parse_frame`."""
         return parse_frame(raw, recv_ns)
 
-    parse_trade = staticmethod(parse_trade)  # the pipeline's batched one-trade-per-frame path
+    parse_trade_frames = staticmethod(parse_trade_frames)  # the pipeline's batched path for runs of trade frames
 
 
 def control_reply(request: Any) -> bytes:

@@ -18,13 +18,12 @@ from pydantic import SecretStr
 
 from gpt_trader.core.errors import SourceError
 from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, TradeFrames, truncate_raw
-from gpt_trader.realtime.sources.base import Connection, decode_trade_run, recv_json
+from gpt_trader.realtime.sources.base import MAX_MS as _MAX_MS
+from gpt_trader.realtime.sources.base import Connection, decode_trade_run, ms_in_range, recv_json
 
 NAME = "polygon"
 DEFAULT_URL = "wss://socket.polygon.io/stocks"
 _MS = 1_000_000
-# Millisecond times whose nanoseconds fit in int64 (the pipeline's columns); a trade beyond is a bad timestamp.
-_MAX_MS = (2**63 - 1) // _MS
 
 
 class _Trade(msgspec.Struct, tag_field="ev", tag="T", gc=False):
@@ -95,21 +94,16 @@ def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None
     if not counts:
         return None
     t_ms = [e.t for e in trades]
-    try:
-        ts = np.array(t_ms, dtype=np.int64)
-        out_of_range = (ts > _MAX_MS) | (ts < -_MAX_MS)
-    except OverflowError:
-        out_of_range = np.array([not -_MAX_MS <= t <= _MAX_MS for t in t_ms])
-    if out_of_range.any():  # keep the frames before the first such trade's
-        first = int(np.argmax(out_of_range))
+    in_range = ms_in_range(t_ms)
+    if in_range < len(trades):  # keep the frames before the first out-of-range trade's
         good, m = 0, 0
-        while m + counts[good] <= first:
+        while m + counts[good] <= in_range:
             m += counts[good]
             good += 1
         if not good:
             return None
-        counts, trades = counts[:good], trades[:m]
-        ts = np.array(t_ms[:m], dtype=np.int64)
+        counts, trades, t_ms = counts[:good], trades[:m], t_ms[:m]
+    ts = np.array(t_ms, dtype=np.int64)
     ts *= _MS
     return TradeFrames(
         start, counts, [e.sym for e in trades], ts, np.array([e.p for e in trades], dtype=np.float64),
