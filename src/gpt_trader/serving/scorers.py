@@ -218,6 +218,8 @@ class PolicyScorer:
         fractions = list(self.env_config.position_fractions)
         self.flat_action = fractions.index(0.0) if 0.0 in fractions else 0
         self._states: dict[str, _PolicyState] = {}
+        # One view per action (immutable): a bar's views are looked up, not built per symbol.
+        self._action_views = [ModelView(float(f), 1.0) for f in self.fractions]
         # SB3's `predict` re-checks the observation and re-sets eval mode on every call (~0.3 ms a bar here);
         # for our discrete policies its network step `_predict` on a tensor is the same computation.
         from gymnasium.spaces import Discrete
@@ -258,7 +260,7 @@ class PolicyScorer:
             # The usual bar: one new row per symbol, one gather, one step.
             for state, total in zip(states, totals, strict=True):
                 state.seen = total
-            self._act(list(symbols), *book.latest(symbols), views)
+            self._act(list(symbols), states, *book.latest(symbols), views)
             return views
         pending: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = {}
         for symbol, state, total in zip(symbols, states, totals, strict=True):
@@ -275,6 +277,7 @@ class PolicyScorer:
             at = [j - (steps - len(pending[s][0])) for s in batch]
             self._act(
                 batch,
+                [self._states[s] for s in batch],
                 np.stack([pending[s][0][i] for s, i in zip(batch, at, strict=True)]),
                 np.stack([pending[s][1][i] for s, i in zip(batch, at, strict=True)]),
                 views,
@@ -284,31 +287,31 @@ class PolicyScorer:
     def _act(
         self,
         symbols: list[str],
+        states: list[_PolicyState],
         vectors: npt.NDArray[np.float64],
         bars: npt.NDArray[np.float64],
         views: dict[str, ModelView],
     ) -> None:
-        """One bar of `symbols` (feature rows (N, F), OHLCV (N, 5)): advance each account, act on all at once;
-        their views go into `views` (a dead book's view is flat)."""
+        """One bar of `symbols` (their `states`; feature rows (N, F), OHLCV (N, 5)): advance each account, act on
+        all at once; their views go into `views` (a dead book's view is flat)."""
         scaled = self._scaled(vectors)
-        batch: list[str] = []
+        acting: list[tuple[str, _PolicyState]] = []
         observations: list[npt.NDArray[np.float32]] = []
         closes, volumes = bars[:, _CLOSE].tolist(), bars[:, _VOLUME].tolist()
         sigmas = vectors[:, self.sigma_idx].tolist()
-        for i, symbol in enumerate(symbols):
-            state = self._states[symbol]
+        flat = self._action_views[self.flat_action]
+        for i, (symbol, state) in enumerate(zip(symbols, states, strict=True)):
             obs = self._advance(state, scaled[i], closes[i], volumes[i], sigmas[i])
             if obs is not None:
-                batch.append(symbol)
+                acting.append((symbol, state))
                 observations.append(obs)
             elif state.dead:
-                views[symbol] = ModelView(float(self.fractions[self.flat_action]), 1.0)
-        if not batch:
+                views[symbol] = flat
+        if not acting:
             return
-        for symbol, action in zip(batch, self._actions(np.stack(observations)), strict=True):
-            state = self._states[symbol]
-            state.action = int(action) if not state.dead else self.flat_action
-            views[symbol] = ModelView(float(self.fractions[state.action]), 1.0)
+        for (symbol, state), action in zip(acting, self._actions(np.stack(observations)), strict=True):
+            state.action = action
+            views[symbol] = self._action_views[action]
 
     def export_state(self, book: FeatureBook) -> dict[str, dict[str, Any]]:
         """Per symbol, the carried account and last decision as of the book's newest bar (JSON-friendly), for

@@ -319,6 +319,8 @@ class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
             self._t = s + 1
             return self._observation(), False
         self._t = s
+        # A live env runs for months: keep only this bar's trade, not a log growing with every bar.
+        self.trades.clear()
         obs, _, terminated, _, _ = self.step(action)
         return obs, terminated
 
