@@ -92,6 +92,8 @@ class PaperBroker:
         # Open orders' client ids per symbol, in submission order: `_orders` keeps every order ever placed (for
         # idempotency), and a price must not scan them all, or each bar would cost more the longer a session runs.
         self._open: dict[str, dict[str, None]] = {}
+        # Every open order's client id in submission order: `open_orders` without scanning every order ever placed.
+        self._open_all: dict[str, None] = {}
         self._unpolled: list[Fill] = []
         self._listeners: list[FillListener] = []
 
@@ -104,6 +106,7 @@ class PaperBroker:
         placed = BrokerOrder(order, id=f"paper-{order.client_order_id}", status=OrderStatus.NEW, submitted_at=order.ts)
         self._orders[order.client_order_id] = placed
         self._open.setdefault(order.symbol, {})[order.client_order_id] = None
+        self._open_all[order.client_order_id] = None
         return placed
 
     def cancel(self, order_id: str) -> None:
@@ -113,6 +116,7 @@ class PaperBroker:
                 if placed.status.is_open:
                     self._orders[cid] = replace(placed, status=OrderStatus.CANCELED)
                     self._open.get(placed.order.symbol, {}).pop(cid, None)
+                    self._open_all.pop(cid, None)
                 return
         raise BrokerError(f"paper: no order with id {order_id!r} to cancel", status=404)
 
@@ -122,7 +126,11 @@ class PaperBroker:
 
     def open_orders(self) -> list[BrokerOrder]:
         """Orders not yet filled or canceled, in submission order."""
-        return [o for o in self._orders.values() if o.status.is_open]
+        return [self._orders[cid] for cid in self._open_all]
+
+    def has_open(self, symbol: str) -> bool:
+        """Whether an order on `symbol` may still fill (so a price for it can fill something)."""
+        return bool(self._open.get(symbol))
 
     def positions(self) -> dict[str, Position]:
         """The broker's own view of positions."""
@@ -186,6 +194,7 @@ class PaperBroker:
                 filled_at=ts,
             )
             del open_ids[cid]
+            del self._open_all[cid]
             self._book.apply_fill(fill)
             fills.append(fill)
         if fills:
@@ -202,10 +211,11 @@ class PaperBroker:
         `orders` should hold closed orders too, so that re-submitting a filled order's id stays a no-op.
         """
         self._orders = {o.client_order_id: o for o in orders}
-        self._open = {}
+        self._open, self._open_all = {}, {}
         for o in orders:
             if o.status.is_open:
                 self._open.setdefault(o.order.symbol, {})[o.client_order_id] = None
+                self._open_all[o.client_order_id] = None
         for p in positions:
             self._book.set_position(p)
         self._book.cash = cash

@@ -383,7 +383,7 @@ class LiveSession:
         for bar in bars:
             self.risk.on_bar(bar.symbol, bar.ts + bar_length)
             outcomes[bar.symbol] = BarOutcome(bar.symbol, bar.ts)
-            if paper is not None:
+            if paper is not None and paper.has_open(bar.symbol):
                 sigma = self._sigma(bar.symbol)
                 fills.extend(paper.on_price(bar.symbol, bar.open, bar.ts, volume=bar.volume, sigma=sigma))
         for fill in fills:
@@ -395,12 +395,14 @@ class LiveSession:
             if outcome.fills:
                 changed = dict.fromkeys(f.client_order_id for f in outcome.fills)
                 outcome.orders.extend(o for o in (self.broker.get_order(c) for c in changed) if o is not None)
+        closes: dict[str, Decimal] = {}
         for bar, vector in zip(bars, self.features.update_many(bars), strict=True):
-            self.portfolio.mark(bar.symbol, to_decimal(bar.close))
+            closes[bar.symbol] = close = to_decimal(bar.close)
+            self.portfolio.mark(bar.symbol, close)
             self._remember(bar, vector)
             if vector is not None:
                 ready.append(bar.symbol)
-            self._update_market_condition(bar)
+        self._update_market_condition(bars)
         t_calls = self.transformer.score(self.book, ready, self._on_alert) if self.transformer and ready else {}
         r_calls = self.rl.score(self.book, ready, self._on_alert) if self.rl and ready else {}
         self._alert_expired()
@@ -422,7 +424,10 @@ class LiveSession:
                 scored = set(ready)
                 for bar in bars:
                     if bar.symbol in scored:
-                        self._decide_symbol(bar, outcomes[bar.symbol], t_calls.get(bar.symbol), r_calls.get(bar.symbol))
+                        self._decide_symbol(
+                            bar, closes[bar.symbol], outcomes[bar.symbol], t_calls.get(bar.symbol),
+                            r_calls.get(bar.symbol),
+                        )  # fmt: skip
             finally:
                 self.risk.end_batch()
 
@@ -457,14 +462,15 @@ class LiveSession:
                 out[runner.slot.name] = exported
         return out
 
-    def _decide_symbol(self, bar: Bar, outcome: BarOutcome, t_call: ModelCall | None, r_call: ModelCall | None) -> None:
+    def _decide_symbol(
+        self, bar: Bar, price: Decimal, outcome: BarOutcome, t_call: ModelCall | None, r_call: ModelCall | None
+    ) -> None:
         outcome.calls.extend(c for c in (t_call, r_call) if c is not None)
         rl_out = RLOutput(r_call.target, r_call.confidence, r_call.model) if r_call is not None else None
         signal = combine_signals(
             bar.symbol, bar.ts, t_call.transformer if t_call else None, rl_out, self.trading.signals
         )
         outcome.signal = signal
-        price = to_decimal(bar.close)
         limits = self._limits
         equity = self.portfolio.equity()
         held = self.risk.held(bar.symbol, self.portfolio)  # with the orders still pending
@@ -553,12 +559,14 @@ class LiveSession:
                 }
         return out
 
-    def _update_market_condition(self, bar: Bar) -> None:
+    def _update_market_condition(self, bars: list[Bar]) -> None:
+        """The market symbol's bar (the first symbol seen, unless configured) feeds the condition classifier."""
         if self.scaler is None:
             return
         if self._market_symbol is None:
-            self._market_symbol = bar.symbol
-        if bar.symbol != self._market_symbol:
+            self._market_symbol = bars[0].symbol
+        bar = next((b for b in bars if b.symbol == self._market_symbol), None)
+        if bar is None:
             return
         decision = self.scaler.update_market_data(bar.close, bar.volume, ts=bar.ts)
         condition = decision.condition.name
