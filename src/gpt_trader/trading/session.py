@@ -83,6 +83,8 @@ class BarOutcome:
     calls: list[ModelCall] = field(default_factory=list)
     # Bar in -> order out (features, models, risk, submit); the state commit is timed separately.
     decision_ms: float = 0.0
+    # The deciding thread's CPU time for the same span: wall minus this is time the thread waited for a core.
+    decision_cpu_ms: float = 0.0
     commit_ms: float = 0.0
 
 
@@ -372,7 +374,7 @@ class LiveSession:
         return outcomes
 
     def _on_timestamp(self, bars: list[Bar], bar_length: timedelta) -> list[BarOutcome]:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         ts = bars[0].ts
         if isinstance(self.clock, SimClock) and ts + bar_length > self.clock.now():
             self.clock.set(ts + bar_length)
@@ -433,6 +435,7 @@ class LiveSession:
 
         # The decision ends here; the commit below is durability, timed on its own.
         decision_ms = (time.perf_counter() - started) * 1000
+        decision_cpu_ms = (time.thread_time() - cpu_started) * 1000
         committing = time.perf_counter()
         point = self.portfolio.record_equity(ts)
         self.store.commit_bars(
@@ -447,7 +450,7 @@ class LiveSession:
         self.bars_processed += len(bars)
         commit_ms = (time.perf_counter() - committing) * 1000
         for outcome in outcomes.values():
-            outcome.decision_ms, outcome.commit_ms = decision_ms, commit_ms
+            outcome.decision_ms, outcome.decision_cpu_ms, outcome.commit_ms = decision_ms, decision_cpu_ms, commit_ms
         self.decision_ms.append(decision_ms)
         self.commit_ms.append(commit_ms)
         self._record_metrics(list(outcomes.values()))
