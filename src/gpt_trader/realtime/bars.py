@@ -55,6 +55,8 @@ class LiveBar:
     vwap: float
     trades: int
     status: str  # "provisional" | "final"
+    # The window may lack trades: it overlaps a feed gap not backfilled, or it is the symbol's first window and the
+    # stream joined after it began (its first trade is not at the window's start).
     gap: bool
     backfilled: bool
     revision: int
@@ -167,6 +169,7 @@ class BarAggregator:
         self._final_before: dict[str, int] = {}
         self._gaps: dict[str, list[Gap]] = {}
         self.counters = AggregatorCounters()
+        self._first_window: dict[str, int] = {}  # the start of each symbol's earliest window
 
     # --- ingest -------------------------------------------------------------------------------------------------
     def add(self, symbol: str, ts: Any, price: Any, size: Any, source: str = "") -> list[int]:
@@ -460,7 +463,18 @@ class BarAggregator:
                 out.append(self._emit(sym, win, "final", wall_ns))
         return out
 
+    def _joined_inside(self, symbol: str, win: _Window) -> None:
+        """Flag the symbol's first window when the stream joined after it began: trades before the first one seen
+        may be missing (a stream cannot tell a late join from a quiet start, so it says the bar may be incomplete)."""
+        first = self._first_window.get(symbol)
+        if first is None:
+            # Before its first emission every window of the symbol is still open: the earliest is its first.
+            first = self._first_window[symbol] = min(min(self._open.get(symbol, {}), default=win.start), win.start)
+        if win.start == first and not win.backfilled and win.open_ts > win.start:
+            win.gap = True
+
     def _emit(self, symbol: str, win: _Window, status: str, wall_ns: int) -> LiveBar:
+        self._joined_inside(symbol, win)
         win.revision += 1
         win.dirty = False
         if status == "final":
@@ -482,6 +496,9 @@ class BarAggregator:
 
     def open_windows(self, symbol: str) -> list[LiveBar]:
         """The open (not yet final) windows as provisional bars, without emitting them."""
+        windows = sorted(self._open.get(symbol, {}).values(), key=lambda w: w.start)
+        if windows:
+            self._joined_inside(symbol, windows[0])
         return [
             LiveBar(
                 symbol,
@@ -501,7 +518,7 @@ class BarAggregator:
                 w.source or self.source,
                 0,
             )
-            for w in sorted(self._open.get(symbol, {}).values(), key=lambda w: w.start)
+            for w in windows
         ]
 
     # --- gaps and backfill --------------------------------------------------------------------------------------

@@ -136,3 +136,30 @@ def test_bar_series_from_frame_columns(bars_factory):
     s = BarSeries.from_frame("T", bars_factory(3), 86400)
     assert len(s) == 3
     assert s.timeframe_ns == 86400 * S
+
+
+@pytest.mark.parametrize("path", ["scalar", "numpy", "add_one", "add_run"])
+def test_aggregator_first_window_joined_after_its_start_says_it_may_lack_trades(path: str):
+    def feed(agg: BarAggregator, ts: list[int]) -> None:
+        px, sz = [100.0 + i for i in range(len(ts))], [1.0] * len(ts)
+        if path == "scalar":
+            agg.add("X", ts, px, sz)
+        elif path == "numpy":
+            agg.add("X", np.array(ts * 4), np.array(px * 4), np.array(sz * 4))  # >= 8 trades: the numpy path
+        elif path == "add_one":
+            for t, p, s in zip(ts, px, sz, strict=True):
+                agg.add_one("X", t, p, s)
+        else:
+            agg.add_run("X", ts[0], px[0], ts[-1], px[-1], max(px), min(px), sum(sz), sum(px), len(ts))
+
+    joined, aligned = BarAggregator("1s"), BarAggregator("1s")
+    feed(joined, [S // 3, S // 2])  # the stream starts a third of the way into the first second
+    feed(aligned, [0, S // 2])  # a trade at the window's first nanosecond: nothing before it to miss
+    (opened,) = joined.open_windows("X")
+    assert opened.gap
+    for agg in (joined, aligned):
+        feed(agg, [S + S // 3, S + S // 2])  # the next window: complete whenever it starts
+    first, second = joined.advance("X", 3 * S, 0)
+    assert (first.gap, second.gap) == (True, False)
+    assert [b.gap for b in aligned.advance("X", 3 * S, 0)] == [False, False]
+    assert joined.counters.gap_bars == 1
