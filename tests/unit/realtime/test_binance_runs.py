@@ -56,12 +56,12 @@ BAD = {
     "time not a number": _good(1).replace(f'"T":{T0 + 1}', '"T":"soon"'),
     "time out of range": _good(1).replace(f'"T":{T0 + 1}', f'"T":{2**62}'),
     "time beyond int64": _good(1).replace(f'"T":{T0 + 1}', f'"T":{2**64 - 1}'),
+    "event type not a trade": _good(1).replace('"e":"trade"', '"e":"aggTrade"'),
+    "symbol unlike the stream": _good(1).replace('"s":"AAA"', '"s":"CCC"'),
 }
 ODD_BUT_PLAIN = {
     "whitespace around": "  " + _good(1) + "\n",
     "bytes": _good(1).encode(),
-    "event type not checked": _good(1).replace('"e":"trade"', '"e":"aggTrade"'),
-    "symbol unlike the stream": _good(1).replace('"s":"AAA"', '"s":"CCC"'),
     "nan price": _good(1).replace('"p":"10.1"', '"p":"nan"'),
     "negative price": _good(1).replace('"p":"10.1"', '"p":"-1"'),
     "negative time": _good(1).replace(f'"T":{T0 + 1}', '"T":-5'),

@@ -126,13 +126,19 @@ def parse_frame(raw: bytes | str, recv_ns: int = 0) -> ParsedFrame:
     try:
         if kind == "trade":
             m = _TRADE.decode(env.data)
-            _add_trade(frame, raw, m.s, m.T, m.p, m.q, m.t)
+            if m.e != "trade" or not _names(stream, m.s):
+                frame.rejects.append(Reject("invalid_message", _mismatch(stream, m.e, m.s), truncate_raw(raw)))
+            else:
+                _add_trade(frame, raw, m.s, m.T, m.p, m.q, m.t)
         elif kind == "bookTicker":
             b = _BOOK.decode(env.data)
             frame.add_quote(b.s, b.T * _MS if b.T else recv_ns, b.b, b.a, b.B, b.A)
         elif kind == "aggTrade":
             a = _AGG.decode(env.data)
-            _add_trade(frame, raw, a.s, a.T, a.p, a.q, -a.a - 1)  # negative: never collides with trade ids
+            if not _names(stream, a.s):
+                frame.rejects.append(Reject("invalid_message", _mismatch(stream, "aggTrade", a.s), truncate_raw(raw)))
+            else:
+                _add_trade(frame, raw, a.s, a.T, a.p, a.q, -a.a - 1)  # negative: never collides with trade ids
         elif kind.startswith("kline_"):
             k = _KLINE.decode(env.data).k
             if k.x:  # only closed klines are bars; open ones are still changing
@@ -145,6 +151,15 @@ def parse_frame(raw: bytes | str, recv_ns: int = 0) -> ParsedFrame:
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         frame.rejects.append(Reject("invalid_message", f"{stream}: {exc}", truncate_raw(raw)))
     return frame
+
+
+def _names(stream: str, symbol: str) -> bool:
+    """Whether an event's symbol is the one its stream is for (`btcusdt@trade` carries BTCUSDT)."""
+    return stream[: stream.find("@")] == symbol.lower().replace("/", "")
+
+
+def _mismatch(stream: str, event: str, symbol: str) -> str:
+    return f"{stream}: a {event!r} event for {symbol!r} does not belong on this stream"
 
 
 def _add_trade(
@@ -166,6 +181,10 @@ def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None
     # `parse_frame` dispatches on what follows the stream name's first "@"; a run holds a few distinct names.
     other = [s for s in dict.fromkeys(streams) if s[s.find("@") + 1 :] != "trade"]
     trades = [e.data for e in (envs[: min(map(streams.index, other))] if other else envs)]
+    # An event that is not a trade, or not for its stream's symbol, ends the run (`parse_frame` refuses it).
+    bad = next((i for i, m in enumerate(trades) if m.e != "trade" or not _names(streams[i], m.s)), None)
+    if bad is not None:
+        del trades[bad:]
     t_ms = [m.T for m in trades]
     n = ms_in_range(t_ms)  # from the first out-of-range time on, `parse_frame` makes it a bad timestamp
     if not n:
