@@ -187,10 +187,10 @@ class _Rows:
 
 
 class _PolicyState:
-    __slots__ = ("action", "dead", "env", "seen", "window")
+    __slots__ = ("action", "dead", "seen", "slot", "window")
 
-    def __init__(self, env: Any, window_size: int, width: int) -> None:
-        self.env = env
+    def __init__(self, slot: int, window_size: int, width: int) -> None:
+        self.slot = slot  # the symbol's account in the scorer's `StreamingAccounts`
         self.window = _Rows(window_size, width)
         self.action: int | None = None  # the decision at the last bar, traded at the next one
         self.seen = 0  # book rows consumed
@@ -228,19 +228,21 @@ class PolicyScorer:
         self._net = net if net is not None and isinstance(getattr(net, "action_space", None), Discrete) else None
         if self._net is not None:
             self._net.set_training_mode(False)
+        from gpt_trader.ml.rl.accounts import StreamingAccounts
+        from gpt_trader.ml.rl.env import TradingEnv
+
+        # Every symbol's simulated account, as the training env carries one, advanced together (bit-identical).
+        template = TradingEnv.streaming(
+            len(self.feature_idx), env_config=self.env_config, reward_config=self.reward_config,
+            cost_model=self.cost_model,
+        )  # fmt: skip
+        self.accounts = StreamingAccounts(template)
+        self._k = len(self.feature_idx) * self.window_size  # observation entries before the account's two
 
     def _state(self, symbol: str) -> _PolicyState:
         state = self._states.get(symbol)
         if state is None:
-            from gpt_trader.ml.rl.env import TradingEnv
-
-            env = TradingEnv.streaming(
-                len(self.feature_idx),
-                env_config=self.env_config,
-                reward_config=self.reward_config,
-                cost_model=self.cost_model,
-            )
-            state = self._states[symbol] = _PolicyState(env, self.window_size, len(self.feature_idx))
+            state = self._states[symbol] = _PolicyState(self.accounts.add(), self.window_size, len(self.feature_idx))
         return state
 
     def _scaled(self, vectors: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
@@ -295,21 +297,44 @@ class PolicyScorer:
         """One bar of `symbols` (their `states`; feature rows (N, F), OHLCV (N, 5)): advance each account, act on
         all at once; their views go into `views` (a dead book's view is flat)."""
         scaled = self._scaled(vectors)
-        acting: list[tuple[str, _PolicyState]] = []
-        observations: list[npt.NDArray[np.float32]] = []
-        closes, volumes = bars[:, _CLOSE].tolist(), bars[:, _VOLUME].tolist()
-        sigmas = vectors[:, self.sigma_idx].tolist()
+        closes, volumes = bars[:, _CLOSE], bars[:, _VOLUME]
+        sigmas = vectors[:, self.sigma_idx]
         flat = self._action_views[self.flat_action]
+        live: list[int] = []
         for i, (symbol, state) in enumerate(zip(symbols, states, strict=True)):
-            obs = self._advance(state, scaled[i], closes[i], volumes[i], sigmas[i])
-            if obs is not None:
-                acting.append((symbol, state))
-                observations.append(obs)
-            elif state.dead:
+            state.window.append(scaled[i])
+            if state.dead:
                 views[symbol] = flat
+            elif len(state.window) >= self.window_size:
+                live.append(i)
+        if not live:
+            return
+        at = np.asarray(live, dtype=np.intp)
+        moving = [states[i] for i in live]
+        exposure, drawdown, wiped = self.accounts.advance(
+            np.fromiter((st.slot for st in moving), dtype=np.intp, count=len(moving)),
+            closes[at], volumes[at], sigmas[at],
+            np.fromiter((-1 if st.action is None else st.action for st in moving), dtype=np.int64, count=len(moving)),
+        )  # fmt: skip
+        k = self._k
+        observations = np.empty((len(moving), k + 2), dtype=np.float32)
+        for j, st in enumerate(moving):
+            observations[j, :k] = st.window.flat()
+        observations[:, k] = exposure
+        observations[:, k + 1] = drawdown
+        acting: list[tuple[str, _PolicyState]] = []
+        keep: list[int] = []
+        for j, (i, st) in enumerate(zip(live, moving, strict=True)):
+            if wiped[j]:  # the simulated book was wiped out: flat from then on, as the pyfunc does
+                st.dead, st.action = True, self.flat_action
+                views[symbols[i]] = flat
+            else:
+                acting.append((symbols[i], st))
+                keep.append(j)
         if not acting:
             return
-        for (symbol, state), action in zip(acting, self._actions(np.stack(observations)), strict=True):
+        batch = observations if len(keep) == len(moving) else observations[keep]
+        for (symbol, state), action in zip(acting, self._actions(batch), strict=True):
             state.action = action
             views[symbol] = self._action_views[action]
 
@@ -324,7 +349,7 @@ class PolicyScorer:
                 "ts": int(book.ts(symbol, 1)[0]),
                 "action": state.action,
                 "dead": state.dead,
-                **state.env.account_state(),
+                **self.accounts.account_state(state.slot),
             }
         return out
 
@@ -339,8 +364,8 @@ class PolicyScorer:
             vectors, bars = book.vectors(symbol, self.window_size), book.bars(symbol, 1)
             state.window.clear()
             state.window.extend(self._scaled(vectors))
-            state.env.load_account_state(
-                dict(item), state.window.flat(), float(bars[0, _CLOSE]), float(bars[0, _VOLUME]),
+            self.accounts.load_account_state(
+                state.slot, dict(item), float(bars[0, _CLOSE]), float(bars[0, _VOLUME]),
                 float(vectors[-1, self.sigma_idx]),
             )  # fmt: skip
             state.action = None if item["action"] is None else int(item["action"])
@@ -359,19 +384,6 @@ class PolicyScorer:
         with torch.no_grad():
             actions = self._net._predict(torch.from_numpy(observations), deterministic=True)
         return [int(a) for a in actions.reshape(-1).tolist()]
-
-    def _advance(
-        self, state: _PolicyState, scaled: npt.NDArray[np.float32], close: float, volume: float, sigma: float
-    ) -> npt.NDArray[np.float32] | None:
-        state.window.append(scaled)
-        if len(state.window) < self.window_size or state.dead:
-            return None
-        obs, terminated = state.env.advance(state.window.flat(), close, volume, sigma, state.action)
-        if terminated:
-            state.dead = True
-            state.action = self.flat_action
-            return None
-        return obs
 
 
 class FrameScorer:
