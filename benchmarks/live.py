@@ -19,7 +19,7 @@ trained only to exist (transformer 1 epoch, PPO a few hundred steps): latency do
 torch runs inference on `--threads` threads (default: `trading.live.inference_threads`, 1). This loop does
 nothing but decide, so 2 threads make the transformer faster here; in the live process (exchange, pipeline and
 session sharing 2 cores) 2 threads measured slower, hence the default. On a shared 2-core machine the figures are
-noisy; nothing is asserted.
+noisy (the VM's own speed drifts: the closing line reports a fixed reference loop's time); nothing is asserted.
 
     python benchmarks/live.py [--bars 200] [--symbols 50] [--steps 40] [--threads 2] [--profile]
 """
@@ -66,6 +66,18 @@ class Samples:
     orders: int = 0
     calls: int = 0
     bars: int = 0
+
+
+def reference_loop_ms(repeats: int = 5) -> float:
+    """CPU time of a fixed pure-Python loop (best of `repeats`): this machine's speed right now, so runs on a
+    shared VM whose speed drifts can be compared (about 10 ms on this 2-core machine at its quietest)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0, x = time.thread_time(), 0
+        for i in range(200_000):
+            x += i * i % 7
+        best = min(best, (time.thread_time() - t0) * 1000)
+    return best
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -324,6 +336,7 @@ def main() -> None:
         many = [f"S{i}" for i in range(args.symbols)]
         results: dict[tuple[str, bool], Samples] = {}
         profile = cProfile.Profile() if args.profile else None
+        speed_before = reference_loop_ms()
         for models in (False, True):
             for label, symbols, steps in (
                 ("1 symbol", [MODEL_SYMBOL], args.bars),
@@ -346,6 +359,10 @@ def main() -> None:
                 print(f"  ran {label} ({kind}): {steps} steps in {time.perf_counter() - t0:.1f} s")
         ordered = {k: results[k] for k in sorted(results, key=lambda k: (k[0] != "1 symbol", not k[1]))}
         print_results(ordered, args.symbols)
+        print(
+            f"machine speed: reference loop {speed_before:.1f} ms before the runs, {reference_loop_ms():.1f} ms after "
+            "(lower is faster; figures scale with it)"
+        )
         if profile is not None:
             text = io.StringIO()
             pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(args.profile_rows)
