@@ -7,10 +7,11 @@ the `FeatureBook`'s numpy rows and score all symbols of a timestamp together:
 
 - `TransformerScorer`: the last window of each symbol, one batched forward pass (a multi-asset model gets its
   assets side by side, as in training; a single-asset model gets the symbols it serves stacked in the batch).
-- `PolicyScorer`: the RL policy's simulated account is carried per symbol bar to bar (`TradingEnv.advance`, the
-  training env's own accounting) instead of being re-simulated over the window; one batched policy call for all
-  symbols. A new scorer starts each symbol flat at the oldest bar of the book and catches up, which is exactly
-  what the pyfunc computes on that window, so at load time both agree; from then on the account carries on.
+- `PolicyScorer`: the RL policy's simulated account is carried per symbol bar to bar (`StreamingAccounts`: the
+  training env's accounting, bit for bit, for all symbols at once) instead of being re-simulated over the window;
+  one batched policy call for all symbols. A new scorer starts each symbol flat at the oldest bar of the book and
+  catches up, which is exactly what the pyfunc computes on that window, so at load time both agree; from then on
+  the account carries on.
 - `FrameScorer`: any other pyfunc, called once per timestamp on the book's frame (the generic interface).
 
 `tests/unit/serving/test_scorers.py` proves each fast scorer equal to its pyfunc on the same rows.
