@@ -45,8 +45,7 @@ class StreamingTransformerScorer:
         self.feature_idx = _indices(columns, trader.columns, "the transformer")
         self.calendar_idx = _indices(columns, CALENDAR_COLUMNS, "the transformer")
         self.symbol_map = dict(symbol_map or {})
-        self._stream: dict[str, int] = {}  # symbol -> its stream (row) in the cache
-        self._order: list[str] = []  # the streams' symbols, in stream order
+        self._stream: dict[str, int] = {}  # symbol -> its stream (row) in the cache; in stream order
         self._seen: dict[str, int] = {}  # symbol -> book rows (FeatureBook.total) it has stepped through
         self._views: dict[str, ModelView] = {}  # the latest view per symbol, for a repeated call on one bar
         self._cache = self.model.new_cache(0)
@@ -55,13 +54,14 @@ class StreamingTransformerScorer:
         """Step every served symbol through the book rows it has not seen; its view at its newest row."""
         totals = book.totals(symbols)
         if (
-            len(symbols) == len(self._order)
+            len(symbols) == len(self._stream)
             and all(t == self._seen.get(s, -2) + 1 for s, t in zip(symbols, totals, strict=True))
             and len(set(symbols)) == len(symbols)
         ):
             # The usual bar: every stream (in any order) one new row: one gather in stream order, one step.
             self._seen.update(zip(symbols, totals, strict=True))
-            views = self._step(self._order, book.latest(self._order)[0], None)
+            order = list(self._stream)
+            views = self._step(order, book.latest(order)[0], None)
             self._views.update(views)
             return views
         pending: dict[str, npt.NDArray[np.float64]] = {}
@@ -107,7 +107,6 @@ class StreamingTransformerScorer:
         stream = self._stream.get(symbol)
         if stream is None:
             stream = self._stream[symbol] = len(self._stream)
-            self._order.append(symbol)
             # Sized to the symbols served so that a bar of all of them steps the cache whole (a copy per new
             # symbol, once).
             self._cache = self._cache.resized(len(self._stream))

@@ -221,7 +221,7 @@ class _SizingLimits:
             risk.max_position_fraction,
             to_decimal(risk.max_order_notional_usd) * _INSIDE,
             to_decimal(risk.stop_loss_fraction),
-            to_decimal(risk.max_loss_per_trade_fraction * 0.999),
+            to_decimal(risk.max_loss_per_trade_fraction * float(_INSIDE)),  # as before: inside in float, then exact
         )
 
 

@@ -327,14 +327,14 @@ class StateStore:
         if not new_fills:
             return
         ids = [f.fill_id for f in new_fills]
-        seen = set(conn.execute(select(fills.c.fill_id).where(fills.c.fill_id.in_(ids))).scalars())
-        twice = [f for i, f in enumerate(new_fills) if f.fill_id in seen or f.fill_id in ids[:i]]
-        if twice:
-            f = twice[0]
-            raise StateError(
-                f"state: fill {f.fill_id} ({f.side} {f.quantity} {f.symbol}) is already booked; "
-                "refusing to apply it twice"
-            )
+        booked = set(conn.execute(select(fills.c.fill_id).where(fills.c.fill_id.in_(ids))).scalars())
+        for f in new_fills:  # booked before, or earlier in this commit
+            if f.fill_id in booked:
+                raise StateError(
+                    f"state: fill {f.fill_id} ({f.side} {f.quantity} {f.symbol}) is already booked; "
+                    "refusing to apply it twice"
+                )
+            booked.add(f.fill_id)
         rows = [
             {
                 "fill_id": f.fill_id,
