@@ -486,6 +486,8 @@ class LiveSession:
             max_position_fraction=limits.max_position_fraction,
             min_order_notional=limits.min_order_notional,
         )
+        if qty == 0:  # on target already (most symbols at most bars): the caps below would keep it 0
+            return
         qty = cap_to_trade_limits(
             qty,
             price,

@@ -29,9 +29,10 @@ class TransformerOutput:
     model_id: str = "transformer"
 
     def __post_init__(self) -> None:
-        probs = (self.p_sell, self.p_hold, self.p_buy)
-        if any(not 0.0 <= p <= 1.0 for p in probs) or abs(sum(probs) - 1.0) > 1e-6:
-            raise ValueError(f"{self.model_id}: probabilities must be in [0, 1] and sum to 1, got {probs}")
+        a, b, c = self.p_sell, self.p_hold, self.p_buy
+        # Spelled out (no generator): built for every symbol at every bar.
+        if not (0.0 <= a <= 1.0 and 0.0 <= b <= 1.0 and 0.0 <= c <= 1.0) or abs(a + b + c - 1.0) > 1e-6:
+            raise ValueError(f"{self.model_id}: probabilities must be in [0, 1] and sum to 1, got {(a, b, c)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,23 +67,33 @@ def rl_output_from_action(
 
 def transformer_view(output: TransformerOutput, config: SignalConfig) -> ModelView:
     """The transformer's call: the most probable class, if confident enough and the expected move big enough."""
-    probs = {-1: output.p_sell, 0: output.p_hold, 1: output.p_buy}
-    direction = max(probs, key=lambda k: (probs[k], k == 0))  # ties resolve to Hold: no trade on a coin flip
-    confidence = probs[direction]
-    if direction == 0 or confidence < config.min_transformer_confidence:
-        return ModelView(0.0, confidence)
+    return ModelView(*_transformer_call(output, config))
+
+
+def _transformer_call(output: TransformerOutput, config: SignalConfig) -> tuple[float, float]:
+    # (target, confidence) without a `ModelView`: this runs for every symbol at every bar.
+    p_sell, p_hold, p_buy = output.p_sell, output.p_hold, output.p_buy
+    # The most probable class; ties resolve to Hold (no trade on a coin flip), a Sell/Buy tie to Sell.
+    if p_hold >= p_sell and p_hold >= p_buy:
+        return 0.0, p_hold
+    direction, confidence = (1, p_buy) if p_buy > p_sell else (-1, p_sell)
+    if confidence < config.min_transformer_confidence:
+        return 0.0, confidence
     # An expected return that disagrees in sign, or is too small to pay costs, vetoes the class call.
     if output.expected_return * direction < config.min_expected_return_bps * BPS:
-        return ModelView(0.0, confidence)
-    return ModelView(float(direction) * config.max_abs_target, confidence)
+        return 0.0, confidence
+    return float(direction) * config.max_abs_target, confidence
 
 
 def rl_view(output: RLOutput, config: SignalConfig) -> ModelView:
     """The RL agent's target, clipped to `max_abs_target`, if confident enough."""
+    return ModelView(*_rl_call(output, config))
+
+
+def _rl_call(output: RLOutput, config: SignalConfig) -> tuple[float, float]:
     if output.confidence < config.min_rl_confidence:
-        return ModelView(0.0, output.confidence)
-    target = max(-config.max_abs_target, min(config.max_abs_target, output.target))
-    return ModelView(target, output.confidence)
+        return 0.0, output.confidence
+    return max(-config.max_abs_target, min(config.max_abs_target, output.target)), output.confidence
 
 
 def _sign(x: float) -> int:
@@ -97,8 +108,8 @@ def combine_signals(
     config: SignalConfig,
 ) -> Signal:
     """One target position from the models' outputs under `config.policy`; a missing needed output means flat."""
-    t_view = transformer_view(transformer, config) if transformer is not None else None
-    r_view = rl_view(rl, config) if rl is not None else None
+    t_view = _transformer_call(transformer, config) if transformer is not None else None
+    r_view = _rl_call(rl, config) if rl is not None else None
     t_id: tuple[str, ...] = (transformer.model_id,) if transformer is not None else ()
     r_id: tuple[str, ...] = (rl.model_id,) if rl is not None else ()
     policy = config.policy
@@ -112,24 +123,31 @@ def combine_signals(
         view, sources = _blend(t_view, r_view, config), t_id + r_id
     if view is None:
         return Signal(symbol, ts, 0.0, 0.0, sources)
-    return Signal(symbol, ts, view.target, min(1.0, max(0.0, view.confidence)), sources)
+    return Signal(symbol, ts, view[0], min(1.0, max(0.0, view[1])), sources)
 
 
-def _agree(t: ModelView | None, r: ModelView | None) -> ModelView | None:
+# Views below are (target, confidence) pairs.
+def _agree(t: tuple[float, float] | None, r: tuple[float, float] | None) -> tuple[float, float] | None:
     if t is None or r is None:
         return None
-    confidence = min(t.confidence, r.confidence)
-    if _sign(t.target) == 0 or _sign(t.target) != _sign(r.target):
-        return ModelView(0.0, confidence)
-    target = t.target if abs(t.target) <= abs(r.target) else r.target
-    return ModelView(target, confidence)
+    confidence = min(t[1], r[1])
+    if _sign(t[0]) == 0 or _sign(t[0]) != _sign(r[0]):
+        return 0.0, confidence
+    return (t[0] if abs(t[0]) <= abs(r[0]) else r[0]), confidence
 
 
-def _blend(t: ModelView | None, r: ModelView | None, config: SignalConfig) -> ModelView | None:
-    parts = [(v, w) for v, w in ((t, config.transformer_weight), (r, config.rl_weight)) if v is not None and w > 0]
-    if not parts:
+def _blend(
+    t: tuple[float, float] | None, r: tuple[float, float] | None, config: SignalConfig
+) -> tuple[float, float] | None:
+    w_t, w_r = config.transformer_weight, config.rl_weight
+    # Sums start from 0, in the parts' order, as `sum` over the parts would: bit-identical floats.
+    if t is not None and w_t > 0:
+        if r is not None and w_r > 0:
+            total = 0 + w_t + w_r
+            return max(-1.0, min(1.0, (0 + t[0] * w_t + r[0] * w_r) / total)), (0 + t[1] * w_t + r[1] * w_r) / total
+        view, w = t, w_t
+    elif r is not None and w_r > 0:
+        view, w = r, w_r
+    else:
         return None
-    total = sum(w for _, w in parts)
-    target = sum(v.target * w for v, w in parts) / total
-    confidence = sum(v.confidence * w for v, w in parts) / total
-    return ModelView(max(-1.0, min(1.0, target)), confidence)
+    return max(-1.0, min(1.0, (0 + view[0] * w) / (0 + w))), (0 + view[1] * w) / (0 + w)
