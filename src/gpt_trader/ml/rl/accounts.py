@@ -30,12 +30,13 @@ class StreamingAccounts:
     """Accounts in slots (`add`), each starting as a fresh `TradingEnv.streaming` env with the same configuration."""
 
     def __init__(self, template: TradingEnv) -> None:
-        self._fractions = np.asarray(template._fractions, dtype=np.float64)
-        self._base_rate = template._base_rate
-        self._impact_coef = template._impact_coef
-        self._floor_frac = template._cash_floor_frac
-        self._initial = template._initial_cash
-        self._flat = _NONE if template._flat_action is None else template._flat_action
+        terms = template.account_terms
+        self._fractions = np.asarray(terms.fractions, dtype=np.float64)
+        self._base_rate = terms.base_rate
+        self._impact_coef = terms.impact_coef
+        self._floor_frac = terms.cash_floor_frac
+        self._initial = terms.initial_cash
+        self._flat = _NONE if terms.flat_action is None else terms.flat_action
         self._n = 0
         self._values = np.zeros((len(_FIELDS), 0), dtype=np.float64)  # one row per field of `_FIELDS`
         self._held = np.zeros(0, dtype=np.int64)

@@ -22,6 +22,7 @@ exactly: tests/model/test_cost_parity.py replays the same decisions through both
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -70,6 +71,20 @@ class EnvTrade(NamedTuple):
     participation: float
     sigma: float
     cost: float
+
+
+@dataclass(frozen=True, slots=True)
+class AccountTerms:
+    """What a `TradingEnv`'s account step depends on besides the bars: target fraction per action (capped), the
+    cost model's base rate and impact coefficient, the cash floor as a fraction of equity, initial cash, and the
+    flat action (None: no action targets 0)."""
+
+    fractions: tuple[float, ...]
+    base_rate: float
+    impact_coef: float
+    cash_floor_frac: float
+    initial_cash: float
+    flat_action: int | None
 
 
 class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
@@ -130,6 +145,14 @@ class TradingEnv(gym.Env[npt.NDArray[np.float32], int]):
         self._log_reward = terms is not None
         self._reward_scale, self._reward_penalty = terms or (0.0, 0.0)
         self._reset_account()
+
+    @property
+    def account_terms(self) -> AccountTerms:
+        """The constants `step`'s account arithmetic uses, for code that replays it (`StreamingAccounts`)."""
+        return AccountTerms(
+            tuple(self._fractions), self._base_rate, self._impact_coef, self._cash_floor_frac, self._initial_cash,
+            self._flat_action,
+        )  # fmt: skip
 
     @property
     def n_steps(self) -> int:
