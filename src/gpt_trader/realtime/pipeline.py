@@ -73,6 +73,44 @@ def _covers(shadow: Shadow | None, last: int) -> bool:
     return bool(shadow and shadow.ticks) and shadow.ticks[0][0] // 1_000_000 <= last // 1_000_000  # type: ignore[union-attr]
 
 
+def _symbol_runs(syms: list[str]) -> tuple[dict[str, int], npt.NDArray[np.intp], list[int], list[int]]:
+    """The symbols of a run of trades numbered by first appearance, each trade's number, and the runs of consecutive
+    trades of one symbol: where each starts and its symbol's number. Frames list a symbol's trades together, so
+    runs are few; they are found by comparing neighbours in C, where a dict lookup per trade costs twice as much."""
+    n = len(syms)
+    names = np.array(syms, dtype=object)
+    starts = [0, *(np.flatnonzero(names[1:] != names[:-1]) + 1).tolist()]
+    code: dict[str, int] = {}
+    run_codes = [code.setdefault(syms[a], len(code)) for a in starts]
+    if len(code) == 1:
+        return code, np.zeros(n, dtype=np.intp), starts, run_codes
+    bounds = np.array([*starts, n], dtype=np.intp)
+    return code, np.repeat(np.array(run_codes, dtype=np.intp), bounds[1:] - bounds[:-1]), starts, run_codes
+
+
+def _ids_by_symbol(
+    ids: list[Any],
+    codes: npt.NDArray[np.intp],
+    n_codes: int,
+    starts: list[int],
+    run_codes: list[int],
+    order: npt.NDArray[np.intp],
+) -> list[list[Any]]:
+    """Each symbol's ids among the first `len(codes)`, in arrival order, by symbol number (`_symbol_runs`; `order`:
+    the stable sort of `codes`). Few runs: a slice per run; many (interleaved symbols): gathered by `order`."""
+    m = len(codes)
+    k = bisect.bisect_left(starts, m)  # the runs that begin before `m`
+    if k * _SMALL <= m:
+        out: list[list[Any]] = [[] for _ in range(n_codes)]
+        for a, b, c in zip(starts[:k], [*starts[1:k], m], run_codes, strict=False):
+            out[c] += ids[a:b]
+        return out
+    ol = order.tolist()
+    grouped = list(operator.itemgetter(*ol)(ids)) if m > 1 else [ids[ol[0]]]
+    ends = np.cumsum(np.bincount(codes, minlength=n_codes)).tolist()
+    return [grouped[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
+
 async def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
     """`fn(*args)` in a daemon thread of its own: a history fetch still retrying over the network when the pipeline
     stops is abandoned, where in the loop's default executor (`asyncio.to_thread`) it would hold up `asyncio.run`'s
@@ -100,6 +138,10 @@ async def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
     return await done
 
 
+# After a run met a duplicate, this many runs of the symbol check their ids before adding them (see `_Dedup.add_new`).
+_CAREFUL_CALLS = 64
+
+
 class _Dedup:
     """Recently seen trade ids of one symbol, bounded to the newest `capacity`: a set plus the insertion order.
 
@@ -107,13 +149,41 @@ class _Dedup:
     C speed (`difference_update`) and cuts the oldest one where the capacity falls inside it.
     """
 
-    __slots__ = ("capacity", "chunks", "seen", "size")
+    __slots__ = ("capacity", "careful", "chunks", "seen", "size")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.seen: set[Any] = set()
         self.chunks: deque[list[Any]] = deque()
         self.size = 0
+        self.careful = 0  # calls of `add_new` left that check before they add (after one found a duplicate)
+
+    def add_new(self, ids: list[Any]) -> bool:
+        """Put `ids` in the set when every one is new and distinct (True, to be recorded with `record_added` or
+        taken out again); otherwise leave the set as it was (False).
+
+        Adds first and tells by how much the set grew: one probe of the (large, cache-missing) set per id instead of
+        a check and an add. Undoing an add that met a duplicate rebuilds the set from the eviction order (whose ids
+        are exactly the set's), so after that the next `_CAREFUL_CALLS` calls check first, as long as duplicates
+        keep coming: a stream of them costs a check, not a rebuild, per call."""
+        seen = self.seen
+        before = len(seen)
+        if self.careful:
+            if seen.isdisjoint(ids):
+                seen.update(ids)
+                if len(seen) - before == len(ids):
+                    self.careful -= 1
+                    return True
+                seen.difference_update(ids)  # repeats inside `ids`: none was in the set, so this undoes the update
+            self.careful = _CAREFUL_CALLS
+            return False
+        seen.update(ids)
+        if len(seen) - before == len(ids):
+            return True
+        seen.clear()
+        seen.update(chain.from_iterable(self.chunks))
+        self.careful = _CAREFUL_CALLS
+        return False
 
     def fresh(self, ids: list[Any]) -> list[int] | None:
         """Indices of ids not seen before (None = all fresh, the common case); records them."""
@@ -262,6 +332,7 @@ class RealtimePipeline:
         self._tick_counters: dict[tuple[str, str], Any] = {}
         self._tick_counts: dict[tuple[str, str], int] = {}  # accepted ticks not yet in the Prometheus counters
         self._bar_counters: dict[tuple[str, str], Any] = {}
+        self._overflow_counters: dict[str, Any] = {}
         self._last_trade_wall: dict[str, int] = {}
         self._recent_active: dict[str, deque[tuple[int, float, float]]] = {}
         # After a handover, the new active feed may still be behind the old one: its next live ticks up to the
@@ -542,13 +613,8 @@ class RealtimePipeline:
         syms: list[str] = cols.symbol
         nf = len(counts)
         frame_of = np.repeat(np.arange(nf), counts)
-        code = {sym: k for k, sym in enumerate(dict.fromkeys(syms))}
+        code, codes, starts, run_codes = _symbol_runs(syms)
         n_codes = len(code)
-        codes = (
-            np.fromiter(map(code.__getitem__, syms), dtype=np.intp, count=len(syms))
-            if n_codes > 1
-            else np.zeros(len(syms), dtype=np.intp)
-        )
         limit = nf  # frames that qualify so far
         lo_w = np.zeros(n_codes, dtype=np.int64)
         hi_w = np.zeros(n_codes, dtype=np.int64)
@@ -586,32 +652,25 @@ class RealtimePipeline:
         ids: list[Any] = cols.ids
         dedup = self._dedup
         m = sum(counts[:limit])
-        # Every id new: not in its symbol's window, not repeated in the run. Grouped by symbol (a stable sort keeps
-        # arrival order), each symbol's ids go into its window's set at once: `update` adds them and, by how much
-        # the set grew, tells whether any repeats. What the run does not take in the end comes out again below;
-        # `_commit_frame_run` then records the rest in the window's eviction order.
+        # Every id new: not in its symbol's window, not repeated in the run. Grouped by symbol (in arrival order),
+        # each symbol's ids go into its window's set at once (`_Dedup.add_new`, which tells whether any repeats).
+        # What the run does not take in the end comes out again below; `_commit_frame_run` then records the rest
+        # in the window's eviction order.
         order: npt.NDArray[np.intp] | None = None
         if n_codes == 1:
-            grouped, by_symbol = ids[:m], [ids[:m]]
+            by_symbol = [ids[:m]]
         else:
             order = np.argsort(codes[:m], kind="stable")
-            ol = order.tolist()
-            grouped = list(operator.itemgetter(*ol)(ids)) if m > 1 else [ids[ol[0]]]
-            sym_ends = np.cumsum(np.bincount(codes[:m], minlength=n_codes)).tolist()
-            by_symbol = [grouped[a:b] for a, b in zip([0, *sym_ends[:-1]], sym_ends, strict=True)]
+            by_symbol = _ids_by_symbol(ids, codes[:m], n_codes, starts, run_codes, order)
         added: list[tuple[set[Any], list[Any]]] = []
         recorded = True
         for sym, mine in zip(code, by_symbol, strict=True):
             if not mine:
                 continue
-            seen = dedup[sym].seen
-            if seen.isdisjoint(mine):
-                before = len(seen)
-                seen.update(mine)
-                if len(seen) - before == len(mine):
-                    added.append((seen, mine))
-                    continue
-                seen.difference_update(mine)  # a repeat inside the run: none was in the set, so this undoes it
+            ids_window = dedup[sym]
+            if ids_window.add_new(mine):
+                added.append((ids_window.seen, mine))
+                continue
             recorded = False
             break
         if not recorded:  # take them all out again, and find the first frame with a duplicate of its own symbol
@@ -650,7 +709,7 @@ class RealtimePipeline:
         crosses = limit == crossing + 1
         done_syms = self._commit_frame_run(
             feed, code, counts[:limit], offsets, ts[:m], px[:m], sz[:m], codes[:m], ids, recv_ns, crosses,
-            recorded, order, grouped if order is not None else None,
+            recorded, order, by_symbol if order is not None else None,
         )  # fmt: skip
         if crosses:  # the symbols of the crossing frame emit their bars in the order it names them, as frame by frame
             done_syms = list(dict.fromkeys([*syms[firsts[limit - 1] : m], *done_syms]))
@@ -676,30 +735,31 @@ class RealtimePipeline:
         crosses: bool = False,
         recorded: bool = False,
         order: npt.NDArray[np.intp] | None = None,
-        grouped: list[Any] | None = None,
+        by_symbol: list[list[Any]] | None = None,
     ) -> list[str]:
         """The trades of a run checked by `_ingest_frame_run`, per symbol: `_aggregate` of each frame's trades of
         it, in one go (see there). With `crosses`, the last frame's trades may reach past the open window
         (`_add_crossing`); with `recorded`, their ids are in the dedup windows' sets already (to be recorded in
-        their eviction order); `order` and `grouped` are the stable sort by symbol and the ids in it, when the
-        caller has them. Returns the symbols that had trades."""
+        their eviction order); `order` and `by_symbol` are the stable sort by symbol and each symbol's ids in arrival
+        order (by symbol code), when the caller has them. Returns the symbols that had trades."""
         nf = len(counts)
         n_codes = len(code)
         frame_of = np.repeat(np.arange(nf), counts)
         corrected_by = np.repeat(np.array(offsets, dtype=np.int64), counts)
         if n_codes > 1:
             # Group by symbol once: a stable sort by symbol code keeps each symbol's trades in arrival order.
-            if order is None or grouped is None:
+            if order is None or by_symbol is None:
                 order = np.argsort(codes, kind="stable")
                 ol = order.tolist()
-                grouped = list(operator.itemgetter(*ol)(ids)) if len(ol) > 1 else [ids[ol[0]]]
+                ids = list(operator.itemgetter(*ol)(ids)) if len(ol) > 1 else [ids[ol[0]]]
+                by_symbol = None
             ts, px, sz = ts[order], px[order], sz[order]
             frame_of, corrected_by = frame_of[order], corrected_by[order]
-            ids = grouped
             sym_ends = np.cumsum(np.bincount(codes, minlength=n_codes)).tolist()
             group_key = codes[order] * nf + frame_of
         else:
             ids = ids[: len(ts)]
+            by_symbol = None
             sym_ends = [len(ts)]
             group_key = frame_of
         # (frame, symbol) groups: what `_aggregate` gets per frame; their sums as it computes them.
@@ -716,13 +776,13 @@ class RealtimePipeline:
         g = 0
         lo = 0
         done: list[str] = []
-        for sym, hi in zip(code, sym_ends, strict=True):
+        for c, (sym, hi) in enumerate(zip(code, sym_ends, strict=True)):
             n = hi - lo
             if n == 0:  # only in frames after the end of the run
                 continue
             done.append(sym)
             s_ts, s_px, s_sz = ts[lo:hi], px[lo:hi], sz[lo:hi]
-            s_ids = ids[lo:hi]
+            s_ids = by_symbol[c] if by_symbol is not None else ids[lo:hi]
             if recorded:
                 self._dedup[sym].record_added(s_ids)
             else:
@@ -780,7 +840,7 @@ class RealtimePipeline:
                 )  # fmt: skip
             lost = ring.counters.overwritten + ring.counters.dropped - before
             if lost:
-                self.metrics.overflow.labels(ring.policy).inc(lost)
+                self._overflow(ring.policy).inc(lost)
             if publish:
                 self._pending_ticks.setdefault(sym, []).append((s_ts, s_px, s_sz, recv_ns, name))
                 self._pending_count += n
@@ -979,10 +1039,18 @@ class RealtimePipeline:
         ring.write_rows(ts, recv_ns, corrected, px, sz, bid, ask, bsz, asz, KIND_TRADE)
         lost = ring.counters.overwritten + ring.counters.dropped - before
         if lost:
-            self.metrics.overflow.labels(ring.policy).inc(lost)
+            self._overflow(ring.policy).inc(lost)
         if self.config.publish_ticks:
             self._pending_ticks.setdefault(symbol, []).append((ts, px, sz, recv_ns, name))
             self._pending_count += n
+
+    def _overflow(self, policy: str) -> Any:
+        """The buffer-overflow counter of `policy`: `labels()` is a lookup under a lock, and an overwriting ring
+        that is full loses events on every write."""
+        counter = self._overflow_counters.get(policy)
+        if counter is None:
+            counter = self._overflow_counters[policy] = self.metrics.overflow.labels(policy)
+        return counter
 
     def _dead_letter(self, feed: Feed, reason: str, detail: str, raw: str, wall_ns: int) -> None:
         feed.health.rejects += 1
@@ -1308,7 +1376,7 @@ class RealtimePipeline:
         )  # fmt: skip
         lost = ring.counters.overwritten + ring.counters.dropped - before
         if lost:
-            self.metrics.overflow.labels(ring.policy).inc(lost)
+            self._overflow(ring.policy).inc(lost)
         if self.config.publish_ticks:
             self._pending_ticks.setdefault(symbol, []).append((bar_ts, px, sz, recv_ns, name))
             self._pending_count += n
@@ -1381,7 +1449,7 @@ class RealtimePipeline:
             )  # fmt: skip
         lost = ring.counters.overwritten + ring.counters.dropped - before
         if lost:
-            self.metrics.overflow.labels(ring.policy).inc(lost)
+            self._overflow(ring.policy).inc(lost)
         if self.config.publish_ticks:
             self._pending_ticks.setdefault(symbol, []).append((bar_ts, px, sz, recv_ns, name))
             self._pending_count += n

@@ -125,51 +125,36 @@ def _batch_same_second(texts: list[str]) -> npt.NDArray[np.int64] | None:
     if len(joined) != width * n or not joined.isascii():
         return None
     a = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(n, width)
-    template = _template(first, width)
-    # Every row: the same 20-character prefix (to the second and the dot) and a final 'Z' ...
-    same = (a[:, _frame_cols(width)] == template).all(axis=1)
     d = a[:, 20 : width - 1] - _ZERO  # uint8: a non-digit wraps above 9
-    if (d > 9).any():
+    if d.max() > 9 or not (a[:, width - 1] == _Z).all():
         return None
     out: npt.NDArray[np.int64] = d @ _WEIGHTS[digits]
-    if same.all():
-        base = _SECOND_CACHE.get(first[:19])
-        if base is None:
-            base = _seconds(first[:19])
-        out += base
-        return out
-    # ... or several seconds: each row still needs the '.' and the 'Z'; each run of one prefix gets its seconds.
-    if not ((a[:, 19] == _DOT) & (a[:, width - 1] == _Z)).all():
-        return None
-    starts = np.flatnonzero((a[1:, :19] != a[:-1, :19]).any(axis=1)) + 1
-    bounds = [0, *starts.tolist(), n]
+    # Runs of one 20-character prefix (to the second and the dot): neighbours compared as five 4-byte words (a
+    # copy, as the rows are not aligned), column by column, which costs a third of comparing the bytes.
+    words = a[:, :20].copy().view(np.uint32)
+    ne = words[1:] != words[:-1]
+    change = ne[:, 0] | ne[:, 1] | ne[:, 2] | ne[:, 3] | ne[:, 4]
     cache = _SECOND_CACHE
+    if not change.any():
+        base = cache.get(first[:19])
+        out += base if base is not None else _seconds(first[:19])
+        return out
+    bounds = [0, *(np.flatnonzero(change) + 1).tolist(), n]
+    prefixes = [texts[i][:20] for i in bounds[:-1]]
+    if any(p[19] != "." for p in prefixes):  # each run's rows share its first one's
+        return None
     bases = []
-    for i in bounds[:-1]:
-        prefix = texts[i][:19]
-        base = cache.get(prefix)
-        bases.append(base if base is not None else _seconds(prefix))
+    for p in prefixes:
+        base = cache.get(p[:19])
+        bases.append(base if base is not None else _seconds(p[:19]))
     out += np.repeat(np.array(bases, dtype=np.int64), np.diff(bounds))
     return out
 
 
 _ZERO = np.uint8(48)
-_DOT = np.uint8(46)
 _Z = np.uint8(90)
 # Fraction digit weights in nanoseconds for 1..9 digits: '.5' is 500_000_000 ns.
 _WEIGHTS = {k: 10 ** np.arange(8, 8 - k, -1, dtype=np.int64) for k in range(1, 10)}
-_COLS: dict[int, npt.NDArray[np.intp]] = {}
-
-
-def _frame_cols(width: int) -> npt.NDArray[np.intp]:
-    cols = _COLS.get(width)
-    if cols is None:
-        cols = _COLS[width] = np.array([*range(20), width - 1], dtype=np.intp)
-    return cols
-
-
-def _template(first: str, width: int) -> npt.NDArray[np.uint8]:
-    return np.frombuffer((first[:20] + "Z").encode("ascii"), dtype=np.uint8)
 
 
 def format_rfc3339_ns(ns: int) -> str:
