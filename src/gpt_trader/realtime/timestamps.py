@@ -17,6 +17,9 @@ _NS = 1_000_000_000
 _SECOND_CACHE: dict[str, int] = {}
 _CACHE_LIMIT = 8192
 _POW = [10 ** (9 - k) for k in range(10)]
+# Nanoseconds are kept in int64 columns: a whole second must leave room for its fraction (years 1677-2262).
+_MIN_BASE = -(2**63)
+_MAX_BASE = 2**63 - _NS
 
 
 def _seconds(prefix: str) -> int:
@@ -35,6 +38,7 @@ def _seconds(prefix: str) -> int:
         tzinfo=UTC,
     )
     value = calendar.timegm(dt.timetuple()) * _NS
+    _check_range(value, prefix)
     if len(_SECOND_CACHE) >= _CACHE_LIMIT:  # bounded: a long run must not grow it forever
         _SECOND_CACHE.clear()
     _SECOND_CACHE[prefix] = value
@@ -67,7 +71,16 @@ def parse_rfc3339_ns(text: str) -> int:
     parsed = datetime.fromisoformat(text[:19] + tz_part)
     if parsed.tzinfo is None:
         raise ValueError(f"timestamp without a timezone: {text!r}")
-    return int(calendar.timegm(parsed.astimezone(UTC).timetuple())) * _NS + frac_ns
+    base = int(calendar.timegm(parsed.astimezone(UTC).timetuple())) * _NS
+    _check_range(base, text)
+    return base + frac_ns
+
+
+def _check_range(base_ns: int, text: str) -> None:
+    """Refuse a time whose nanoseconds do not fit in int64 (a ValueError, like any other bad timestamp, rather than
+    an OverflowError where the columns are built)."""
+    if not _MIN_BASE <= base_ns <= _MAX_BASE:
+        raise ValueError(f"timestamp {text!r} is outside the int64 nanosecond range (years 1677-2262)")
 
 
 def parse_rfc3339_batch(texts: list[str]) -> list[int]:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from gpt_trader.realtime.models import ParsedFrame, Reject, StreamType, truncate_raw
-from gpt_trader.realtime.sources.base import Connection
+from gpt_trader.realtime.sources.base import MAX_MS, Connection
 
 NAME = "iex"
 DEFAULT_URL = "wss://ws-api.iextrading.com/1.0/tops"
@@ -30,6 +30,17 @@ def _num(item: dict[str, Any], key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{key} is {type(value).__name__}, not a number")
     return float(value)
+
+
+class _BadTime(ValueError):
+    """A message time that is not a finite millisecond count whose nanoseconds fit in int64."""
+
+
+def _ns(ms: float) -> int:
+    # The pipeline keeps nanoseconds in int64 columns: a time beyond them is a bad timestamp, not a crash later on.
+    if not math.isfinite(ms) or not -MAX_MS <= int(ms) <= MAX_MS:
+        raise _BadTime(f"time {ms!r} ms is not a millisecond time within the int64 nanosecond range")
+    return int(ms) * _MS
 
 
 def parse_frame(raw: bytes | str) -> ParsedFrame:
@@ -49,24 +60,25 @@ def parse_frame(raw: bytes | str) -> ParsedFrame:
             continue
         try:
             if "bidPrice" in item:
-                ts = int(_num(item, "lastUpdated")) * _MS
+                ts = _ns(_num(item, "lastUpdated"))
                 frame.add_quote(
                     item["symbol"], ts, _num(item, "bidPrice"), _num(item, "askPrice"),
                     _num(item, "bidSize"), _num(item, "askSize"),
                 )  # fmt: skip
             elif "price" in item and "time" in item:
                 time_ms = _num(item, "time")
-                if not math.isfinite(time_ms):
-                    raise ValueError("time is not finite")
+                ts = _ns(time_ms)
                 seq = item.get("seq")
                 trade_id = seq if isinstance(seq, int) else hash((int(time_ms), item["price"], item.get("size")))
-                frame.add_trade(item["symbol"], int(time_ms) * _MS, _num(item, "price"), _num(item, "size"), trade_id)
+                frame.add_trade(item["symbol"], ts, _num(item, "price"), _num(item, "size"), trade_id)
             elif item.get("type") in ("subscribed", "status"):
                 frame.control.append(item)
             else:
                 frame.rejects.append(
                     Reject("unknown_event", "neither a Last nor a TOPS message", truncate_raw(orjson.dumps(item)))
                 )
+        except _BadTime as exc:
+            frame.rejects.append(Reject("bad_timestamp", str(exc), truncate_raw(orjson.dumps(item))))
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             frame.rejects.append(
                 Reject("invalid_message", f"{type(exc).__name__}: {exc}", truncate_raw(orjson.dumps(item)))
