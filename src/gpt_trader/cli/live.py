@@ -76,6 +76,11 @@ def live(
             ("positions", ", ".join(f"{s} {q:g}" for s, q in summary["positions"].items()) or "flat"),
             ("risk state", summary["risk_state"]),
             ("decision latency p50 / p99", f"{summary['decision_ms_p50']:.2f} / {summary['decision_ms_p99']:.2f} ms"),
+            *(
+                [("shadow scoring p50 (after the orders)", f"{summary['shadow_ms_p50']:.2f} ms")]
+                if summary.get("shadow_ms_p50") is not None
+                else []
+            ),
             ("shadow P&L", ", ".join(f"{k} ${v:,.2f}" for k, v in summary["shadow_pnl"].items()) or "-"),
             *(
                 (

@@ -263,6 +263,7 @@ class LiveSession:
         self._expired_alerted: set[str] = set()
         self._stale: dict[str, str] = {}  # symbols in a stale-data episode -> why (one alert per episode)
         self.decision_ms: list[float] = []
+        self.shadow_ms: list[float] = []  # the challengers' shadow step per timestamp, after the decision
         self.commit_ms: list[float] = []
         self.bars_processed = 0
         self.trade_count = 0
@@ -408,7 +409,6 @@ class LiveSession:
         t_calls = self.transformer.score(self.book, ready, self._on_alert) if self.transformer and ready else {}
         r_calls = self.rl.score(self.book, ready, self._on_alert) if self.rl and ready else {}
         self._alert_expired()
-        self._shadow_step(bars, ready, {"transformer": t_calls, "rl": r_calls})
 
         kill = self.risk.check_limits(self.portfolio, client_order_prefix=f"kill-{ts:%Y%m%d%H%M%S}")
         if kill is not None:
@@ -436,6 +436,12 @@ class LiveSession:
         # The decision ends here; the commit below is durability, timed on its own.
         decision_ms = (time.perf_counter() - started) * 1000
         decision_cpu_ms = (time.thread_time() - cpu_started) * 1000
+        # The challengers trade their private shadow books once the real orders are out: scoring them must not delay
+        # the orders (their books share nothing with the real one).
+        shadowing = time.perf_counter()
+        self._shadow_step(bars, ready, {"transformer": t_calls, "rl": r_calls})
+        if self.shadow and self.trading.live.shadow_challenger:
+            self.shadow_ms.append((time.perf_counter() - shadowing) * 1000)
         committing = time.perf_counter()
         point = self.portfolio.record_equity(ts)
         self.store.commit_bars(
@@ -720,6 +726,7 @@ class LiveSession:
             "decision_ms_p50": float(np.percentile(lat, 50)),
             "decision_ms_p99": float(np.percentile(lat, 99)),
             "commit_ms_p50": float(np.percentile(commit, 50)),
+            "shadow_ms_p50": float(np.percentile(self.shadow_ms, 50)) if self.shadow_ms else None,
             "shadow_pnl": {k: float(v) for k, v in self.shadow_pnl().items()},
             "shadow_evidence": self.shadow_evidence(),
         }

@@ -191,6 +191,31 @@ def test_session_hot_swap_mid_stream_and_broken_champion_kept_out(tmp_path, clie
     assert len(run(session, bars[160:])) == len(bars) - 160
 
 
+def test_session_shadow_scores_after_the_real_orders_are_out(tmp_path, client):
+    """The challengers' shadow step comes after the bar's real orders are submitted (it must not delay them): each
+    order the champions send is already at the broker when the shadow scores its bar."""
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.8), champion=True)
+    log_and_register(client, R_NAME, FixedPolicy(1.0), champion=True)
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.1, p_sell=0.8), champion=False)
+    session, _ = make_session(tmp_path, client, shadow=True)
+    (runner,) = session.shadow
+    at_broker: set[str] = set()
+    score = runner.score
+
+    def spy(*args, **kwargs):
+        at_broker.update(o.order.client_order_id for o in session.broker.open_orders())
+        return score(*args, **kwargs)
+
+    runner.score = spy  # type: ignore[method-assign]
+    session.start()
+    outcomes = run(session, spx_bars(datetime(2016, 1, 1, tzinfo=UTC), datetime(2016, 7, 1, tzinfo=UTC)))
+    sent = {o.order.client_order_id for out in outcomes for o in out.orders if o.order.client_order_id}
+    assert sent  # the champions traded
+    assert sent <= at_broker
+    assert len(session.shadow_ms) == session.bars_processed  # timed apart from the decision, each timestamp
+    assert session.summary()["shadow_ms_p50"] is not None
+
+
 def test_session_shadow_challenger_trades_privately(tmp_path, client):
     log_and_register(client, T_NAME, FixedTransformer(p_buy=0.1, p_sell=0.1), champion=True)  # Hold
     log_and_register(client, R_NAME, FixedPolicy(0.0), champion=True)
