@@ -3,9 +3,10 @@
 Per final bar of a symbol, in this order:
 1. fill orders decided on the previous bar at this bar's open (the first price after the decision),
 2. mark the book at the close and update the incremental features,
-3. score the champion models (and the challenger in shadow), combine them into a target,
+3. score the champion models, combine them into a target,
 4. run the risk checks (kill-switch, market-condition state, stale data, limits) and submit the order,
-5. commit fills, orders, the book, the equity point and the bar id in one transaction.
+5. score the challengers on their private shadow books (after the order: shadowing never delays it),
+6. commit fills, orders, the book, the equity point and the bar id in one transaction.
 
 A restart loads the committed state, restores the broker's book, skips bars already processed, and so never fills
 twice or loses a position. Models are hot-swapped between bars when the registry alias moves; a new version that
