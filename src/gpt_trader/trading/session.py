@@ -265,6 +265,7 @@ class LiveSession:
         self._stale: dict[str, str] = {}  # symbols in a stale-data episode -> why (one alert per episode)
         self.decision_ms: list[float] = []
         self.shadow_ms: list[float] = []  # the challengers' shadow step per timestamp, after the decision
+        self._shadow_failed = False  # alerted once per session
         self.commit_ms: list[float] = []
         self.bars_processed = 0
         self.trade_count = 0
@@ -440,7 +441,15 @@ class LiveSession:
         # The challengers trade their private shadow books once the real orders are out: scoring them must not delay
         # the orders (their books share nothing with the real one).
         shadowing = time.perf_counter()
-        self._shadow_step(bars, ready, {"transformer": t_calls, "rl": r_calls})
+        try:
+            self._shadow_step(bars, ready, {"transformer": t_calls, "rl": r_calls})
+        except Exception as exc:  # evidence, not trading: a failure here must not cost the bar its commit
+            if not self._shadow_failed:
+                log.exception("shadow step failed at %s", ts)
+                self._on_alert("ERROR", f"shadow evaluation failed ({exc}); live trading continues")
+            else:
+                log.debug("shadow step failed again at %s: %s", ts, exc)
+            self._shadow_failed = True
         if self.shadow and self.trading.live.shadow_challenger:
             self.shadow_ms.append((time.perf_counter() - shadowing) * 1000)
         committing = time.perf_counter()

@@ -216,6 +216,28 @@ def test_session_shadow_scores_after_the_real_orders_are_out(tmp_path, client):
     assert session.summary()["shadow_ms_p50"] is not None
 
 
+def test_session_shadow_failure_alerts_once_and_never_costs_a_commit(tmp_path, client):
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.8), champion=True)
+    log_and_register(client, R_NAME, FixedPolicy(1.0), champion=True)
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.1, p_sell=0.8), champion=False)
+    alerts: list[tuple[str, str]] = []
+    session, store = make_session(tmp_path, client, shadow=True, alerts=alerts)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shadow book corrupted")
+
+    session.shadow_tracker.step = broken  # type: ignore[method-assign]
+    session.start()
+    bars = spx_bars(datetime(2016, 1, 1, tzinfo=UTC), datetime(2016, 7, 1, tzinfo=UTC))
+    outcomes = run(session, bars)
+    assert len(outcomes) == len(bars) == session.bars_processed
+    assert session.trade_count > 0  # the champions traded throughout
+    assert len(store.fills()) == session.trade_count  # every bar committed
+    failures = [m for s, m in alerts if "shadow evaluation failed" in m]
+    assert len(failures) == 1
+    assert "shadow book corrupted" in failures[0]
+
+
 def test_session_shadow_challenger_trades_privately(tmp_path, client):
     log_and_register(client, T_NAME, FixedTransformer(p_buy=0.1, p_sell=0.1), champion=True)  # Hold
     log_and_register(client, R_NAME, FixedPolicy(0.0), champion=True)
