@@ -440,18 +440,7 @@ class LiveSession:
         decision_cpu_ms = (time.thread_time() - cpu_started) * 1000
         # The challengers trade their private shadow books once the real orders are out: scoring them must not delay
         # the orders (their books share nothing with the real one).
-        shadowing = time.perf_counter()
-        try:
-            self._shadow_step(bars, ready, {"transformer": t_calls, "rl": r_calls})
-        except Exception as exc:  # evidence, not trading: a failure here must not cost the bar its commit
-            if not self._shadow_failed:
-                log.exception("shadow step failed at %s", ts)
-                self._on_alert("ERROR", f"shadow evaluation failed ({exc}); live trading continues")
-            else:
-                log.debug("shadow step failed again at %s: %s", ts, exc)
-            self._shadow_failed = True
-        if self.shadow and self.trading.live.shadow_challenger:
-            self.shadow_ms.append((time.perf_counter() - shadowing) * 1000)
+        self._shadow_step(bars, ready, {"transformer": t_calls, "rl": r_calls})
         committing = time.perf_counter()
         point = self.portfolio.record_equity(ts)
         self.store.commit_bars(
@@ -540,9 +529,23 @@ class LiveSession:
 
     # --- shadow, market condition, metrics ------------------------------------------------------------------
     def _shadow_step(self, bars: list[Bar], ready: list[str], champion_calls: dict[str, dict[str, ModelCall]]) -> None:
-        """Each challenger and the champion it would replace trade private paper books on the same bars."""
-        if not self.trading.live.shadow_challenger:
+        """Each challenger and the champion it would replace trade private paper books on the same bars; timed
+        (`shadow_ms`). Evidence, not trading: a failure alerts once and never costs the bar its commit."""
+        if not self.shadow or not self.trading.live.shadow_challenger:
             return
+        started = time.perf_counter()
+        try:
+            self._shadow_books(bars, ready, champion_calls)
+        except Exception as exc:
+            if not self._shadow_failed:
+                log.exception("shadow step failed at %s", bars[0].ts)
+                self._on_alert("ERROR", f"shadow evaluation failed ({exc}); live trading continues")
+            else:
+                log.debug("shadow step failed again at %s: %s", bars[0].ts, exc)
+            self._shadow_failed = True
+        self.shadow_ms.append((time.perf_counter() - started) * 1000)
+
+    def _shadow_books(self, bars: list[Bar], ready: list[str], champion_calls: dict[str, dict[str, ModelCall]]) -> None:
         for runner in self.shadow:
             challenger = runner.slot.current
             if challenger is None:
