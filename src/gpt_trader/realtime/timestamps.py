@@ -8,6 +8,7 @@ so the whole-second part is cached and only the fraction is parsed per message.
 from __future__ import annotations
 
 import calendar
+import re
 from datetime import UTC, datetime
 
 import numpy as np
@@ -20,13 +21,17 @@ _POW = [10 ** (9 - k) for k in range(10)]
 # Nanoseconds are kept in int64 columns: a whole second must leave room for its fraction (years 1677-2262).
 _MIN_BASE = -(2**63)
 _MAX_BASE = 2**63 - _NS
+# `date-time` to the second (RFC 3339 section 5.6; its note allows a space or lower-case t for the T).
+_PREFIX = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}")
+# What may follow: an optional fraction, then Z or a numeric offset.
+_REST = re.compile(r"(?:\.([0-9]+))?([Zz]|[+-][0-9]{2}:[0-9]{2})")
 
 
 def _seconds(prefix: str) -> int:
     cached = _SECOND_CACHE.get(prefix)
     if cached is not None:
         return cached
-    if len(prefix) != 19 or prefix[4] != "-" or prefix[7] != "-" or prefix[10] not in "Tt " or prefix[13] != ":":
+    if _PREFIX.fullmatch(prefix) is None:  # `int()` alone would take signs, spaces and non-ASCII digits
         raise ValueError(f"not an RFC 3339 timestamp: {prefix!r}")
     dt = datetime(
         int(prefix[0:4]),
@@ -53,25 +58,24 @@ def parse_rfc3339_ns(text: str) -> int:
         return base
     if rest[:1] == "." and rest[-1:] in ("Z", "z"):
         digits = rest[1:-1]
-        if 0 < len(digits) <= 9 and digits.isdigit():
+        if not (digits.isascii() and digits.isdigit()):  # `isdigit` alone takes other scripts' digits
+            raise ValueError(f"bad fraction in timestamp {text!r}")
+        if len(digits) <= 9:
             return base + int(digits) * _POW[len(digits)]
-        if digits.isdigit():  # more than 9 digits: keep nanoseconds
-            return base + int(digits[:9])
-        raise ValueError(f"bad fraction in timestamp {text!r}")
-    # General offsets (rare on the wire): let datetime do it, at microsecond precision plus the kept nanoseconds.
-    frac_ns = 0
-    tz_part = rest
-    if rest[:1] == ".":
-        end = 1
-        while end < len(rest) and rest[end].isdigit():
-            end += 1
-        digits = rest[1:end]
-        frac_ns = int(digits[:9].ljust(9, "0")) if digits else 0
-        tz_part = rest[end:]
-    parsed = datetime.fromisoformat(text[:19] + tz_part)
-    if parsed.tzinfo is None:
-        raise ValueError(f"timestamp without a timezone: {text!r}")
-    base = int(calendar.timegm(parsed.astimezone(UTC).timetuple())) * _NS
+        return base + int(digits[:9])  # more than 9 digits: keep nanoseconds
+    # General offsets (rare on the wire): the whole seconds shifted by the offset, the fraction kept to the ns.
+    match = _REST.fullmatch(rest)
+    if match is None:
+        raise ValueError(f"not an RFC 3339 timestamp (fraction, then Z or +hh:mm): {text!r}")
+    digits, zone = match.groups()
+    frac_ns = int(digits[:9].ljust(9, "0")) if digits else 0
+    if zone in ("Z", "z"):
+        return base + frac_ns
+    hours, minutes = int(zone[1:3]), int(zone[4:6])
+    if hours > 23 or minutes > 59:
+        raise ValueError(f"bad UTC offset in timestamp {text!r}")
+    offset_ns = (hours * 3600 + minutes * 60) * _NS
+    base = base - offset_ns if zone[0] == "+" else base + offset_ns
     _check_range(base, text)
     return base + frac_ns
 
@@ -116,7 +120,7 @@ def _batch_loop(texts: list[str]) -> list[int]:
         base = cache.get(s[:19])
         if base is None:
             base = _seconds(s[:19])
-        if s[19:20] == "." and s[-1:] == "Z" and s[20:-1].isdigit():
+        if s[19:20] == "." and s[-1:] == "Z" and s.isascii() and s[20:-1].isdigit():
             frac = s[20:-1]
             append(base + int(frac) * pow10[len(frac)] if len(frac) <= 9 else base + int(frac[:9]))
         else:
@@ -134,12 +138,16 @@ def _batch_same_second(texts: list[str]) -> npt.NDArray[np.int64] | None:
     if not 0 < digits <= 9 or first[19] != "." or first[-1] != "Z":
         return None
     n = len(texts)
-    joined = "".join(texts)
-    if len(joined) != width * n or not joined.isascii():
+    # Joined with a separator after each, so that a row of the byte matrix is one string: joined bare, strings of
+    # other widths whose lengths add up (`...:44.2` then `Z2021-...`) would make rows that look well-formed. Every
+    # byte of a row is checked below (the prefix through `_seconds`) and none but its last may be the separator,
+    # so the n separators sit at the rows' ends and every string has the first one's width.
+    joined = "|".join(texts)
+    if len(joined) != (width + 1) * n - 1 or not joined.isascii():
         return None
-    a = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(n, width)
+    a = np.frombuffer((joined + "|").encode("ascii"), dtype=np.uint8).reshape(n, width + 1)
     d = a[:, 20 : width - 1] - _ZERO  # uint8: a non-digit wraps above 9
-    if d.max() > 9 or not (a[:, width - 1] == _Z).all():
+    if d.max() > 9 or not (a[:, width - 1] == _Z).all() or not (a[:, width] == _SEP).all():
         return None
     out: npt.NDArray[np.int64] = d @ _WEIGHTS[digits]
     # Runs of one 20-character prefix (to the second and the dot): neighbours compared as five 4-byte words (a
@@ -149,11 +157,12 @@ def _batch_same_second(texts: list[str]) -> npt.NDArray[np.int64] | None:
     change = ne[:, 0] | ne[:, 1] | ne[:, 2] | ne[:, 3] | ne[:, 4]
     cache = _SECOND_CACHE
     if not change.any():
-        base = cache.get(first[:19])
-        out += base if base is not None else _seconds(first[:19])
+        prefix = a[0, :19].tobytes().decode("ascii")
+        base = cache.get(prefix)
+        out += base if base is not None else _seconds(prefix)
         return out
     bounds = [0, *(np.flatnonzero(change) + 1).tolist(), n]
-    prefixes = [texts[i][:20] for i in bounds[:-1]]
+    prefixes = [a[i, :20].tobytes().decode("ascii") for i in bounds[:-1]]  # from the rows: they are what is checked
     if any(p[19] != "." for p in prefixes):  # each run's rows share its first one's
         return None
     bases = []
@@ -166,6 +175,7 @@ def _batch_same_second(texts: list[str]) -> npt.NDArray[np.int64] | None:
 
 _ZERO = np.uint8(48)
 _Z = np.uint8(90)
+_SEP = np.uint8(124)  # "|"
 # Fraction digit weights in nanoseconds for 1..9 digits: '.5' is 500_000_000 ns.
 _WEIGHTS = {k: 10 ** np.arange(8, 8 - k, -1, dtype=np.int64) for k in range(1, 10)}
 

@@ -4,20 +4,17 @@ every adapter and path, and the trades beside it still count: it used to escape 
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import numpy as np
 import orjson
 import pytest
 
-from gpt_trader.realtime import DataSource, RealtimePipeline, StreamConfig
-from gpt_trader.realtime.bus import InProcessBus
-from gpt_trader.realtime.config import RealtimeConfig
+from gpt_trader.realtime import DataSource
 from gpt_trader.realtime.sources import alpaca, iex
 from gpt_trader.realtime.timestamps import parse_rfc3339_array, parse_rfc3339_batch, parse_rfc3339_ns
+from tests.support.frames import run_frames
 
-ENV = {"APCA_API_KEY_ID": "k", "APCA_API_SECRET_KEY": "s"}
 NOW_S = time.time_ns() // 1_000_000_000
 NOW = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(NOW_S))
 
@@ -45,30 +42,6 @@ def _alpaca(i: int, t: str) -> dict[str, object]:
     return {"T": "t", "S": "AAA", "i": i, "x": "V", "p": 10.0 + i / 100, "s": 1, "t": t, "c": ["@"], "z": "C"}
 
 
-def _run(source: DataSource, frames: list[bytes], batched: bool) -> RealtimePipeline:
-    async def go() -> RealtimePipeline:
-        p = RealtimePipeline(
-            [StreamConfig(source, ["AAA"], url="ws://127.0.0.1:9")],
-            RealtimeConfig(timeframes=["1s"], start_timeout_secs=0),
-            bus=InProcessBus(),
-            environ=ENV,
-        )
-        await p._build_feeds()
-        feed = p.feeds[0]
-        feed.health.connected = True
-        recv = time.time_ns()
-        if batched:
-            feed.in_batch = True
-            await p._on_frames(feed, frames, recv)
-            feed.in_batch = False
-        else:
-            for raw in frames:
-                await p._on_frame(feed, raw, recv)
-        return p
-
-    return asyncio.run(go())
-
-
 @pytest.mark.parametrize("batched", [False, True])
 def test_alpaca_years_past_2262_are_dead_letters_and_the_rest_counts(batched: bool) -> None:
     good = [_alpaca(k, f"{NOW}.{k:03d}Z") for k in range(12)]
@@ -78,7 +51,7 @@ def test_alpaca_years_past_2262_are_dead_letters_and_the_rest_counts(batched: bo
         orjson.dumps([_alpaca(101 + k, f"2300-01-01T00:00:00.{k}Z") for k in range(9)]),  # a frame of them
         orjson.dumps(good[9:]),
     ]
-    p = _run(DataSource.ALPACA, frames, batched)
+    p = run_frames(DataSource.ALPACA, frames, batched)
     assert p.dead_letters.by_reason() == {"bad_timestamp": 10}
     assert p.ticks_accepted == 12
 
@@ -98,7 +71,7 @@ def test_iex_times_past_int64_are_dead_letters_and_the_rest_counts(batched: bool
             ]
         ),
     ]
-    p = _run(DataSource.IEX, frames, batched)
+    p = run_frames(DataSource.IEX, frames, batched)
     assert p.dead_letters.by_reason() == {"bad_timestamp": 4}
     assert p.ticks_accepted == 2
 

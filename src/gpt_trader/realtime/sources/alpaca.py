@@ -8,7 +8,7 @@ ignore). Client sends `{"action":"auth","key":..,"secret":..}` then `{"action":"
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -17,7 +17,14 @@ import orjson
 from gpt_trader.core.errors import SourceError
 from gpt_trader.data.sources.credentials import AlpacaCredentials
 from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, TradeFrames, truncate_raw
-from gpt_trader.realtime.sources.base import Connection, decode_trade_run, recv_json
+from gpt_trader.realtime.sources.base import (
+    DECODE_ERRORS,
+    Connection,
+    decode_trade_run,
+    load_frame,
+    message_raw,
+    recv_json,
+)
 from gpt_trader.realtime.timestamps import parse_rfc3339_array, parse_rfc3339_ns
 
 NAME = "alpaca"
@@ -84,11 +91,13 @@ for _cls in _IGNORED:
 _DECODER = msgspec.json.Decoder(list[_KNOWN])
 
 
-class _RunTrade(msgspec.Struct, tag_field="T", tag="t", gc=False, kw_only=True):
-    """`_Trade` (same tag, fields, types and defaults) with its fields in the order Alpaca sends them: msgspec
-    matches keys fastest in declaration order. Only the batched path decodes it, and never encodes one (dead
-    letters show `_Trade`'s order)."""
+class _RunTrade(msgspec.Struct, gc=False, kw_only=True):
+    """`_Trade` (same fields, types and defaults) with its fields in the order Alpaca sends them: msgspec matches
+    keys fastest in declaration order. Only the batched path decodes it, and never encodes one (dead letters show
+    `_Trade`'s order). The tag is a required field here: a tagged struct decoded outside a union takes a message
+    without its tag, which `_DECODER` refuses."""
 
+    T: Literal["t"]
     S: str
     i: int | str = 0
     x: str = ""
@@ -131,7 +140,7 @@ def parse_frame(raw: bytes | str) -> ParsedFrame:
     frame = ParsedFrame()
     try:
         messages = _DECODER.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except DECODE_ERRORS:
         return _parse_slow(raw, frame)
     trades = [m for m in messages if type(m) is _Trade]
     if len(trades) == len(messages):
@@ -183,7 +192,7 @@ def _add_other(frame: ParsedFrame, m: Any, raw: bytes | str) -> None:
 def _parse_slow(raw: bytes | str, frame: ParsedFrame) -> ParsedFrame:
     """Message-by-message fallback so one bad message costs only itself."""
     try:
-        payload = orjson.loads(raw)
+        payload = load_frame(raw)
     except orjson.JSONDecodeError as exc:
         frame.rejects.append(Reject("malformed_json", str(exc), truncate_raw(raw)))
         return frame
@@ -193,7 +202,7 @@ def _parse_slow(raw: bytes | str, frame: ParsedFrame) -> ParsedFrame:
     for item in payload:
         if not isinstance(item, dict) or "T" not in item:
             frame.rejects.append(
-                Reject("malformed_message", "message is not an object with 'T'", truncate_raw(orjson.dumps(item)))
+                Reject("malformed_message", "message is not an object with 'T'", message_raw(item, raw))
             )
             continue
         try:
@@ -215,7 +224,7 @@ def _parse_slow(raw: bytes | str, frame: ParsedFrame) -> ParsedFrame:
                 "x",
             }
             reason = "invalid_message" if known else "unknown_event"
-            frame.rejects.append(Reject(reason, str(exc), truncate_raw(orjson.dumps(item))))
+            frame.rejects.append(Reject(reason, str(exc), message_raw(item, raw)))
             continue
         _add_other(frame, message, raw)
     return frame

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -9,12 +10,15 @@ import msgspec
 import orjson
 
 from gpt_trader.core.errors import SourceError
-from gpt_trader.realtime.models import ParsedFrame, StreamType
+from gpt_trader.realtime.models import ParsedFrame, StreamType, truncate_raw
 
 T = TypeVar("T")
 _MS = 1_000_000
 # Millisecond times whose nanoseconds fit in int64 (the pipeline's columns); a trade beyond is a bad timestamp.
 MAX_MS = (2**63 - 1) // _MS
+# What a msgspec decoder raises on a frame it does not take: besides invalid JSON and the wrong shape, JSON nested
+# deeper than its recursion limit (an unknown field may hold anything) raises RecursionError.
+DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
 
 
 class Connection(Protocol):
@@ -87,7 +91,7 @@ def decode_each(
     for k in range(start, len(raws) if stop is None else stop):
         try:
             out.append(decode(raws[k]))
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except DECODE_ERRORS:
             break
     return out
 
@@ -98,3 +102,48 @@ def ms_in_range(t_ms: list[int]) -> int:
     if not t_ms or (min(t_ms) >= -MAX_MS and max(t_ms) <= MAX_MS):
         return len(t_ms)
     return next(k for k, t in enumerate(t_ms) if not -MAX_MS <= t <= MAX_MS)
+
+
+def load_frame(raw: bytes | str) -> Any:
+    """A frame's JSON as Python objects, for the message-by-message paths; raises orjson's JSONDecodeError (a
+    ValueError) when it is not JSON.
+
+    orjson refuses valid JSON holding a number beyond a double (`1e400`): such a frame is read again with the
+    stdlib, numbers as orjson reads them (that one infinite), so that only the message holding it is refused (its
+    price or size out of range, its time or id of the wrong type) and the good messages beside it are kept. What
+    orjson cannot write back (a lone surrogate, nesting past its limit) stays refused as a whole: dead letters are
+    written with it.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        error = exc
+    try:
+        payload = json.loads(raw, parse_constant=_not_json, parse_int=_json_int)
+        orjson.dumps(payload)
+    except (ValueError, TypeError, RecursionError):  # JSONEncodeError is a TypeError
+        raise error from None
+    return payload
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_int(text: str) -> int | float:
+    """An integer as orjson reads it: exact within 64 bits, else the nearest double (infinite past its range; no
+    4300-digit `int()` limit to trip on)."""
+    if len(text) <= 20:
+        value = int(text)
+        if -(2**63) <= value < 2**64:
+            return value
+    return float(text)
+
+
+def message_raw(item: Any, raw: bytes | str) -> str:
+    """One message of a frame as text for its dead letter: re-encoded alone, or the frame it came in where orjson
+    cannot write it (nested deeper than its limit)."""
+    try:
+        return truncate_raw(orjson.dumps(item))
+    except orjson.JSONEncodeError:
+        return truncate_raw(raw)

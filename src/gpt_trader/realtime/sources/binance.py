@@ -15,7 +15,7 @@ import msgspec
 import orjson
 
 from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, TradeFrames, truncate_raw
-from gpt_trader.realtime.sources.base import MAX_MS, Connection, decode_each, ms_in_range
+from gpt_trader.realtime.sources.base import DECODE_ERRORS, MAX_MS, Connection, decode_each, load_frame, ms_in_range
 
 NAME = "binance"
 DEFAULT_URL = "wss://stream.binance.com:9443"
@@ -119,7 +119,7 @@ def parse_frame(raw: bytes | str, recv_ns: int = 0) -> ParsedFrame:
     frame = ParsedFrame()
     try:
         env = _ENVELOPE.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except DECODE_ERRORS:
         return _parse_control(raw, frame)
     stream = env.stream
     kind = stream[stream.find("@") + 1 :]
@@ -128,11 +128,14 @@ def parse_frame(raw: bytes | str, recv_ns: int = 0) -> ParsedFrame:
             m = _TRADE.decode(env.data)
             if m.e != "trade" or not _names(stream, m.s):
                 frame.rejects.append(Reject("invalid_message", _mismatch(stream, m.e, m.s), truncate_raw(raw)))
+            elif m.t < 0:  # trade ids count from 0; negative ones are what aggregate trades' ids map to
+                frame.rejects.append(Reject("invalid_message", f"{stream}: negative trade id {m.t}", truncate_raw(raw)))
             else:
                 _add_trade(frame, raw, m.s, m.T, m.p, m.q, m.t)
         elif kind == "bookTicker":
             b = _BOOK.decode(env.data)
-            frame.add_quote(b.s, b.T * _MS if b.T else recv_ns, b.b, b.a, b.B, b.A)
+            if _in_range(frame, raw, b.T, "quote"):
+                frame.add_quote(b.s, b.T * _MS if b.T else recv_ns, b.b, b.a, b.B, b.A)
         elif kind == "aggTrade":
             a = _AGG.decode(env.data)
             if not _names(stream, a.s):
@@ -141,21 +144,32 @@ def parse_frame(raw: bytes | str, recv_ns: int = 0) -> ParsedFrame:
                 _add_trade(frame, raw, a.s, a.T, a.p, a.q, -a.a - 1)  # negative: never collides with trade ids
         elif kind.startswith("kline_"):
             k = _KLINE.decode(env.data).k
-            if k.x:  # only closed klines are bars; open ones are still changing
+            if k.x and _in_range(frame, raw, k.t, "kline"):  # only closed klines are bars; open ones still change
                 vwap = k.q / k.v if k.v else k.c
                 frame.bars.append(
                     ProviderBar(k.s, k.t * _MS, _INTERVAL_SECS.get(k.i, 60), k.o, k.h, k.l, k.c, k.v, vwap, k.n)
                 )
         else:
             frame.rejects.append(Reject("unknown_event", f"unknown stream kind {kind!r}", truncate_raw(raw)))
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        frame.rejects.append(Reject("invalid_message", f"{stream}: {exc}", truncate_raw(raw)))
+    except DECODE_ERRORS as exc:
+        frame.rejects.append(Reject("invalid_message", f"{stream}: {type(exc).__name__}: {exc}", truncate_raw(raw)))
     return frame
 
 
 def _names(stream: str, symbol: str) -> bool:
-    """Whether an event's symbol is the one its stream is for (`btcusdt@trade` carries BTCUSDT)."""
-    return stream[: stream.find("@")] == symbol.lower().replace("/", "")
+    """Whether an event's symbol is the one its stream is for (`btcusdt@trade` carries BTCUSDT; a stream name
+    without its `@<kind>` names none)."""
+    at = stream.find("@")
+    return at > 0 and stream[:at] == symbol.lower().replace("/", "")
+
+
+def _in_range(frame: ParsedFrame, raw: bytes | str, t_ms: int, what: str) -> bool:
+    """Whether a quote's or kline's millisecond time fits the pipeline's int64 nanoseconds; if not, a bad timestamp
+    (not a crash where the columns are built)."""
+    if -MAX_MS <= t_ms <= MAX_MS:
+        return True
+    frame.rejects.append(Reject("bad_timestamp", f"{what} time {t_ms} ms is out of range", truncate_raw(raw)))
+    return False
 
 
 def _mismatch(stream: str, event: str, symbol: str) -> str:
@@ -181,8 +195,9 @@ def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None
     # `parse_frame` dispatches on what follows the stream name's first "@"; a run holds a few distinct names.
     other = [s for s in dict.fromkeys(streams) if s[s.find("@") + 1 :] != "trade"]
     trades = [e.data for e in (envs[: min(map(streams.index, other))] if other else envs)]
-    # An event that is not a trade, or not for its stream's symbol, ends the run (`parse_frame` refuses it).
-    bad = next((i for i, m in enumerate(trades) if m.e != "trade" or not _names(streams[i], m.s)), None)
+    # An event that is not a trade, not for its stream's symbol or with a negative id ends the run (`parse_frame`
+    # refuses it).
+    bad = next((i for i, m in enumerate(trades) if m.e != "trade" or m.t < 0 or not _names(streams[i], m.s)), None)
     if bad is not None:
         del trades[bad:]
     t_ms = [m.T for m in trades]
@@ -199,7 +214,7 @@ def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None
 
 def _parse_control(raw: bytes | str, frame: ParsedFrame) -> ParsedFrame:
     try:
-        payload = orjson.loads(raw)
+        payload = load_frame(raw)
     except orjson.JSONDecodeError as exc:
         frame.rejects.append(Reject("malformed_json", str(exc), truncate_raw(raw)))
         return frame

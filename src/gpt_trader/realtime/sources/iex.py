@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from gpt_trader.realtime.models import ParsedFrame, Reject, StreamType, truncate_raw
-from gpt_trader.realtime.sources.base import MAX_MS, Connection
+from gpt_trader.realtime.sources.base import MAX_MS, Connection, load_frame, message_raw
 
 NAME = "iex"
 DEFAULT_URL = "wss://ws-api.iextrading.com/1.0/tops"
@@ -47,16 +47,14 @@ def parse_frame(raw: bytes | str) -> ParsedFrame:
     """Parse one IEX frame (object or array of Last/TOPS objects)."""
     frame = ParsedFrame()
     try:
-        payload = orjson.loads(raw)
+        payload = load_frame(raw)
     except orjson.JSONDecodeError as exc:
         frame.rejects.append(Reject("malformed_json", str(exc), truncate_raw(raw)))
         return frame
     items = payload if isinstance(payload, list) else [payload]
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("symbol"), str):
-            frame.rejects.append(
-                Reject("malformed_message", "not an object with a 'symbol'", truncate_raw(orjson.dumps(item)))
-            )
+            frame.rejects.append(Reject("malformed_message", "not an object with a 'symbol'", message_raw(item, raw)))
             continue
         try:
             if "bidPrice" in item:
@@ -69,20 +67,19 @@ def parse_frame(raw: bytes | str) -> ParsedFrame:
                 time_ms = _num(item, "time")
                 ts = _ns(time_ms)
                 seq = item.get("seq")
-                trade_id = seq if isinstance(seq, int) else hash((int(time_ms), item["price"], item.get("size")))
+                # A bool is no sequence number (`true` would dedup against seq 1): keyed by content, as a missing one.
+                trade_id = seq if type(seq) is int else hash((int(time_ms), item["price"], item.get("size")))
                 frame.add_trade(item["symbol"], ts, _num(item, "price"), _num(item, "size"), trade_id)
             elif item.get("type") in ("subscribed", "status"):
                 frame.control.append(item)
             else:
                 frame.rejects.append(
-                    Reject("unknown_event", "neither a Last nor a TOPS message", truncate_raw(orjson.dumps(item)))
+                    Reject("unknown_event", "neither a Last nor a TOPS message", message_raw(item, raw))
                 )
         except _BadTime as exc:
-            frame.rejects.append(Reject("bad_timestamp", str(exc), truncate_raw(orjson.dumps(item))))
+            frame.rejects.append(Reject("bad_timestamp", str(exc), message_raw(item, raw)))
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            frame.rejects.append(
-                Reject("invalid_message", f"{type(exc).__name__}: {exc}", truncate_raw(orjson.dumps(item)))
-            )
+            frame.rejects.append(Reject("invalid_message", f"{type(exc).__name__}: {exc}", message_raw(item, raw)))
     return frame
 
 

@@ -9,7 +9,7 @@ then `{"action":"subscribe","params":"T.AAPL,Q.AAPL"}`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -18,8 +18,16 @@ from pydantic import SecretStr
 
 from gpt_trader.core.errors import SourceError
 from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, TradeFrames, truncate_raw
+from gpt_trader.realtime.sources.base import (
+    DECODE_ERRORS,
+    Connection,
+    decode_trade_run,
+    load_frame,
+    message_raw,
+    ms_in_range,
+    recv_json,
+)
 from gpt_trader.realtime.sources.base import MAX_MS as _MAX_MS
-from gpt_trader.realtime.sources.base import Connection, decode_trade_run, ms_in_range, recv_json
 
 NAME = "polygon"
 DEFAULT_URL = "wss://socket.polygon.io/stocks"
@@ -71,10 +79,13 @@ _DECODER = msgspec.json.Decoder(list[_KNOWN])
 _TAGS = {"T", "Q", "A", "AM", "status"}
 
 
-class _RunTrade(msgspec.Struct, tag_field="ev", tag="T", gc=False, kw_only=True):
-    """`_Trade` (same tag, fields, types and defaults) with its fields in the order Polygon sends them: msgspec
-    matches keys fastest in declaration order. Only the batched path decodes it, and never encodes one."""
+class _RunTrade(msgspec.Struct, gc=False, kw_only=True):
+    """`_Trade` (same fields, types and defaults) with its fields in the order Polygon sends them: msgspec matches
+    keys fastest in declaration order. Only the batched path decodes it, and never encodes one. The tag is a
+    required field here: a tagged struct decoded outside a union takes an event without its tag, which `_DECODER`
+    refuses."""
 
+    ev: Literal["T"]
     sym: str
     x: int = 0
     i: str | int = ""
@@ -116,7 +127,7 @@ def parse_frame(raw: bytes | str) -> ParsedFrame:
     frame = ParsedFrame()
     try:
         events = _DECODER.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except DECODE_ERRORS:
         return _parse_slow(raw, frame)
     trades = [e for e in events if type(e) is _Trade]
     if trades:
@@ -139,11 +150,16 @@ def parse_frame(raw: bytes | str) -> ParsedFrame:
 
 def _add_other(frame: ParsedFrame, e: Any) -> None:
     kind = type(e)
+    if kind is _Status:
+        frame.control.append({"ev": "status", "status": e.status, "message": e.message})
+        return
+    # The pipeline keeps nanoseconds in int64 columns: a time beyond them is a bad timestamp, not a crash later on.
+    times = (e.s, e.e) if kind in (_Second, _Minute) else (e.t,)
+    if not all(-_MAX_MS <= t <= _MAX_MS for t in times):
+        detail = f"{kind.__struct_config__.tag} event time {max(times, key=abs)} ms is out of range"
+        frame.rejects.append(Reject("bad_timestamp", detail, truncate_raw(msgspec.json.encode(e))))
+        return
     if kind is _Trade:
-        if not -_MAX_MS <= e.t <= _MAX_MS:
-            detail = f"trade time {e.t} ms is out of range"
-            frame.rejects.append(Reject("bad_timestamp", detail, truncate_raw(msgspec.json.encode(e))))
-            return
         frame.add_trade(e.sym, e.t * _MS, e.p, e.s, hash((e.x, e.i)))
     elif kind is _Quote:
         frame.add_quote(e.sym, e.t * _MS, e.bp, e.ap, e.bs, e.as_)
@@ -151,13 +167,11 @@ def _add_other(frame: ParsedFrame, e: Any) -> None:
         secs = max(1, (e.e - e.s) // 1000)
         # `z` is the average trade size, not a count: the aggregate carries no trade count (0 = unknown).
         frame.bars.append(ProviderBar(e.sym, e.s * _MS, secs, e.o, e.h, e.l, e.c, e.v, e.vw or e.c, 0))
-    elif kind is _Status:
-        frame.control.append({"ev": "status", "status": e.status, "message": e.message})
 
 
 def _parse_slow(raw: bytes | str, frame: ParsedFrame) -> ParsedFrame:
     try:
-        payload = orjson.loads(raw)
+        payload = load_frame(raw)
     except orjson.JSONDecodeError as exc:
         frame.rejects.append(Reject("malformed_json", str(exc), truncate_raw(raw)))
         return frame
@@ -168,16 +182,14 @@ def _parse_slow(raw: bytes | str, frame: ParsedFrame) -> ParsedFrame:
         return frame
     for item in payload:
         if not isinstance(item, dict):
-            frame.rejects.append(
-                Reject("malformed_message", "event is not an object", truncate_raw(orjson.dumps(item)))
-            )
+            frame.rejects.append(Reject("malformed_message", "event is not an object", message_raw(item, raw)))
             continue
         try:
             event = msgspec.convert(item, _KNOWN)
         except msgspec.ValidationError as exc:
             tag = item.get("ev")
             reason = "invalid_message" if isinstance(tag, str) and tag in _TAGS else "unknown_event"
-            frame.rejects.append(Reject(reason, str(exc), truncate_raw(orjson.dumps(item))))
+            frame.rejects.append(Reject(reason, str(exc), message_raw(item, raw)))
             continue
         _add_other(frame, event)
     return frame
