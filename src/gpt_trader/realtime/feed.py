@@ -258,8 +258,18 @@ async def _watchdog(
     feed: Feed, config: RealtimeConfig, on_state: Callable[[Feed, str], None], now_ns: Callable[[], int]
 ) -> None:
     period = min(0.1, config.stale_after_secs / 4)
+    clock = asyncio.get_running_loop().time
+    judged = True
     while True:
+        asleep_since = clock()
         await asyncio.sleep(period)
+        # Waking a whole period late means this process stalled (CPU starved, a long GC or a blocking call): the
+        # feed's frames may be waiting unread, and every feed would look silent at once. The readers run first, and
+        # the verdict waits one round; only one, so a process late on every round still judges every other one.
+        if clock() - asleep_since > 2 * period and judged:
+            judged = False
+            continue
+        judged = True
         quiet = (now_ns() - feed.health.last_message_ns) / 1e9
         if quiet > config.stale_after_secs and not feed.stale:
             feed.stale = True
