@@ -94,6 +94,10 @@ def test_silent_primary_goes_stale_fails_over_then_reconnects(caplog: pytest.Log
 
     # the stale handover lost and doubled nothing
     done = out["done"]
+    if done and done[0].gap:
+        # On a loaded machine the stream can join after the first bar's window began: that bar holds only the trades
+        # seen since and says so (gap=True); the handover under test comes later.
+        done = done[1:]
     assert len(done) >= 10
     s = load_series("SPX")
     i = int(np.searchsorted(s.ts, done[0].ts_ns))
