@@ -3,28 +3,99 @@
 Both give the same semantics: append with a bounded length (`MAXLEN ~`), consumer groups with per-consumer pending
 lists, acknowledgements, and claiming of entries a crashed consumer left pending (`XAUTOCLAIM`). Stream names are
 `<prefix><name>` so tests and deployments share a Redis without colliding.
+
+Field values are bytes, str, int or float (what Redis stores); both buses refuse anything else, and empty entries,
+before a single entry is sent, with an error naming the stream and field. Delivery is at least once: a write whose
+reply was lost (Redis hung past the socket timeout, the connection dropped mid-pipeline) is sent again, and a
+consumer may see an entry twice (after a crash before its ack), so consumers must tolerate repeats. What Redis loses
+is reported, never silent: pending entries trimmed by `MAXLEN ~` before their ack are acknowledged and counted in
+`stats.trimmed_unacked`; a consumer group that vanished (the stream was deleted) is recreated on the next read and
+counted in `stats.groups_recreated`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gpt_trader.core.errors import GptTraderError
+
 Fields = Mapping[str, Any]
 Entry = tuple[str, str, dict[str, Any]]  # (stream, id, fields)
+
+log = logging.getLogger(__name__)
+_PLAIN = frozenset({bytes, str, int, float})  # exact types Redis stores as they are (bool is not among them)
+
+
+class BusFieldError(GptTraderError, ValueError):
+    """An entry's fields cannot be written to the bus; names the stream and the field."""
+
+
+class PublishError(GptTraderError):
+    """Some entries of a publish were not written. `retry`: refused for a passing reason (Redis out of memory,
+    loading, read-only replica), worth sending again in order; `rejected`: (stream, fields, reason) refused for
+    good (the key holds another type); `written`: how many went in. Entries in neither list were written once."""
+
+    def __init__(
+        self,
+        written: int,
+        retry: dict[str, list[Fields]],
+        rejected: list[tuple[str, Fields, str]],
+        first_error: str,
+    ) -> None:
+        self.written, self.retry, self.rejected = written, retry, rejected
+        n_retry = sum(len(v) for v in retry.values())
+        super().__init__(
+            f"bus publish: {written} entries written, {n_retry} to retry, {len(rejected)} rejected; "
+            f"first error: {first_error}"
+        )
+
+
+@dataclass
+class BusStats:
+    """What a bus lost or repaired, for health reports (counts since construction)."""
+
+    groups_recreated: int = 0  # consumer groups found missing and created again (their pending entries are lost)
+    trimmed_unacked: int = 0  # pending entries trimmed away before their ack (acknowledged, never delivered)
+    skipped_by_trim: int = 0  # in-process only: entries trimmed before a lagging group read them
+
+
+def check_fields(stream: str, fields: Fields) -> None:
+    """Raise `BusFieldError` unless `fields` is a non-empty mapping of str names to bytes/str/int/float values."""
+    if not fields:
+        raise BusFieldError(f"bus entry for stream {stream!r} has no fields (Redis refuses empty entries)")
+    for name, value in fields.items():
+        if type(value) not in _PLAIN and (isinstance(value, bool) or not isinstance(value, (bytes, str, int, float))):
+            raise BusFieldError(
+                f"bus entry for stream {stream!r}: field {name!r} is {type(value).__name__} ({value!r:.80}); "
+                "encode it as bytes, str, int or float"
+            )
+        if type(name) is not str:
+            raise BusFieldError(f"bus entry for stream {stream!r}: field name {name!r} is not a str")
+
+
+def check_batches(batches: Mapping[str, Sequence[Fields]]) -> None:
+    """`check_fields` on every entry of every stream."""
+    for stream, entries in batches.items():
+        for fields in entries:
+            check_fields(stream, fields)
 
 
 class Bus(Protocol):
     """Append-only streams with consumer groups."""
 
     prefix: str
+    url: str  # where the bus lives, for logs (no secrets)
+    stats: BusStats
 
     async def publish(self, batches: Mapping[str, Sequence[Fields]]) -> int:
-        """Append entries to streams in one round trip; returns how many were written."""
+        """Append entries to streams in one round trip; returns how many were written. Raises `BusFieldError`
+        (nothing sent) for fields the bus cannot store, `PublishError` when only some entries were written."""
         ...
 
     async def ensure_group(self, stream: str, group: str, start_id: str = "0") -> None:
@@ -34,7 +105,8 @@ class Bus(Protocol):
     async def read_group(
         self, group: str, consumer: str, streams: Sequence[str], count: int = 100, block_ms: int = 100
     ) -> list[Entry]:
-        """New entries for `consumer` in `group` (they stay pending until acked)."""
+        """New entries for `consumer` in `group` (they stay pending until acked); waits up to `block_ms` (0: not
+        at all) when there are none. A missing group is recreated from the stream's start (and counted)."""
         ...
 
     async def read_pending(self, group: str, consumer: str, stream: str, count: int = 100) -> list[Entry]:
@@ -72,6 +144,24 @@ class Bus(Protocol):
         ...
 
 
+def _report_recreated(bus: Bus, stream: str, group: str) -> None:
+    bus.stats.groups_recreated += 1
+    log.error(
+        "bus %s: consumer group %r on stream %r was missing (stream deleted or expired) and was recreated from the "
+        "stream's start; entries it had pending are lost",
+        bus.url, group, bus.prefix + stream,
+    )  # fmt: skip
+
+
+def _report_trimmed(bus: Bus, stream: str, group: str, n: int) -> None:
+    bus.stats.trimmed_unacked += n
+    log.warning(
+        "bus %s: %d entries pending in group %r on stream %r were trimmed (MAXLEN) before their ack; acknowledged "
+        "them, they were never processed (raise the bus maxlen or consume faster)",
+        bus.url, n, group, bus.prefix + stream,
+    )  # fmt: skip
+
+
 # --- in-process -----------------------------------------------------------------------------------------------
 @dataclass
 class _Pending:
@@ -101,6 +191,8 @@ class InProcessBus:
     def __init__(self, maxlen: int = 100_000, prefix: str = "") -> None:
         self.maxlen = maxlen
         self.prefix = prefix
+        self.url = "memory://"
+        self.stats = BusStats()
         self._streams: dict[str, _Stream] = {}
         self._new_data = asyncio.Event()
 
@@ -110,6 +202,15 @@ class InProcessBus:
         if s is None:
             s = self._streams[key] = _Stream()
         return s
+
+    def _group(self, name: str, group: str) -> _Group:
+        """The group, recreated from the stream's start when it is gone (as `RedisStreamsBus` does on NOGROUP)."""
+        s = self._stream(name)
+        g = s.groups.get(group)
+        if g is None:
+            g = s.groups[group] = _Group(s.base)
+            _report_recreated(self, name, group)
+        return g
 
     def _next_id(self, s: _Stream) -> str:
         ms = time.time_ns() // 1_000_000
@@ -121,6 +222,7 @@ class InProcessBus:
 
     async def publish(self, batches: Mapping[str, Sequence[Fields]]) -> int:
         """Append; trims the oldest entries beyond `maxlen` (exactly, where Redis trims approximately)."""
+        check_batches(batches)
         written = 0
         for name, entries in batches.items():
             s = self._stream(name)
@@ -162,10 +264,15 @@ class InProcessBus:
         now = time.monotonic_ns()
         for name in streams:
             s = self._stream(name)
-            g = s.groups.get(group)
-            if g is None:
-                raise KeyError(f"NOGROUP: no group {group!r} on stream {self.prefix + name!r}")
-            g.next_index = max(g.next_index, s.base)
+            g = self._group(name, group)
+            if g.next_index < s.base:  # trimmed before this group read them: Redis skips them silently, we count
+                skipped = s.base - g.next_index
+                self.stats.skipped_by_trim += skipped
+                log.warning(
+                    "bus %s: group %r on stream %r fell behind trimming; %d entries were trimmed unread",
+                    self.url, group, self.prefix + name, skipped,
+                )  # fmt: skip
+                g.next_index = s.base
             pos = g.next_index - s.base
             batch = list(s.entries)[pos : pos + count] if pos < len(s.entries) else []
             for entry_id, fields in batch:
@@ -175,27 +282,34 @@ class InProcessBus:
         return out
 
     async def read_pending(self, group: str, consumer: str, stream: str, count: int = 100) -> list[Entry]:
-        """This consumer's unacked entries (still present in the stream)."""
+        """This consumer's unacked entries; those trimmed meanwhile are acknowledged and counted."""
         s = self._stream(stream)
-        g = s.groups[group]
+        g = self._group(stream, group)
         lookup = dict(s.entries)
-        ids = [i for i, p in g.pending.items() if p.consumer == consumer and i in lookup][:count]
-        return [(stream, i, lookup[i]) for i in ids]
+        mine = [i for i, p in g.pending.items() if p.consumer == consumer]
+        gone = [i for i in mine if i not in lookup]
+        for i in gone:
+            del g.pending[i]
+        if gone:
+            _report_trimmed(self, stream, group, len(gone))
+        return [(stream, i, lookup[i]) for i in mine if i in lookup][:count]
 
     async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
-        """Remove from the group's pending list."""
-        g = self._stream(stream).groups[group]
-        return sum(1 for i in ids if g.pending.pop(i, None) is not None)
+        """Remove from the group's pending list (0 for a missing group, as XACK)."""
+        s = self._streams.get(self.prefix + stream)
+        g = s.groups.get(group) if s is not None else None
+        return 0 if g is None else sum(1 for i in ids if g.pending.pop(i, None) is not None)
 
     async def claim_stale(
         self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int = 100
     ) -> list[Entry]:
-        """XAUTOCLAIM: entries idle at least `min_idle_ms` move to `consumer`; trimmed ones are dropped."""
+        """XAUTOCLAIM: entries idle at least `min_idle_ms` move to `consumer`; trimmed ones are dropped (counted)."""
         s = self._stream(stream)
-        g = s.groups[group]
+        g = self._group(stream, group)
         lookup = dict(s.entries)
         now = time.monotonic_ns()
         out: list[Entry] = []
+        gone = 0
         for entry_id, p in list(g.pending.items()):
             if len(out) >= count:
                 break
@@ -203,14 +317,17 @@ class InProcessBus:
                 continue
             if entry_id not in lookup:
                 del g.pending[entry_id]  # deleted by trimming, as Redis 7 reports and drops them
+                gone += 1
                 continue
             g.pending[entry_id] = _Pending(consumer, now, p.deliveries + 1)
             out.append((stream, entry_id, lookup[entry_id]))
+        if gone:
+            _report_trimmed(self, stream, group, gone)
         return out
 
     async def pending_count(self, stream: str, group: str) -> int:
         """Size of the group's pending list."""
-        return len(self._stream(stream).groups[group].pending)
+        return len(self._group(stream, group).pending)
 
     async def read_range(self, stream: str, count: int | None = None) -> list[tuple[str, dict[str, Any]]]:
         """Entries oldest first."""
@@ -236,8 +353,46 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# Retention by TTL only for streams nobody consumes through a group: expiring a grouped stream would delete the group
+# with its unacknowledged entries (a stopped live session would lose the bars it must find again on restart). Those
+# streams are bounded by MAXLEN alone. One script so the check and the EXPIRE/PERSIST are atomic.
+_EXPIRE_UNLESS_GROUPS = (
+    "if #redis.call('XINFO', 'GROUPS', KEYS[1]) == 0 then return redis.call('EXPIRE', KEYS[1], ARGV[1]) "
+    "else return redis.call('PERSIST', KEYS[1]) end"
+)
+# Error replies that describe the server's state, not the entry: the same XADD can succeed later.
+_TRANSIENT_CODES = ("BUSY", "MISCONF", "NOREPLICAS", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from redis import exceptions as rex
+
+    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, OSError)):
+        return True
+    if isinstance(exc, (rex.OutOfMemoryError, rex.ReadOnlyError, rex.TryAgainError, rex.MasterDownError)):
+        return True
+    return str(exc).startswith(_TRANSIENT_CODES)
+
+
+def _is_nogroup(exc: BaseException) -> bool:
+    return str(exc).startswith("NOGROUP")
+
+
+def _safe_url(pool: Any) -> str:
+    """The connection pool's address without the password, for logs."""
+    kwargs = pool.connection_kwargs
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    scheme = "rediss" if "SSL" in pool.connection_class.__name__ else "redis"
+    user = f"{kwargs['username']}@" if kwargs.get("username") else ""
+    return f"{scheme}://{user}{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
 class RedisStreamsBus:
-    """Redis Streams via redis-py asyncio: pipelined `XADD ... MAXLEN ~`, groups, `XACK`, `XAUTOCLAIM`."""
+    """Redis Streams via redis-py asyncio: pipelined `XADD ... MAXLEN ~`, groups, `XACK`, `XAUTOCLAIM`.
+
+    `ttl_secs` expires streams left idle that long, except streams with consumer groups (see `_EXPIRE_UNLESS_GROUPS`).
+    """
 
     def __init__(
         self,
@@ -249,48 +404,103 @@ class RedisStreamsBus:
         client: Any | None = None,
     ) -> None:
         import redis.asyncio as aioredis
+        from redis.asyncio.connection import DEFAULT_SOCKET_TIMEOUT
 
         # Bytes on the wire: tick batches are orjson bytes and decoding every reply would cost more than it saves.
         self._redis = client if client is not None else aioredis.Redis.from_url(url, decode_responses=False)
         self.maxlen = maxlen
         self.prefix = prefix
         self.ttl_secs = ttl_secs
+        self.stats = BusStats()
+        kwargs = self._redis.connection_pool.connection_kwargs
+        self.url = _safe_url(self._redis.connection_pool)
+        # A blocking XREADGROUP longer than the socket timeout would fail as a timeout: block in slices below it.
+        timeout = kwargs.get("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
+        self._max_block_ms = max(1, int(timeout * 800)) if timeout else None
         self._expiry_set: dict[str, float] = {}
 
     def __repr__(self) -> str:
-        return f"RedisStreamsBus(prefix={self.prefix!r}, maxlen={self.maxlen})"
+        return f"RedisStreamsBus(url={self.url!r}, prefix={self.prefix!r}, maxlen={self.maxlen})"
 
     async def ping(self) -> bool:
         """True when Redis answers."""
         return bool(await self._redis.ping())
 
     async def publish(self, batches: Mapping[str, Sequence[Fields]]) -> int:
-        """One pipelined round trip for every entry of every stream (approximate trimming keeps XADD O(1))."""
+        """One pipelined round trip for every entry of every stream (approximate trimming keeps XADD O(1)).
+
+        Per-entry errors do not stop the others; see `PublishError` for what is then written, to retry or refused.
+        """
+        check_batches(batches)
         written = 0
         now = time.monotonic()
+        layout: list[tuple[str, Sequence[Fields], bool]] = []  # per stream: its entries, then maybe the TTL command
         async with self._redis.pipeline(transaction=False) as pipe:
             for name, entries in batches.items():
+                if not entries:
+                    continue
                 key = self.prefix + name
                 for fields in entries:
                     pipe.xadd(key, dict(fields), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-                    written += 1
+                written += len(entries)
                 # Refresh the TTL now and then, not per entry: it is a retention bound, not a precise clock.
-                if self.ttl_secs and entries and now - self._expiry_set.get(key, -1e18) > self.ttl_secs / 4:
-                    pipe.expire(key, self.ttl_secs)
+                ttl = bool(self.ttl_secs) and now - self._expiry_set.get(key, -1e18) > (self.ttl_secs or 0) / 4
+                if ttl:
+                    pipe.eval(_EXPIRE_UNLESS_GROUPS, 1, key, self.ttl_secs)  # type: ignore[arg-type]
                     self._expiry_set[key] = now
-            if written:
-                await pipe.execute()
+                layout.append((name, entries, ttl))
+            if not written:
+                return 0
+            results = await pipe.execute(raise_on_error=False)
+        if any(isinstance(r, Exception) for r in results):
+            self._raise_partial(layout, results)
         return written
 
-    async def ensure_group(self, stream: str, group: str, start_id: str = "0") -> None:
-        """XGROUP CREATE ... MKSTREAM, tolerating BUSYGROUP."""
+    def _raise_partial(self, layout: list[tuple[str, Sequence[Fields], bool]], results: list[Any]) -> None:
+        """Sort the failed XADDs into retry (transient) and rejected (permanent); raise `PublishError`."""
+        retry: dict[str, list[Fields]] = {}
+        rejected: list[tuple[str, Fields, str]] = []
+        written, first, i = 0, "", 0
+        for name, entries, ttl in layout:
+            for fields in entries:
+                r = results[i]
+                i += 1
+                if not isinstance(r, Exception):
+                    written += 1
+                    continue
+                first = first or f"{type(r).__name__}: {r} (stream {self.prefix + name!r})"
+                if _is_transient(r):
+                    retry.setdefault(name, []).append(fields)
+                else:
+                    rejected.append((name, fields, f"{type(r).__name__}: {r}"))
+            if ttl:
+                i += 1  # a failed TTL refresh loses nothing; a later one sets it
+        if retry or rejected:
+            raise PublishError(written, retry, rejected, first)
+
+    async def _create_group(self, stream: str, group: str, start_id: str) -> bool:
+        """XGROUP CREATE ... MKSTREAM, then PERSIST (a grouped stream must not expire); False when it existed."""
         from redis.exceptions import ResponseError
 
+        key = self.prefix + stream
         try:
-            await self._redis.xgroup_create(self.prefix + stream, group, id=start_id, mkstream=True)
+            await self._redis.xgroup_create(key, group, id=start_id, mkstream=True)
+            created = True
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+            created = False
+        await self._redis.persist(key)
+        return created
+
+    async def ensure_group(self, stream: str, group: str, start_id: str = "0") -> None:
+        """XGROUP CREATE ... MKSTREAM, tolerating BUSYGROUP; removes any TTL from the stream."""
+        await self._create_group(stream, group, start_id)
+
+    async def _recreate(self, streams: Sequence[str], group: str) -> None:
+        for stream in streams:
+            if await self._create_group(stream, group, "0"):
+                _report_recreated(self, stream, group)
 
     def _entries(self, resp: Any) -> list[Entry]:
         out: list[Entry] = []
@@ -298,22 +508,56 @@ class RedisStreamsBus:
         for stream, entries in resp or []:
             name = _text(stream)[n:]
             for entry_id, fields in entries:
-                out.append((name, _text(entry_id), {_text(k): v for k, v in fields.items()}))
+                out.append((name, _text(entry_id), {_text(k): v for k, v in (fields or {}).items()}))
         return out
 
     async def read_group(
         self, group: str, consumer: str, streams: Sequence[str], count: int = 100, block_ms: int = 100
     ) -> list[Entry]:
-        """XREADGROUP with `>`."""
-        resp = await self._redis.xreadgroup(
-            group, consumer, {self.prefix + s: ">" for s in streams}, count=count, block=block_ms
-        )
-        return self._entries(resp)
+        """XREADGROUP with `>`; a missing group (NOGROUP) is recreated from the stream's start and reported."""
+        from redis.exceptions import ResponseError
+
+        try:
+            return await self._read_new(group, consumer, streams, count, block_ms)
+        except ResponseError as exc:
+            if not _is_nogroup(exc):
+                raise
+        await self._recreate(streams, group)
+        return await self._read_new(group, consumer, streams, count, block_ms)
+
+    async def _read_new(
+        self, group: str, consumer: str, streams: Sequence[str], count: int, block_ms: int
+    ) -> list[Entry]:
+        keys = {self.prefix + s: ">" for s in streams}
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            # BLOCK 0 would wait forever: 0 means "don't wait", as in InProcessBus.
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            block = (
+                None if left_ms <= 0 else left_ms if self._max_block_ms is None else min(left_ms, self._max_block_ms)
+            )
+            resp = await self._redis.xreadgroup(group, consumer, keys, count=count, block=block)  # type: ignore[arg-type]
+            if resp or block is None or block == left_ms:
+                return self._entries(resp)
 
     async def read_pending(self, group: str, consumer: str, stream: str, count: int = 100) -> list[Entry]:
-        """XREADGROUP with `0`: this consumer's own pending entries."""
-        resp = await self._redis.xreadgroup(group, consumer, {self.prefix + stream: "0"}, count=count)
-        return [e for e in self._entries(resp) if e[2]]
+        """XREADGROUP with `0`: this consumer's own pending entries; those trimmed meanwhile (no fields) are
+        acknowledged and counted, so they stop haunting the pending list."""
+        from redis.exceptions import ResponseError
+
+        try:
+            resp = await self._redis.xreadgroup(group, consumer, {self.prefix + stream: "0"}, count=count)
+        except ResponseError as exc:
+            if not _is_nogroup(exc):
+                raise
+            await self._recreate([stream], group)
+            return []
+        entries = self._entries(resp)
+        gone = [e[1] for e in entries if not e[2]]
+        if gone:
+            await self._redis.xack(self.prefix + stream, group, *gone)
+            _report_trimmed(self, stream, group, len(gone))
+        return [e for e in entries if e[2]]
 
     async def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
         """XACK."""
@@ -322,23 +566,48 @@ class RedisStreamsBus:
     async def claim_stale(
         self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int = 100
     ) -> list[Entry]:
-        """XAUTOCLAIM from 0-0 until the cursor wraps (bounded to 1000 rounds)."""
+        """XAUTOCLAIM from 0-0 until the cursor wraps (bounded to 1000 rounds). Entries trimmed while pending are
+        dropped from the pending list (by Redis 7; acknowledged here on Redis 6.2) and counted."""
+        from redis.exceptions import ResponseError
+
         key = self.prefix + stream
         start: Any = "0-0"
         out: list[Entry] = []
+        gone = 0
         for _ in range(1000):
-            reply = await self._redis.xautoclaim(
-                key, group, consumer, min_idle_time=min_idle_ms, start_id=start, count=count
-            )
-            start, claimed = reply[0], reply[1]  # Redis 7 adds deleted ids as a third item
+            try:
+                reply = await self._redis.xautoclaim(
+                    key, group, consumer, min_idle_time=min_idle_ms, start_id=start, count=count
+                )
+            except ResponseError as exc:
+                if not _is_nogroup(exc):
+                    raise
+                await self._recreate([stream], group)
+                break
+            start, claimed = reply[0], reply[1]
+            gone += len(reply[2]) if len(reply) > 2 else 0  # Redis 7: ids deleted from the stream, now unpending
+            trimmed = [i for i, f in claimed if not f]  # Redis 6.2: they come back with no fields, still pending
+            if trimmed:
+                await self._redis.xack(key, group, *trimmed)
+                gone += len(trimmed)
             out.extend((stream, _text(i), {_text(k): v for k, v in f.items()}) for i, f in claimed if f)
             if _text(start) == "0-0" or len(out) >= count:
                 break
+        if gone:
+            _report_trimmed(self, stream, group, gone)
         return out
 
     async def pending_count(self, stream: str, group: str) -> int:
-        """XPENDING summary count."""
-        info = await self._redis.xpending(self.prefix + stream, group)
+        """XPENDING summary count (0 for a group that had to be recreated)."""
+        from redis.exceptions import ResponseError
+
+        try:
+            info = await self._redis.xpending(self.prefix + stream, group)
+        except ResponseError as exc:
+            if not _is_nogroup(exc):
+                raise
+            await self._recreate([stream], group)
+            return 0
         return int(info["pending"])
 
     async def read_range(self, stream: str, count: int | None = None) -> list[tuple[str, dict[str, Any]]]:

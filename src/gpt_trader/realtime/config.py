@@ -150,6 +150,9 @@ class RealtimeConfig(Section):
     # Bus writer: ticks are written as one entry per symbol per flush (a micro-batch), bars one entry each.
     flush_interval_ms: float = Field(default=5.0, gt=0)
     max_pending_ticks: int = Field(default=200_000, gt=0)
+    # How long `stop()` keeps retrying the final flush while the bus is down or hung; what is still queued then is
+    # logged as an error and counted (`bus_health()`), never dropped silently.
+    bus_drain_timeout_secs: float = Field(default=5.0, gt=0)
     publish_ticks: bool = True
     tick_interval_ms: float = Field(default=20.0, gt=0)
 

@@ -125,3 +125,20 @@ class RealtimeMetrics:
             ["source"],
             registry=r,
         )
+        # The bus writer: alerts key on `bus_up == 0` and a growing `bus_pending`, not on log lines.
+        self.bus_up = Gauge(
+            "gpt_trader_realtime_bus_up", "1 while bus publishes succeed, 0 while they fail", registry=r
+        )
+        self.bus_up.set(1)
+        self.bus_failures = Counter(
+            "gpt_trader_realtime_bus_publish_failures", "Bus flushes that failed (retried with backoff)", registry=r
+        )
+        self.bus_pending = Gauge(
+            "gpt_trader_realtime_bus_pending", "Ticks and entries queued for the bus, not yet published", registry=r
+        )
+        self.bus_dropped = Counter(
+            "gpt_trader_realtime_bus_dropped",
+            "Bus entries never published (rejected: refused by the bus; invalid: bad fields; stop: bus down at stop)",
+            ["reason"],
+            registry=r,
+        )

@@ -8,7 +8,11 @@ handover on failover. Feed loss opens a gap (bars held back from `final`); it cl
 backfilled from the historical API once its windows have closed.
 
 Bus layout (stream names under the bus prefix): `ticks:<SYM>` (one entry per symbol per flush: a micro-batch of
-trades as orjson columns), `bars:<tf>:<SYM>` (one entry per emitted bar revision), `deadletter`.
+trades as orjson columns), `bars:<tf>:<SYM>` (one entry per emitted bar revision), `deadletter`. The writer
+(`_flusher`) publishes the queue every `flush_interval_ms`; while the bus fails it keeps everything queued (the feeds
+wait once `max_pending_ticks` are queued), retries with exponential backoff, reports the outage in `bus_health()` and
+the `bus_*` metrics, and `stop()` drains it for up to `bus_drain_timeout_secs`. Entries the bus refuses for good
+(a key of another type, fields it cannot store) are dropped, logged and counted; they never block the others.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import orjson
 from gpt_trader.core.errors import ConfigError, SourceError
 from gpt_trader.realtime.bars import BarAggregator, Gap, LiveBar, pv_sum, volume_sum
 from gpt_trader.realtime.buffer import KIND_QUOTE, KIND_TRADE, TickRing
-from gpt_trader.realtime.bus import Bus, InProcessBus
+from gpt_trader.realtime.bus import Bus, BusFieldError, Fields, InProcessBus, PublishError, check_fields
 from gpt_trader.realtime.clock import OffsetEstimator
 from gpt_trader.realtime.config import RealtimeConfig, StreamEndpoints
 from gpt_trader.realtime.deadletter import DeadLetters, tick_raw
@@ -58,6 +62,10 @@ _LOCAL_SOURCES = (DataSource.REPLAY, DataSource.SIMULATED)
 _SMALL = 8  # below this many trades, lists and plain loops beat numpy's per-call overhead
 _TRADE_RUN_MAX = 64  # runs of fewer one-trade frames go through `_ingest_trade_run`'s loop, longer ones numpy's
 _NO_QUOTE = (math.nan, math.nan, math.nan, math.nan)
+# Bus writer retries: exponential from the base to the cap, and one summary line per interval while the bus is down.
+_BUS_BACKOFF_BASE_SECS = 0.1
+_BUS_BACKOFF_MAX_SECS = 2.0
+_BUS_REPORT_SECS = 30.0
 
 
 def _as_list(values: Any) -> list[Any]:
@@ -348,8 +356,16 @@ class RealtimePipeline:
         self._listeners: list[Callable[[LiveBar], Any]] = []
         self._pending_ticks: dict[str, list[tuple[Any, ...]]] = {}
         self._pending_count = 0
-        self._pending_entries: dict[str, list[dict[str, Any]]] = {}
+        self._pending_entries: dict[str, list[Fields]] = {}
         self._flushed = asyncio.Event()
+        self._flusher_task: asyncio.Task[None] | None = None
+        # Bus writer health: down since (monotonic; None while up), failed flushes, entries lost and why.
+        self._bus_down_since: float | None = None
+        self._bus_next_report = 0.0
+        self._bus_failures = 0
+        self._bus_last_error = ""
+        self._bus_dropped: dict[str, int] = {"rejected": 0, "invalid": 0, "stop": 0}
+        self._bus_dropped_ticks = 0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._backfills: set[asyncio.Task[Any]] = set()
@@ -423,7 +439,8 @@ class RealtimePipeline:
                 )
             )
         self._tasks.append(asyncio.create_task(self._ticker(), name="pipeline-ticker"))
-        self._tasks.append(asyncio.create_task(self._flusher(), name="pipeline-flusher"))
+        self._flusher_task = asyncio.create_task(self._flusher(), name="pipeline-flusher")
+        self._tasks.append(self._flusher_task)
         self.started = True
         if wait_for_data and self.config.start_timeout_secs > 0:
             deadline = time.monotonic() + self.config.start_timeout_secs
@@ -490,18 +507,31 @@ class RealtimePipeline:
         return exchange.url("alpaca")
 
     async def stop(self) -> None:
-        """Disconnect, flush the bus writer, stop any embedded exchange. Open bars stay open (see `flush_bars`)."""
+        """Disconnect, flush the bus writer, stop any embedded exchange. Open bars stay open (see `flush_bars`).
+
+        The writer is not cancelled mid-publish: it finishes its flush, then the rest is published, retrying for up
+        to `bus_drain_timeout_secs` while the bus is down or hung; whatever is left then is logged and counted."""
         if not self.started:
             return
         self._stop.set()
-        for task in self._tasks:
+        flusher, self._flusher_task = self._flusher_task, None
+        others = [t for t in self._tasks if t is not flusher]
+        for task in others:
             task.cancel()
-        for task in [*self._tasks, *self._backfills]:
+        for task in [*others, *self._backfills]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        with contextlib.suppress(Exception):
-            await self._flush()
+        deadline = time.monotonic() + self.config.bus_drain_timeout_secs  # the feeds are quiet: nothing more comes
+        if flusher is not None:
+            # Cancelled only past the deadline (a hung bus): `_flush` then puts its batch back for the report.
+            try:
+                await asyncio.wait_for(flusher, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                self._bus_failed(TimeoutError(f"no reply within {self.config.bus_drain_timeout_secs}s"))
+            except Exception:  # the writer handles its own errors: this is a bug, not an outage
+                log.exception("bus writer failed")
+        await self._drain(deadline)
         self._flush_metrics()
         for exchange in self._exchanges:
             await exchange.stop()
@@ -1751,6 +1781,7 @@ class RealtimePipeline:
                     self._reroute(symbol)  # failback check
             self._check_gaps(wall)
             self._flush_metrics()
+            self.metrics.bus_pending.set(self._pending_count)
             healths = [f.health for f in self._feeds]
             for symbol in self._routes:
                 update_disagreement([f.health for f in self._routes[symbol]], symbol)
@@ -1769,23 +1800,138 @@ class RealtimePipeline:
         self._pending_count += 1
 
     async def _flusher(self) -> None:
+        """Publish the queue every `flush_interval_ms`; while the bus fails, back off exponentially. Exits at stop
+        after the flush in progress (`stop` drains the rest), so a publish is never cut off halfway."""
         period = self.config.flush_interval_ms / 1000
+        delay = period
         while not self._stop.is_set():
-            await asyncio.sleep(period)
+            if delay == period:
+                await asyncio.sleep(period)
+            else:  # a backoff wait ends early at stop
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+            if self._stop.is_set():
+                break
             try:
                 await self._flush()
             except Exception as exc:
-                log.warning("bus flush failed: %s", exc)
-                await asyncio.sleep(min(1.0, period * 20))
+                self._bus_failed(exc)
+                delay = min(_BUS_BACKOFF_MAX_SECS, max(_BUS_BACKOFF_BASE_SECS, delay * 2))
+            else:
+                if self._bus_down_since is not None:
+                    self._bus_recovered()
+                delay = period
+
+    async def _drain(self, deadline: float) -> None:
+        """Publish what is queued, retrying with backoff until `deadline`; log and count whatever is left."""
+        delay = _BUS_BACKOFF_BASE_SECS
+        while self._pending_entries or self._pending_ticks:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                # A hung bus is cut off at the deadline: `_flush` puts its batch back, so the report counts it.
+                await asyncio.wait_for(self._flush(), left)
+            except Exception as exc:
+                self._bus_failed(exc)
+                await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(_BUS_BACKOFF_MAX_SECS, delay * 2)
+            else:
+                if self._bus_down_since is not None:
+                    self._bus_recovered()
+        if self._pending_entries or self._pending_ticks:
+            entries, ticks = self._queued()
+            log.error(
+                "bus %s: stopped with %d ticks and %d other entries (bars, dead letters) unpublished after %.1fs of "
+                "retries (last error: %s); they are dropped",
+                self._bus_url(), ticks, entries, self.config.bus_drain_timeout_secs, self._bus_last_error or "-",
+            )  # fmt: skip
+            self._bus_dropped["stop"] += entries
+            self._bus_dropped_ticks += ticks
+            self.metrics.bus_dropped.labels("stop").inc(entries + ticks)
+            self._pending_entries, self._pending_ticks = {}, {}
+            self._pending_count = 0
+        self.metrics.bus_pending.set(self._pending_count)
+
+    def _queued(self) -> tuple[int, int]:
+        """(entries other than ticks, ticks) queued for the bus, encoded or not."""
+        entries = ticks = 0
+        for stream, queued in self._pending_entries.items():
+            if stream.startswith("ticks:"):
+                ticks += sum(int(e["n"]) for e in queued)
+            else:
+                entries += len(queued)
+        return entries, ticks + sum(len(p[0]) for parts in self._pending_ticks.values() for p in parts)
+
+    def _bus_url(self) -> str:
+        return str(getattr(self.bus, "url", type(self.bus).__name__))
+
+    def _bus_failed(self, exc: BaseException) -> None:
+        """Count a failed flush; log the first of an outage, then one summary per `_BUS_REPORT_SECS`."""
+        now = time.monotonic()
+        self._bus_failures += 1
+        self._bus_last_error = f"{type(exc).__name__}: {exc or 'no reply in time'}"
+        self.metrics.bus_failures.inc()
+        self.metrics.bus_pending.set(self._pending_count)
+        if self._bus_down_since is None:
+            self._bus_down_since = now
+            self._bus_next_report = now + _BUS_REPORT_SECS
+            self.metrics.bus_up.set(0)
+            log.warning(
+                "bus %s unreachable or failing (%s): keeping %d ticks and entries queued, retrying with backoff "
+                "(up to %.0fs); the feeds wait once %d are queued",
+                self._bus_url(), self._bus_last_error, self._pending_count, _BUS_BACKOFF_MAX_SECS,
+                self.config.max_pending_ticks,
+            )  # fmt: skip
+        elif now >= self._bus_next_report:
+            self._bus_next_report = now + _BUS_REPORT_SECS
+            log.warning(
+                "bus %s down for %.0fs: %d failed flushes, %d ticks and entries queued; last error: %s",
+                self._bus_url(), now - self._bus_down_since, self._bus_failures, self._pending_count,
+                self._bus_last_error,
+            )  # fmt: skip
+
+    def _bus_recovered(self) -> None:
+        down = time.monotonic() - (self._bus_down_since or time.monotonic())
+        self._bus_down_since = None
+        self.metrics.bus_up.set(1)
+        self.metrics.bus_pending.set(self._pending_count)
+        log.info("bus %s back after %.1fs; the queued ticks and entries are published", self._bus_url(), down)
+
+    def _drop(self, reason: str, rejected: Sequence[tuple[str, Fields, str]]) -> int:
+        """Log (one line per stream) and count entries the bus will never take; returns the ticks among them."""
+        by_stream: dict[str, list[str]] = {}
+        ticks = 0
+        for stream, fields, why in rejected:
+            by_stream.setdefault(stream, []).append(why)
+            if stream.startswith("ticks:"):
+                ticks += int(fields["n"])
+        for stream, whys in by_stream.items():
+            log.error(
+                "bus %s refused %d entries of stream %r for good (%s); dropped, the other streams go on",
+                self._bus_url(), len(whys), stream, whys[0],
+            )  # fmt: skip
+        self._bus_dropped[reason] += len(rejected)
+        self._bus_dropped_ticks += ticks
+        self.metrics.bus_dropped.labels(reason).inc(len(rejected))
+        return ticks
+
+    def _requeue(self, unsent: dict[str, list[Fields]]) -> None:
+        """Put `unsent` back ahead of what was queued since (order per stream is kept)."""
+        for stream, entries in self._pending_entries.items():
+            unsent.setdefault(stream, []).extend(entries)
+        self._pending_entries = unsent
 
     async def _flush(self) -> None:
+        """Publish the queued entries and the pending ticks (one `ticks:<SYM>` entry per symbol). Whatever stops the
+        publish, an error or a cancellation, the entries not written go back to the front of the queue; entries
+        the bus refuses for good are dropped (logged, counted) so they cannot block the rest."""
         batches = self._pending_entries
         ticks = self._pending_ticks
         if not batches and not ticks:
             self._flushed.set()
             return
         self._pending_entries, self._pending_ticks = {}, {}
-        n_ticks = 0
         for symbol, parts in ticks.items():
             if any(isinstance(p[0], np.ndarray) for p in parts):
                 ts = np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts])
@@ -1795,7 +1941,6 @@ class RealtimePipeline:
                 ts = np.array(list(chain.from_iterable(p[0] for p in parts)), dtype=np.int64)
                 price = np.array(list(chain.from_iterable(p[1] for p in parts)), dtype=np.float64)
                 size = np.array(list(chain.from_iterable(p[2] for p in parts)), dtype=np.float64)
-            n_ticks += len(ts)
             payload = orjson.dumps(
                 {
                     "symbol": symbol, "n": len(ts), "ts_event": ts, "price": price, "size": size,
@@ -1805,19 +1950,41 @@ class RealtimePipeline:
                 option=orjson.OPT_SERIALIZE_NUMPY,
             )  # fmt: skip
             batches.setdefault(f"ticks:{symbol}", []).append({"n": len(ts), "data": payload})
+        unsent = batches
+        lost_ticks = 0
         try:
-            await self.bus.publish(batches)
-        except Exception:
-            # Put them back (ahead of newer ones) so a transient outage loses nothing.
-            for stream, entries in self._pending_entries.items():
-                batches.setdefault(stream, []).extend(entries)
-            self._pending_entries = batches
-            raise
-        self.ticks_published += n_ticks
-        self._pending_count = sum(len(v) for v in self._pending_entries.values()) + sum(
-            len(p[0]) for parts in self._pending_ticks.values() for p in parts
-        )
-        self._flushed.set()
+            try:
+                await self.bus.publish(batches)
+                unsent = {}
+            except PublishError as exc:  # some written: re-send only what failed for a passing reason
+                unsent = exc.retry
+                lost_ticks = self._drop("rejected", exc.rejected)
+                if unsent:
+                    raise
+            except BusFieldError:  # nothing was sent: drop the bad entries, the rest goes out on the next flush
+                unsent, invalid = {}, []
+                for stream, entries in batches.items():
+                    for fields in entries:
+                        try:
+                            check_fields(stream, fields)
+                        except BusFieldError as bad:
+                            invalid.append((stream, fields, str(bad)))
+                        else:
+                            unsent.setdefault(stream, []).append(fields)
+                lost_ticks = self._drop("invalid", invalid)
+        finally:
+            # Ticks count as published once written, whichever flush wrote them (a re-sent batch included).
+            self.ticks_published += self._tick_total(batches) - self._tick_total(unsent) - lost_ticks
+            if unsent:
+                self._requeue(unsent)
+            n_entries, n_ticks = self._queued()
+            self._pending_count = n_entries + n_ticks
+        if not unsent:
+            self._flushed.set()
+
+    @staticmethod
+    def _tick_total(batches: Mapping[str, Sequence[Fields]]) -> int:
+        return sum(int(e["n"]) for stream, entries in batches.items() if stream.startswith("ticks:") for e in entries)
 
     # --- reading ------------------------------------------------------------------------------------------------
     def get_live_data(self, symbol: str, last: int | None = None) -> pd.DataFrame:
@@ -1918,10 +2085,29 @@ class RealtimePipeline:
             for f in self._feeds
         }
 
+    def bus_health(self) -> dict[str, Any]:
+        """The bus writer: up or down (and since when), failed flushes, what is queued, what was dropped and why,
+        and what the bus itself lost or repaired. Apart from `health()`, whose keys are the feeds."""
+        entries, ticks = self._queued()
+        down = self._bus_down_since
+        return {
+            "url": self._bus_url(),
+            "up": down is None,
+            "down_secs": 0.0 if down is None else time.monotonic() - down,
+            "failures": self._bus_failures,
+            "last_error": self._bus_last_error,
+            "pending_entries": entries,
+            "pending_ticks": ticks,
+            "dropped_entries": dict(self._bus_dropped),
+            "dropped_ticks": self._bus_dropped_ticks,
+            **vars(getattr(self.bus, "stats", None) or {}),
+        }
+
     def stats(self) -> dict[str, Any]:
         """Counters for dashboards, tests and benchmarks."""
         self._flush_metrics()
         return {
+            "bus": self.bus_health(),
             "ticks_accepted": self.ticks_accepted,
             "ticks_published": self.ticks_published,
             "dead_letters": self.dead_letters.by_reason(),

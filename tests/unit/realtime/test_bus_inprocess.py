@@ -52,3 +52,19 @@ def test_inprocess_bus_read_group_blocks_until_publish():
         assert [e[2] for e in got] == [{"x": 1}]
 
     asyncio.run(scenario())
+
+
+def test_inprocess_bus_group_behind_trimming_counts_what_it_skipped(caplog):
+    """A group that falls behind `maxlen` loses the trimmed entries (as on Redis); here it is counted and logged."""
+
+    async def scenario() -> InProcessBus:
+        bus = InProcessBus(maxlen=10)
+        await bus.ensure_group("s", "g")
+        await bus.publish({"s": [{"i": str(i)} for i in range(40)]})
+        got = await bus.read_group("g", "a", ["s"], count=100, block_ms=0)
+        assert [e[2]["i"] for e in got] == [str(i) for i in range(30, 40)]
+        return bus
+
+    bus = asyncio.run(scenario())
+    assert bus.stats.skipped_by_trim == 30
+    assert "30 entries were trimmed unread" in caplog.text
