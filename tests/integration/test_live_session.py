@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import date
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gpt_trader.trading.runner import LiveOptions, run_live
 from gpt_trader.trading.state import StateStore
@@ -27,10 +30,32 @@ def overlay(live_overlay):
     return live_overlay()
 
 
-def test_live_session_replay_end_to_end_trades_and_persists(overlay):
-    _, settings = overlay
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_live_session_replay_end_to_end_trades_and_persists(live_overlay):
+    port = _free_port()
+    _, settings = live_overlay(f"monitoring: {{exporter: {{enabled: true, port: {port}}}}}\n")
     options = LiveOptions(symbols=("SPX",), start=date(2018, 6, 1), end=date(2018, 9, 1), rate=0, duration_secs=60)
-    report = asyncio.run(run_live(settings, options))
+    scraped: list[str] = []
+
+    def scrape(_: dict) -> None:  # mid-session, from the monitor's Prometheus endpoint
+        if len(scraped) < 1:
+            scraped.append(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+
+    report = asyncio.run(run_live(settings, options, on_bar=scrape))
+    # The pipeline's own metrics share the monitor's endpoint: its ticks, source health and bus state.
+    samples = {
+        f"{s.name}{sorted(s.labels.items())}": s.value
+        for family in text_string_to_metric_families(scraped[0])
+        for s in family.samples
+    }
+    assert samples["gpt_trader_realtime_ticks_total[('source', 'alpaca'), ('symbol', 'SPX')]"] > 0
+    assert samples["gpt_trader_realtime_bus_up[]"] == 1.0
+    assert "gpt_trader_realtime_source_health[('source', 'alpaca')]" in samples
     summary = report.summary
     assert report.bars_streamed == summary["bars"] > 55  # every replayed trading day reached the session
     assert summary["trades"] >= 1

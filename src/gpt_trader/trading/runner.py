@@ -76,8 +76,9 @@ class _Feed:
     symbols: tuple[str, ...]
     timeframe: Timeframe
     history: dict[str, list[Bar]]
-    # Builds the pipeline once the session starts, given the local exchange's URL (None without one).
-    pipeline: Callable[[str | None], Any]
+    # Builds the pipeline once the session starts, given the local exchange's URL (None without one) and the
+    # Prometheus registry its metrics join (the monitor's: source health, clock offsets and the bus on one endpoint).
+    pipeline: Callable[[str | None, Any], Any]
     exchange: Any = None  # a replay's ExchangeConfig (the exchange starts with the session)
     expected_bars: int | None = None  # a replay's tape length; None for live sources
     total_ticks: int | None = None
@@ -112,12 +113,13 @@ def _replay_feed(settings: Settings, options: LiveOptions) -> _Feed:
     )
     realtime = _session_realtime(settings, options, {"timeframes": ["1d"], "lateness_ms": 0, "max_future_secs": None})
 
-    def pipeline(url: str | None) -> Any:  # the exchange's URL is known once it listens
+    def pipeline(url: str | None, registry: Any) -> Any:  # the exchange's URL is known once it listens
         return RealtimePipeline(
             [StreamConfig(DataSource.ALPACA, list(options.symbols), url=url)],
             realtime,
             environ=LOOPBACK_KEYS,
             history=source,
+            registry=registry,
         )
 
     return _Feed(options.symbols, day, history, pipeline, exchange, sum(tape_bars.values()), total_ticks)
@@ -134,7 +136,10 @@ def _sources_feed(settings: Settings, options: LiveOptions) -> _Feed:
     realtime = _session_realtime(settings, options, {"timeframes": [str(timeframe)]})
     history = {s: _warm_up_bars(settings, s, timeframe, _midnight(options.start)) for s in symbols}
     return _Feed(
-        symbols, timeframe, history, lambda _: RealtimePipeline(configs, realtime, providers=settings.data.providers)
+        symbols,
+        timeframe,
+        history,
+        lambda _, registry: RealtimePipeline(configs, realtime, providers=settings.data.providers, registry=registry),
     )
 
 
@@ -194,7 +199,7 @@ async def run_live(
         # Ticks flow from 0.3 s after now: the pipeline is connected by then.
         exchange = LocalExchange(replace(feed.exchange, epoch_ns=time.time_ns() + 300_000_000))
         await exchange.start()
-    pipeline = feed.pipeline(exchange.url("alpaca") if exchange is not None else None)
+    pipeline = feed.pipeline(exchange.url("alpaca") if exchange is not None else None, monitor.registry)
     reader = BusBarReader(pipeline.bus, symbols, str(timeframe), group=f"session-{options.strategy}")
     batcher = BarBatcher(symbols, settings.trading.live.batch_wait_secs)
     unacked: dict[tuple[str, datetime], list[BusBar]] = {}

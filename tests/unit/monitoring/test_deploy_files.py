@@ -11,6 +11,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from gpt_trader.monitoring.metrics import MonitoringMetrics
+from gpt_trader.realtime.health import RealtimeMetrics
 
 ROOT = Path(__file__).resolve().parents[3]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -30,7 +31,10 @@ def _dashboard_exprs() -> list[str]:
 
 
 def _exported() -> set[str]:
-    return MonitoringMetrics(CollectorRegistry()).exported_names()
+    # A live session registers the real-time pipeline's metrics on the monitor's registry: one endpoint serves both.
+    metrics = MonitoringMetrics(CollectorRegistry())
+    RealtimeMetrics(metrics.registry)
+    return metrics.exported_names()
 
 
 def test_alert_rules_file_is_valid_prometheus_rules_shape() -> None:
