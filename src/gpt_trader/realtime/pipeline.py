@@ -45,7 +45,7 @@ from gpt_trader.realtime.config import RealtimeConfig, StreamEndpoints
 from gpt_trader.realtime.deadletter import DeadLetters, tick_raw
 from gpt_trader.realtime.feed import Feed, Shadow, run_feed
 from gpt_trader.realtime.health import RealtimeMetrics, SourceHealth, update_disagreement
-from gpt_trader.realtime.models import DataSource, ParsedFrame, StreamConfig, TradeFrames
+from gpt_trader.realtime.models import DataSource, ParsedFrame, Reject, StreamConfig, TradeFrames, truncate_raw
 from gpt_trader.realtime.timestamps import datetime_to_ns, ns_to_datetime
 
 if TYPE_CHECKING:
@@ -359,6 +359,7 @@ class RealtimePipeline:
         self._pending_entries: dict[str, list[Fields]] = {}
         self._flushed = asyncio.Event()
         self._flusher_task: asyncio.Task[None] | None = None
+        self._parser_errors_logged: set[str | tuple[str, str]] = set()  # feeds (and their batched parse) logged
         # Bus writer health: down since (monotonic; None while up), failed flushes, entries lost and why.
         self._bus_down_since: float | None = None
         self._bus_next_report = 0.0
@@ -438,6 +439,7 @@ class RealtimePipeline:
                     name=f"feed-{feed.name}",
                 )
             )
+            self._tasks[-1].add_done_callback(self._feed_ended)
         self._tasks.append(asyncio.create_task(self._ticker(), name="pipeline-ticker"))
         self._flusher_task = asyncio.create_task(self._flusher(), name="pipeline-flusher")
         self._tasks.append(self._flusher_task)
@@ -482,6 +484,16 @@ class RealtimePipeline:
                 self._active.setdefault(symbol, None)
                 self._buffers.setdefault(symbol, TickRing(self.config.buffer_size, self.config.overflow_policy))
                 self._dedup.setdefault(symbol, _Dedup(self.config.dedup_window))
+
+    @staticmethod
+    def _feed_ended(task: asyncio.Task[Any]) -> None:
+        """A feed task that ended with an error (a bug, or a URL that can never work) says so at once: its symbols
+        fail over to their other sources, and it does not reconnect."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "%s stopped by an error; its symbols fail over to their other sources", task.get_name(),
+                exc_info=task.exception(),
+            )  # fmt: skip
 
     def _raise_if_failed(self) -> None:
         for task in self._tasks:
@@ -553,12 +565,36 @@ class RealtimePipeline:
     # --- ingest -------------------------------------------------------------------------------------------------
     async def _on_frame(self, feed: Feed, raw: Any, recv_ns: int) -> None:
         adapter = feed.adapter
-        frame: ParsedFrame = adapter.parse(raw, recv_ns) if adapter.name == "binance" else adapter.parse(raw)  # type: ignore[call-arg]
+        try:
+            frame: ParsedFrame = adapter.parse(raw, recv_ns) if adapter.name == "binance" else adapter.parse(raw)  # type: ignore[call-arg]
+        except Exception as exc:
+            frame = self._parser_failed(feed, raw, exc)
         self._on_parsed(feed, frame, recv_ns)
         if self._pending_count >= self.config.max_pending_ticks:
             # Backpressure instead of loss: wait for the writer; TCP then slows the exchange down.
             self._flushed.clear()
             await self._flushed.wait()
+
+    def _parser_failed(self, feed: Feed, raw: Any, exc: Exception) -> ParsedFrame:
+        """A parser that raised (a bug: parsers turn bad input into rejects) costs its frame only, as a
+        `parser_error` dead letter; parsing is pure, so nothing was half-done. The first one per feed is logged with
+        its traceback, the rest counted."""
+        if feed.name not in self._parser_errors_logged:
+            self._parser_errors_logged.add(feed.name)
+            log.error("feed %s: the parser raised on a frame (dead-lettered as parser_error)", feed.name, exc_info=exc)
+        return ParsedFrame(rejects=[Reject("parser_error", f"{type(exc).__name__}: {exc}", truncate_raw(raw))])
+
+    def _parse_run(self, feed: Feed, parse_frames: Any, raws: Sequence[Any], start: int) -> TradeFrames | None:
+        """The adapter's batched parse from `raws[start]`; None when it declines or raises (the frames then go one
+        by one through `_on_frame`, where a raising parser costs only its frame)."""
+        try:
+            cols: TradeFrames | None = parse_frames(raws, start)
+        except Exception as exc:
+            if (feed.name, "batched") not in self._parser_errors_logged:
+                self._parser_errors_logged.add((feed.name, "batched"))
+                log.error("feed %s: the batched parse raised; its frames go one by one", feed.name, exc_info=exc)
+            return None
+        return cols
 
     def _on_parsed(self, feed: Feed, frame: ParsedFrame, recv_ns: int) -> None:
         """One parsed frame: dead letters, trades, quotes, control messages and provider bars."""
@@ -599,7 +635,10 @@ class RealtimePipeline:
         cols: TradeFrames | None = None  # the parsed trade frames from `i` on, kept while a run ends inside them
         while i < n:
             j = i
-            cols = cols.from_frame(i) if cols is not None and cols.start <= i < cols.end else parse_frames(raws, i)
+            if cols is not None and cols.start <= i < cols.end:
+                cols = cols.from_frame(i)
+            else:
+                cols = self._parse_run(feed, parse_frames, raws, i)
             if cols is not None:
                 nf = len(cols.counts)
                 if nf < _TRADE_RUN_MAX and nf == len(cols.symbol):
