@@ -121,6 +121,19 @@ def test_timestamps_of_other_widths_whose_lengths_add_up_are_not_read_as_well_fo
         f"{NOW}.5+05:30:00",  # nor seconds in one
         f"{NOW}.Z",  # a dot without digits
     ],
+    # fixed ids: the texts hold the time of collection, which parallel workers must agree on
+    ids=[
+        "letter-colon",
+        "sign-seconds",
+        "space-hour",
+        "non-ascii-digit",
+        "no-zone",
+        "comma",
+        "offset-no-colon",
+        "offset-range",
+        "offset-seconds",
+        "empty-fraction",
+    ],
 )
 def test_malformed_rfc3339_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="timestamp"):
@@ -267,6 +280,7 @@ def test_iex_numbers_past_a_double_cost_only_their_message() -> None:
             {"stream": "aaa@trade", "data": {"e": "trade", "s": "AAA", "t": -5, "p": "1", "q": "1", "T": NOW_MS}}
         ),
     ],
+    ids=["no-at", "negative-id"],  # fixed: the frames hold the time of collection
 )
 def test_binance_malformed_stream_names_and_negative_ids_are_refused(bad: bytes) -> None:
     assert [r.reason for r in binance.parse_frame(bad).rejects] == ["invalid_message"]
