@@ -131,6 +131,12 @@ class _Window:
     source: str = ""
 
 
+def _vwap(pv: float, volume: float, low: float, high: float) -> float:
+    """Sum(price * size) / volume, within [low, high]: the division's rounding alone put it one ulp outside in
+    nearly half of constant-price bars."""
+    return min(max(pv / volume, low), high)
+
+
 @dataclass
 class Gap:
     """A stretch of event time in which a feed may have missed trades for `symbol`."""
@@ -140,6 +146,8 @@ class Gap:
     end_ns: int | None = None  # None while the feed is still down
     pending: bool = True  # waiting for a backfill
     opened_wall_ns: int = 0
+    closed_wall_ns: int = 0  # when the feed came back (our clock): the backfill timeout runs from here
+    final_before: float = -math.inf  # windows starting before this were final when it opened (never re-emitted)
     windows: list[int] = field(default_factory=list)
 
 
@@ -475,6 +483,12 @@ class BarAggregator:
 
     def _emit(self, symbol: str, win: _Window, status: str, wall_ns: int) -> LiveBar:
         self._joined_inside(symbol, win)
+        if not win.gap and not win.backfilled:
+            # The window where trades resume after an outage is created after its gap closed (`close_gap` flags
+            # only windows that exist): it overlaps the gap all the same, unless a backfill replaced it.
+            gaps = self._gaps.get(symbol)
+            if gaps and self._in_gap(win.start, gaps):
+                win.gap = True
         win.revision += 1
         win.dirty = False
         if status == "final":
@@ -484,7 +498,7 @@ class BarAggregator:
         if win.gap:
             self.counters.gap_bars += 1
         vwap = (
-            win.pv / win.volume
+            _vwap(win.pv, win.volume, win.low, win.high)
             if win.volume > 0 and not win.backfilled
             else (math.nan if win.backfilled else win.close)
         )
@@ -509,7 +523,7 @@ class BarAggregator:
                 w.low,
                 w.close,
                 w.volume,
-                w.pv / w.volume if w.volume > 0 else w.close,
+                _vwap(w.pv, w.volume, w.low, w.high) if w.volume > 0 else w.close,
                 w.trades,
                 "provisional",
                 w.gap,
@@ -524,7 +538,7 @@ class BarAggregator:
     # --- gaps and backfill --------------------------------------------------------------------------------------
     def open_gap(self, symbol: str, start_ns: int, wall_ns: int = 0) -> Gap:
         """A feed for `symbol` went quiet at `start_ns` (its last trade); windows from there on are held back."""
-        gap = Gap(symbol, start_ns, None, True, wall_ns)
+        gap = Gap(symbol, start_ns, None, True, wall_ns, final_before=self._final_before.get(symbol, _NEG_INF))
         self._gaps.setdefault(symbol, []).append(gap)
         for start, win in self._open.get(symbol, {}).items():
             if start + self.width > start_ns:
@@ -532,9 +546,10 @@ class BarAggregator:
                 win.dirty = True
         return gap
 
-    def close_gap(self, gap: Gap, end_ns: int) -> None:
-        """The feed is back; its first trade after the gap is at `end_ns`."""
+    def close_gap(self, gap: Gap, end_ns: int, wall_ns: int = 0) -> None:
+        """The feed is back (at `wall_ns` on our clock); its first trade after the gap is at `end_ns`."""
         gap.end_ns = max(end_ns, gap.start_ns)
+        gap.closed_wall_ns = wall_ns
         for start, win in self._open.get(gap.symbol, {}).items():
             if self._overlaps(start, gap):
                 win.gap = True
@@ -561,6 +576,12 @@ class BarAggregator:
         """
         gap.pending = False
         if history is None:
+            # Its windows exist by now (the first trade after the gap made the last one): they stay flagged, and the
+            # gap is forgotten (kept, every outage without history would add one for good).
+            for start, win in self._open.get(gap.symbol, {}).items():
+                if self._overlaps(start, gap):
+                    win.gap = True
+            self._gaps[gap.symbol] = [g for g in self._gaps.get(gap.symbol, []) if g is not gap]
             return 0
         first, last_end = self.gap_windows(gap)
         windows = self._open.setdefault(gap.symbol, {})
@@ -568,9 +589,14 @@ class BarAggregator:
         for ts_ns, o, h, low, c, v in history:
             if not first <= ts_ns < last_end or ts_ns % self.width:
                 continue
-            win = windows.get(ts_ns)
-            if win is None:
-                win = windows[ts_ns] = _Window(ts_ns)
+            existing = windows.get(ts_ns)
+            if existing is None:
+                # A window emitted final before the gap opened (the last trade's, closed by the clock) is complete;
+                # one with no trades has no bar (providers' klines include empty intervals): no flat bar.
+                if ts_ns < gap.final_before or not v > 0:
+                    continue
+                existing = windows[ts_ns] = _Window(ts_ns)
+            win = existing
             win.open, win.high, win.low, win.close, win.volume = o, h, low, c, v
             win.open_ts, win.close_ts = ts_ns, ts_ns + self.width - 1
             win.pv, win.trades = math.nan, -1

@@ -32,11 +32,12 @@ class OffsetEstimator:
     def observe_run(self, receive_ns: int, exchange_ns: Sequence[int], ahead_ns: int | None = None) -> list[int]:
         """`observe` for each exchange time in turn (frames received together at `receive_ns`); returns the offset
         estimate after each. With `ahead_ns`, stops before the first time more than that ahead of the source's clock
-        as the samples before it estimate it (`receive_ns - offset_ns`): one the caller refuses, unobserved."""
+        as the samples before it estimate it (`receive_ns - offset_ns`; ours before the first sample): one the caller
+        refuses, unobserved."""
         mins, seq, window = self._mins, self._seq, self.window
         out: list[int] = []
         for t in exchange_ns:
-            if ahead_ns is not None and mins and t > receive_ns - mins[0][1] + ahead_ns:
+            if ahead_ns is not None and t > receive_ns - (mins[0][1] if mins else 0) + ahead_ns:
                 break
             sample = receive_ns - t
             while mins and mins[-1][1] >= sample:

@@ -142,7 +142,8 @@ class RealtimeConfig(Section):
     # Input sanity: refuse (dead-letter) ticks outside these bounds.
     max_price: float = Field(default=1e9, gt=0)
     max_trade_size: float = Field(default=1e12, gt=0)
-    # Exchange timestamps further ahead of the source's estimated clock are refused; None disables (replays).
+    # Exchange timestamps further ahead of the source's estimated clock (ours before its first sample) are refused;
+    # None disables (replays).
     max_future_secs: float | None = 5.0
     dedup_window: int = Field(default=100_000, gt=0)
     offset_window: int = Field(default=512, gt=0)
@@ -155,6 +156,19 @@ class RealtimeConfig(Section):
     bus_drain_timeout_secs: float = Field(default=5.0, gt=0)
     publish_ticks: bool = True
     tick_interval_ms: float = Field(default=20.0, gt=0)
+
+    @field_validator("timeframes")
+    @classmethod
+    def _timeframes_valid(cls, value: list[str]) -> list[str]:
+        from gpt_trader.core.timeframe import Timeframe
+
+        for text in value:
+            if Timeframe.parse(text).unit == "w":
+                # Windows are aligned to the Unix epoch, a Thursday: a week would run Thursday to Wednesday and
+                # match no provider's weekly bar (their gaps could not be backfilled either).
+                raise ValueError(f"{text!r}: weekly live bars are not supported (they would start on Thursdays); "
+                                 "use '1d' and resample")  # fmt: skip
+        return value
 
     @model_validator(mode="after")
     def _feed_names_unique(self) -> RealtimeConfig:

@@ -1144,8 +1144,10 @@ class RealtimePipeline:
             bad_size = ~((sz >= 0) & (sz <= cfg.max_trade_size))
         bad = bad_price | bad_size
         bad_ts = ts <= 0
-        if feed.check_future and cfg.max_future_secs is not None and feed.estimator.offset_ns is not None:
-            now_src = recv_ns - feed.estimator.offset_ns
+        if feed.check_future and cfg.max_future_secs is not None:
+            # Before the first clock sample the source's clock is taken to be ours: a first trade stamped far ahead
+            # would otherwise seed the estimator and move the bars' frontier with it (and every real trade is late).
+            now_src = recv_ns - (feed.estimator.offset_ns or 0)
             bad_ts |= ts > now_src + int(cfg.max_future_secs * _NS)
         bad |= bad_ts
         symbols = feed.symbols
@@ -1183,8 +1185,8 @@ class RealtimePipeline:
         cfg = self.config
         max_price, max_size = cfg.max_price, cfg.max_trade_size
         limit = None
-        if feed.check_future and cfg.max_future_secs is not None and feed.estimator.offset_ns is not None:
-            limit = recv_ns - feed.estimator.offset_ns + int(cfg.max_future_secs * _NS)
+        if feed.check_future and cfg.max_future_secs is not None:  # no sample yet: the source's clock is ours
+            limit = recv_ns - (feed.estimator.offset_ns or 0) + int(cfg.max_future_secs * _NS)
         keep: list[int] = []
         bad = False
         for i, (sym, t, p, z) in enumerate(zip(frame.t_symbol, frame.t_ts, frame.t_price, frame.t_size, strict=True)):
@@ -1261,8 +1263,8 @@ class RealtimePipeline:
             else "bad_price" if not 0 < p < cfg.max_price  # NaN fails every comparison: refused
             else "bad_size" if not 0 <= z <= cfg.max_trade_size
             else "bad_timestamp" if t <= 0 or (
-                feed.check_future and cfg.max_future_secs is not None and offset is not None
-                and t > recv_ns - offset + int(cfg.max_future_secs * _NS)
+                feed.check_future and cfg.max_future_secs is not None  # no sample yet: the source's clock is ours
+                and t > recv_ns - (offset or 0) + int(cfg.max_future_secs * _NS)
             )
             else None
         )  # fmt: skip
@@ -1390,7 +1392,7 @@ class RealtimePipeline:
         gaps = self._open_gaps.pop(symbol, None)
         if gaps:
             for agg, gap in zip(self.aggregators, gaps, strict=True):
-                agg.close_gap(gap, t_min)
+                agg.close_gap(gap, t_min, recv_ns)
         if self.config.bar_time == "exchange":
             bar_ts = ts
             b_min, b_max = t_min, t_max
@@ -1467,7 +1469,7 @@ class RealtimePipeline:
         if gaps:
             first = min(ts)
             for agg, gap in zip(self.aggregators, gaps, strict=True):
-                agg.close_gap(gap, first)
+                agg.close_gap(gap, first, recv_ns)
         bar_ts = ts if self.config.bar_time == "exchange" else [t + offset for t in ts]
         n = len(ts)
         name = feed.name
@@ -1763,8 +1765,10 @@ class RealtimePipeline:
                 if any(gap is g for gs in self._open_gaps.values() for g in gs) or getattr(gap, "_started", False):
                     continue
                 src_now = self._source_now(self._active.get(gap.symbol), wall, gap.symbol)
-                timed_out = (
-                    wall - gap.opened_wall_ns > self.config.backfill_timeout_secs * _NS and gap.end_ns is not None
+                # Timed out from when the feed came back and the gap's last window could close (an outage of any
+                # length, a gap in a 1m window): from when it opened, long outages were never backfilled at all.
+                timed_out = gap.end_ns is not None and wall - gap.closed_wall_ns > (
+                    agg.width + agg.lateness_ns + int(self.config.backfill_timeout_secs * _NS)
                 )
                 if timed_out:
                     agg.resolve_gap(gap, None)
