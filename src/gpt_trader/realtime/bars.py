@@ -147,7 +147,7 @@ class Gap:
     pending: bool = True  # waiting for a backfill
     opened_wall_ns: int = 0
     closed_wall_ns: int = 0  # when the feed came back (our clock): the backfill timeout runs from here
-    final_before: float = -math.inf  # windows starting before this were final when it opened (never re-emitted)
+    final_before: int = _NEG_INF  # windows starting before this were final when it opened (never re-emitted)
     windows: list[int] = field(default_factory=list)
 
 
@@ -550,6 +550,10 @@ class BarAggregator:
         """The feed is back (at `wall_ns` on our clock); its first trade after the gap is at `end_ns`."""
         gap.end_ns = max(end_ns, gap.start_ns)
         gap.closed_wall_ns = wall_ns
+        self._flag_gap(gap)
+
+    def _flag_gap(self, gap: Gap) -> None:
+        """Mark the open windows that overlap the (closed) gap as spanning it."""
         for start, win in self._open.get(gap.symbol, {}).items():
             if self._overlaps(start, gap):
                 win.gap = True
@@ -578,9 +582,7 @@ class BarAggregator:
         if history is None:
             # Its windows exist by now (the first trade after the gap made the last one): they stay flagged, and the
             # gap is forgotten (kept, every outage without history would add one for good).
-            for start, win in self._open.get(gap.symbol, {}).items():
-                if self._overlaps(start, gap):
-                    win.gap = True
+            self._flag_gap(gap)
             self._gaps[gap.symbol] = [g for g in self._gaps.get(gap.symbol, []) if g is not gap]
             return 0
         first, last_end = self.gap_windows(gap)
@@ -589,14 +591,13 @@ class BarAggregator:
         for ts_ns, o, h, low, c, v in history:
             if not first <= ts_ns < last_end or ts_ns % self.width:
                 continue
-            existing = windows.get(ts_ns)
-            if existing is None:
+            win = windows.get(ts_ns)
+            if win is None:
                 # A window emitted final before the gap opened (the last trade's, closed by the clock) is complete;
                 # one with no trades has no bar (providers' klines include empty intervals): no flat bar.
                 if ts_ns < gap.final_before or not v > 0:
                     continue
-                existing = windows[ts_ns] = _Window(ts_ns)
-            win = existing
+                win = windows[ts_ns] = _Window(ts_ns)
             win.open, win.high, win.low, win.close, win.volume = o, h, low, c, v
             win.open_ts, win.close_ts = ts_ns, ts_ns + self.width - 1
             win.pv, win.trades = math.nan, -1
