@@ -1855,15 +1855,22 @@ class RealtimePipeline:
                     await asyncio.wait_for(self._stop.wait(), delay)
             if self._stop.is_set():
                 break
-            try:
-                await self._flush()
-            except Exception as exc:
-                self._bus_failed(exc)
-                delay = min(_BUS_BACKOFF_MAX_SECS, max(_BUS_BACKOFF_BASE_SECS, delay * 2))
-            else:
-                if self._bus_down_since is not None:
-                    self._bus_recovered()
+            if await self._try_flush():
                 delay = period
+            else:
+                delay = min(_BUS_BACKOFF_MAX_SECS, max(_BUS_BACKOFF_BASE_SECS, delay * 2))
+
+    async def _try_flush(self, limit_secs: float | None = None) -> bool:
+        """One `_flush` (cut off after `limit_secs`: it then puts its batch back); a failure is counted and reported
+        (`_bus_failed`), a success after failures ends the outage (`_bus_recovered`). True when it succeeded."""
+        try:
+            await asyncio.wait_for(self._flush(), limit_secs)
+        except Exception as exc:
+            self._bus_failed(exc)
+            return False
+        if self._bus_down_since is not None:
+            self._bus_recovered()
+        return True
 
     async def _drain(self, deadline: float) -> None:
         """Publish what is queued, retrying with backoff until `deadline`; log and count whatever is left."""
@@ -1872,16 +1879,10 @@ class RealtimePipeline:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            try:
-                # A hung bus is cut off at the deadline: `_flush` puts its batch back, so the report counts it.
-                await asyncio.wait_for(self._flush(), left)
-            except Exception as exc:
-                self._bus_failed(exc)
+            # A hung bus is cut off at the deadline: `_flush` puts its batch back, so the report counts it.
+            if not await self._try_flush(left):
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(_BUS_BACKOFF_MAX_SECS, delay * 2)
-            else:
-                if self._bus_down_since is not None:
-                    self._bus_recovered()
         if self._pending_entries or self._pending_ticks:
             entries, ticks = self._queued()
             log.error(
