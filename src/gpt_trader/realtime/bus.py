@@ -19,13 +19,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from gpt_trader.core.errors import GptTraderError
 
 Fields = Mapping[str, Any]
+T = TypeVar("T")
 Entry = tuple[str, str, dict[str, Any]]  # (stream, id, fields)
 
 log = logging.getLogger(__name__)
@@ -497,10 +498,20 @@ class RedisStreamsBus:
         """XGROUP CREATE ... MKSTREAM, tolerating BUSYGROUP; removes any TTL from the stream."""
         await self._create_group(stream, group, start_id)
 
-    async def _recreate(self, streams: Sequence[str], group: str) -> None:
+    async def _or_recreated(self, call: Awaitable[T], streams: Sequence[str], group: str) -> T | None:
+        """`await call`; None when the group is missing (NOGROUP: the stream was deleted or expired), after
+        recreating it from each stream's start and reporting it."""
+        from redis.exceptions import ResponseError
+
+        try:
+            return await call
+        except ResponseError as exc:
+            if not _is_nogroup(exc):
+                raise
         for stream in streams:
             if await self._create_group(stream, group, "0"):
                 _report_recreated(self, stream, group)
+        return None
 
     def _entries(self, resp: Any) -> list[Entry]:
         out: list[Entry] = []
@@ -515,15 +526,8 @@ class RedisStreamsBus:
         self, group: str, consumer: str, streams: Sequence[str], count: int = 100, block_ms: int = 100
     ) -> list[Entry]:
         """XREADGROUP with `>`; a missing group (NOGROUP) is recreated from the stream's start and reported."""
-        from redis.exceptions import ResponseError
-
-        try:
-            return await self._read_new(group, consumer, streams, count, block_ms)
-        except ResponseError as exc:
-            if not _is_nogroup(exc):
-                raise
-        await self._recreate(streams, group)
-        return await self._read_new(group, consumer, streams, count, block_ms)
+        got = await self._or_recreated(self._read_new(group, consumer, streams, count, block_ms), streams, group)
+        return got if got is not None else await self._read_new(group, consumer, streams, count, block_ms)
 
     async def _read_new(
         self, group: str, consumer: str, streams: Sequence[str], count: int, block_ms: int
@@ -543,16 +547,10 @@ class RedisStreamsBus:
     async def read_pending(self, group: str, consumer: str, stream: str, count: int = 100) -> list[Entry]:
         """XREADGROUP with `0`: this consumer's own pending entries; those trimmed meanwhile (no fields) are
         acknowledged and counted, so they stop haunting the pending list."""
-        from redis.exceptions import ResponseError
-
-        try:
-            resp = await self._redis.xreadgroup(group, consumer, {self.prefix + stream: "0"}, count=count)
-        except ResponseError as exc:
-            if not _is_nogroup(exc):
-                raise
-            await self._recreate([stream], group)
-            return []
-        entries = self._entries(resp)
+        resp = await self._or_recreated(
+            self._redis.xreadgroup(group, consumer, {self.prefix + stream: "0"}, count=count), [stream], group
+        )
+        entries = self._entries(resp)  # none for a recreated group
         gone = [e[1] for e in entries if not e[2]]
         if gone:
             await self._redis.xack(self.prefix + stream, group, *gone)
@@ -568,21 +566,17 @@ class RedisStreamsBus:
     ) -> list[Entry]:
         """XAUTOCLAIM from 0-0 until the cursor wraps (bounded to 1000 rounds). Entries trimmed while pending are
         dropped from the pending list (by Redis 7; acknowledged here on Redis 6.2) and counted."""
-        from redis.exceptions import ResponseError
-
         key = self.prefix + stream
         start: Any = "0-0"
         out: list[Entry] = []
         gone = 0
         for _ in range(1000):
-            try:
-                reply = await self._redis.xautoclaim(
-                    key, group, consumer, min_idle_time=min_idle_ms, start_id=start, count=count
-                )
-            except ResponseError as exc:
-                if not _is_nogroup(exc):
-                    raise
-                await self._recreate([stream], group)
+            reply = await self._or_recreated(
+                self._redis.xautoclaim(key, group, consumer, min_idle_time=min_idle_ms, start_id=start, count=count),
+                [stream],
+                group,
+            )
+            if reply is None:  # the group was recreated: nothing pending
                 break
             start, claimed = reply[0], reply[1]
             gone += len(reply[2]) if len(reply) > 2 else 0  # Redis 7: ids deleted from the stream, now unpending
@@ -599,16 +593,8 @@ class RedisStreamsBus:
 
     async def pending_count(self, stream: str, group: str) -> int:
         """XPENDING summary count (0 for a group that had to be recreated)."""
-        from redis.exceptions import ResponseError
-
-        try:
-            info = await self._redis.xpending(self.prefix + stream, group)
-        except ResponseError as exc:
-            if not _is_nogroup(exc):
-                raise
-            await self._recreate([stream], group)
-            return 0
-        return int(info["pending"])
+        info = await self._or_recreated(self._redis.xpending(self.prefix + stream, group), [stream], group)
+        return 0 if info is None else int(info["pending"])
 
     async def read_range(self, stream: str, count: int | None = None) -> list[tuple[str, dict[str, Any]]]:
         """XRANGE - +."""
