@@ -164,8 +164,8 @@ def _names(stream: str, symbol: str) -> bool:
 
 
 def _in_range(frame: ParsedFrame, raw: bytes | str, t_ms: int, what: str) -> bool:
-    """Whether a quote's or kline's millisecond time fits the pipeline's int64 nanoseconds; if not, a bad timestamp
-    (not a crash where the columns are built)."""
+    """Whether an event's millisecond time fits the pipeline's int64 nanoseconds; if not, a bad timestamp (not a
+    crash where the columns are built)."""
     if -MAX_MS <= t_ms <= MAX_MS:
         return True
     frame.rejects.append(Reject("bad_timestamp", f"{what} time {t_ms} ms is out of range", truncate_raw(raw)))
@@ -179,11 +179,8 @@ def _mismatch(stream: str, event: str, symbol: str) -> str:
 def _add_trade(
     frame: ParsedFrame, raw: bytes | str, symbol: str, t_ms: int, price: float, size: float, tid: int
 ) -> None:
-    # The pipeline keeps nanoseconds in int64 columns: a time beyond them is a bad timestamp, not a crash later on.
-    if -MAX_MS <= t_ms <= MAX_MS:
+    if _in_range(frame, raw, t_ms, "trade"):
         frame.add_trade(symbol, t_ms * _MS, price, size, tid)
-    else:
-        frame.rejects.append(Reject("bad_timestamp", f"trade time {t_ms} ms is out of range", truncate_raw(raw)))
 
 
 def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
