@@ -444,6 +444,9 @@ class RealtimePipeline:
         self._flusher_task = asyncio.create_task(self._flusher(), name="pipeline-flusher")
         self._tasks.append(self._flusher_task)
         self.started = True
+        # Every source's health series exists from the start: a scrape before the ticker's first pass (a loaded
+        # machine, a fast replay) would otherwise find no series for it at all.
+        self._publish_health(self._now_ns())
         if wait_for_data and self.config.start_timeout_secs > 0:
             deadline = time.monotonic() + self.config.start_timeout_secs
             while time.monotonic() < deadline:
@@ -1824,19 +1827,21 @@ class RealtimePipeline:
                     self._reroute(symbol)  # failback check
             self._check_gaps(wall)
             self._flush_metrics()
-            self.metrics.bus_pending.set(self._pending_count)
-            healths = [f.health for f in self._feeds]
-            for symbol in self._routes:
-                update_disagreement([f.health for f in self._routes[symbol]], symbol)
-            for f in self._feeds:
-                h = f.health
-                self.metrics.health.labels(f.name).set(h.score(wall, stale_after_secs=self.config.stale_after_secs))
-                if f.estimator.offset_ns is not None:
-                    self.metrics.clock_offset.labels(f.name).set(f.estimator.offset_ns / 1e9)
-                    self.metrics.exchange_to_receive.labels(f.name).observe(max(0.0, h.delay_ewma_ns / 1e9))
-                if f.estimator.last_sample_ns is not None:
-                    self.metrics.raw_delay.labels(f.name).set(f.estimator.last_sample_ns / 1e9)
-            del healths
+            self._publish_health(wall)
+
+    def _publish_health(self, wall: int) -> None:
+        """Set the per-source health, clock-offset and delay metrics (the ticker's pass; also once at start)."""
+        self.metrics.bus_pending.set(self._pending_count)
+        for symbol in self._routes:
+            update_disagreement([f.health for f in self._routes[symbol]], symbol)
+        for f in self._feeds:
+            h = f.health
+            self.metrics.health.labels(f.name).set(h.score(wall, stale_after_secs=self.config.stale_after_secs))
+            if f.estimator.offset_ns is not None:
+                self.metrics.clock_offset.labels(f.name).set(f.estimator.offset_ns / 1e9)
+                self.metrics.exchange_to_receive.labels(f.name).observe(max(0.0, h.delay_ewma_ns / 1e9))
+            if f.estimator.last_sample_ns is not None:
+                self.metrics.raw_delay.labels(f.name).set(f.estimator.last_sample_ns / 1e9)
 
     def _queue_entry(self, stream: str, fields: dict[str, Any]) -> None:
         self._pending_entries.setdefault(stream, []).append(fields)

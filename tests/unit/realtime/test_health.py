@@ -3,6 +3,7 @@ disagreement measures a source's price against the other sources quoting the sam
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 
@@ -111,3 +112,35 @@ def test_disagreement_needs_two_sources_quoting_the_symbol() -> None:
     update_disagreement([a, b], "IWM")
     assert a.disagreement_bps == 0.0
     assert b.disagreement_bps == 0.0
+
+
+def test_every_source_has_a_health_series_as_soon_as_the_pipeline_starts() -> None:
+    """A scrape right after `start()` (before the ticker's first pass) finds each source's health gauge: the live
+    e2e test's first-bar scrape missed it on a loaded machine."""
+    from prometheus_client import CollectorRegistry
+
+    from gpt_trader.realtime import DataSource, RealtimePipeline, StreamConfig
+    from gpt_trader.realtime.bus import InProcessBus
+    from gpt_trader.realtime.config import RealtimeConfig
+
+    registry = CollectorRegistry()
+    configs = [
+        StreamConfig(DataSource.ALPACA, ["AAA"], url="ws://127.0.0.1:9"),
+        StreamConfig(DataSource.POLYGON, ["AAA"], url="ws://127.0.0.1:9"),
+    ]
+    env = {"APCA_API_KEY_ID": "k", "APCA_API_SECRET_KEY": "s", "POLYGON_API_KEY": "p"}
+
+    async def go() -> dict[str, float | None]:
+        p = RealtimePipeline(
+            configs, RealtimeConfig(start_timeout_secs=0), bus=InProcessBus(), environ=env, registry=registry
+        )
+        await p.start(wait_for_data=False)
+        seen = {
+            name: registry.get_sample_value("gpt_trader_realtime_source_health", {"source": name})
+            for name in ("alpaca", "polygon")
+        }
+        await p.stop()
+        return seen
+
+    seen = asyncio.run(go())
+    assert seen == {"alpaca": 0.0, "polygon": 0.0}  # present, and honest: neither has connected yet
