@@ -42,9 +42,9 @@ def test_live_session_replay_end_to_end_trades_and_persists(live_overlay):
     options = LiveOptions(symbols=("SPX",), start=date(2018, 6, 1), end=date(2018, 9, 1), rate=0, duration_secs=60)
     scraped: list[str] = []
 
-    def scrape(_: dict) -> None:  # mid-session, from the monitor's Prometheus endpoint
-        if len(scraped) < 1:
-            scraped.append(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+    def scrape(_: dict) -> None:  # mid-session, from the monitor's Prometheus endpoint; the last bar's scrape counts
+        # (counters reach Prometheus on the pipeline's ticker, every 20 ms: the first bar may come before it runs)
+        scraped[:] = [urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()]
 
     report = asyncio.run(run_live(settings, options, on_bar=scrape))
     # The pipeline's own metrics share the monitor's endpoint: its ticks, source health and bus state.
