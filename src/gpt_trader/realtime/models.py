@@ -169,6 +169,23 @@ class TradeFrames:
             index, self.counts[k:], self.symbol[m:], self.ts[m:], self.price[m:], self.size[m:], self.ids[m:]
         )
 
+    @staticmethod
+    def joined(parts: list[TradeFrames]) -> TradeFrames:
+        """Consecutive runs (each starting where the one before ends) as one."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def column(name: str) -> Any:
+            cols = [getattr(p, name) for p in parts]
+            if any(isinstance(c, np.ndarray) for c in cols):
+                return np.concatenate([np.asarray(c) for c in cols])
+            return [x for c in cols for x in c]
+
+        return TradeFrames(
+            parts[0].start, [c for p in parts for c in p.counts], [s for p in parts for s in p.symbol],
+            column("ts"), column("price"), column("size"), [x for p in parts for x in p.ids],
+        )  # fmt: skip
+
     def parsed(self, index: int) -> ParsedFrame:
         """Batch frame `index` (within these frames) as `parse_frame` gives it: the pipeline's per-frame path
         takes it from here instead of decoding the frame again."""

@@ -471,6 +471,9 @@ class RealtimePipeline:
         names: set[str] = set()
         for rank, (_, sc) in enumerate(order):
             adapter, url, check_future = self._adapter(sc)
+            warm_up = getattr(adapter, "warm_up", None)
+            if warm_up is not None:
+                warm_up()
             if sc.source in _LOCAL_SOURCES and not sc.url:
                 url = await self._start_local_exchange(sc)
             label = sc.label if sc.label not in names else f"{sc.label}-{rank}"

@@ -1,0 +1,558 @@
+"""A compiled scanner for runs of Alpaca v2 trade frames, straight into the columns `parse_trade_frames` returns.
+
+msgspec decodes a trade into a struct in ~0.3 us; taking its fields back out into columns, parsing its RFC 3339 time
+and hashing its id costs as much again: together most of the pipeline's time per tick. This scanner (numba) reads
+the frames' bytes once and writes the columns directly.
+
+It takes only what it can vouch for: frames in the form Alpaca sends (no string escapes, ASCII strings, the trade's
+seven fields each once, unknown fields holding strings, numbers, literals or flat arrays of them, times as
+`YYYY-MM-DDTHH:MM:SS[.fffffffff]Z` in years 1970-2199, non-negative integer ids, one-character exchange codes) and
+stops at the first frame outside that form: the caller hands that one to the msgspec path, which decides. So what it
+accepts it reads exactly as the msgspec path does (`tests/unit/realtime/test_trade_scan.py` checks this on every
+shape the hostile-frame tests use, and on generated ones):
+
+- numbers through the same correctly rounded conversion: exact when the decimal mantissa fits in 53 bits and the
+  power of ten in 22 (Clinger's fast path), else C's `strtod` (correctly rounded in glibc and macOS' libc; its end
+  pointer is checked, so a locale with another decimal point makes the frame fall back instead of misreading it);
+- trade ids as `hash((x, i))`, CPython's tuple hash over the precomputed hash of the exchange code and the int's
+  own hash. A self-check against `hash` at import turns the scanner off if the interpreter hashes otherwise.
+
+Without numba (not installed, or `GPT_TRADER_NO_JIT=1`) `scan_alpaca_trades` returns None and the msgspec path does
+all the work: slower, same results.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gpt_trader.realtime.models import TradeFrames
+
+log = logging.getLogger(__name__)
+
+_MAX_SYMBOLS = 64  # distinct symbols per call; more and the call falls back (a feed's batch holds a handful)
+
+try:  # pragma: no cover - exercised through `ENABLED`
+    if os.environ.get("GPT_TRADER_NO_JIT"):
+        raise ImportError("GPT_TRADER_NO_JIT is set")
+    if ctypes.sizeof(ctypes.c_void_p) != 8:
+        raise ImportError("the scanner passes pointers as 64-bit integers")
+    import numba
+    from numba import types as _nt
+
+    # C's strtod by name (resolved in the process, where libc is loaded); addresses passed as intp, which is how
+    # the 64-bit ABIs pass pointers. Bound by name, unlike a ctypes pointer, it lets numba cache the compiled code.
+    ctypes.CDLL(None).strtod  # noqa: B018 - present, or the scanner stays off
+    _strtod = _nt.ExternalFunction("strtod", _nt.float64(_nt.intp, _nt.intp))
+    _JIT = True
+except (ImportError, OSError, AttributeError, TypeError) as exc:
+    numba = None  # type: ignore[assignment]
+    _JIT = False
+    OFF_BECAUSE = str(exc)
+
+_P1 = np.uint64(11400714785074694791)  # CPython's tuple hash (Objects/tupleobject.c, xxHash primes)
+_P2 = np.uint64(14029467366897019727)
+_P5 = np.uint64(2870177450012600261)
+_LEN2 = np.uint64(2 ^ (2870177450012600261 ^ 3527539))
+_POW10 = np.array([10.0**k for k in range(23)], dtype=np.float64)
+_TWO53 = 2**53
+
+
+def _exchange_hashes() -> np.ndarray:
+    """hash(chr(c)) for the ASCII codes, as the uint64 lanes of the tuple hash (hash randomization: per process)."""
+    return np.array([hash(chr(c)) & 0xFFFFFFFFFFFFFFFF for c in range(128)], dtype=np.uint64)
+
+
+# No reference counting in the kernels (numba's `_nrt=False`): they allocate nothing, and the counting it would
+# add around every helper that takes the byte array (atomic increments, per byte scanned) cost 2x.
+_KERNEL: dict[str, Any] = {"cache": True, "error_model": "numpy", "_nrt": False}
+
+if _JIT:
+
+    @numba.njit(inline="always", **_KERNEL)
+    def _ws(buf: Any, p: int, end: int) -> int:
+        while p < end:
+            c = buf[p]
+            if c != 32 and c != 9 and c != 10 and c != 13:
+                break
+            p += 1
+        return p
+
+    @numba.njit(inline="always", **_KERNEL)
+    def _string_end(buf: Any, p: int, end: int) -> int:
+        """`p` just after an opening quote: the index of the closing quote, or -1 (escape, control or non-ASCII)."""
+        while p < end:
+            c = buf[p]
+            if c == 34:
+                return p
+            if c == 92 or c < 32 or c >= 128:
+                return -1
+            p += 1
+        return -1
+
+    @numba.njit(inline="always", **_KERNEL)
+    def _string_value(buf: Any, p: int, end: int) -> int:
+        """A string value at `p`: the index of its closing quote, or -1 (not a string, or not one we read)."""
+        if buf[p] != 34:
+            return -1
+        return _string_end(buf, p + 1, end)
+
+    @numba.njit(inline="always", **_KERNEL)
+    def _number(buf: Any, p: int, end: int, base: int, out: Any) -> int:
+        """A JSON number at `p` into out[0] (float64, as msgspec converts it): the index after it, or -1."""
+        start = p
+        neg = False
+        if p < end and buf[p] == 45:
+            neg = True
+            p += 1
+        if p >= end:
+            return -1
+        mant = np.uint64(0)
+        digits = 0  # significant digits in `mant`
+        exp10 = 0
+        c = buf[p]
+        if c == 48:  # a leading 0 stands alone
+            p += 1
+            if p < end and 48 <= buf[p] <= 57:
+                return -1
+        elif 49 <= c <= 57:
+            while p < end and 48 <= buf[p] <= 57:
+                if digits < 19:
+                    mant = mant * np.uint64(10) + np.uint64(buf[p] - 48)
+                    digits += 1
+                else:
+                    return -1  # integers this long: msgspec's rules for them are its own
+                p += 1
+        else:
+            return -1
+        fractional = False  # a fraction or an exponent: else the literal is an integer
+        if p < end and buf[p] == 46:
+            fractional = True
+            p += 1
+            if p >= end or not 48 <= buf[p] <= 57:
+                return -1
+            while p < end and 48 <= buf[p] <= 57:
+                if digits < 19:
+                    if digits > 0 or buf[p] != 48:
+                        mant = mant * np.uint64(10) + np.uint64(buf[p] - 48)
+                        digits += 1
+                    exp10 -= 1
+                else:
+                    digits = 99  # past 19 digits: strtod
+                p += 1
+        if p < end and (buf[p] == 101 or buf[p] == 69):
+            fractional = True
+            p += 1
+            eneg = False
+            if p < end and (buf[p] == 43 or buf[p] == 45):
+                eneg = buf[p] == 45
+                p += 1
+            if p >= end or not 48 <= buf[p] <= 57:
+                return -1
+            e = 0
+            while p < end and 48 <= buf[p] <= 57:
+                if e > 10_000:
+                    return -1
+                e = e * 10 + (buf[p] - 48)
+                p += 1
+            exp10 += -e if eneg else e
+        if exp10 > 300 or exp10 < -300:
+            return -1  # overflow and underflow: the msgspec path decides
+        if mant == np.uint64(0) and not fractional:
+            out[0] = 0.0  # msgspec reads an integer -0 as the int 0, then the float 0.0
+            return p
+        if digits <= 19 and mant <= np.uint64(_TWO53) and -22 <= exp10 <= 22:
+            v = float(mant)
+            v = v * _POW10[exp10] if exp10 >= 0 else v / _POW10[-exp10]
+        else:
+            v = _strtod(base + start, out.ctypes.data + 8)  # type: ignore[call-overload]  # end pointer -> out[1]
+            endp = out.view(np.int64)[1]
+            if endp != base + p or not np.isfinite(v):
+                return -1
+            out[0] = v
+            return p
+        out[0] = -v if neg else v
+        return p
+
+    @numba.njit(inline="always", **_KERNEL)
+    def _two(buf: Any, p: int) -> int:
+        a, b = buf[p] - 48, buf[p + 1] - 48
+        if not (0 <= a <= 9 and 0 <= b <= 9):
+            return -1
+        return a * 10 + b
+
+    @numba.njit(inline="always", **_KERNEL)
+    def _rfc3339(buf: Any, p: int, q: int) -> int:
+        """`YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z` in buf[p:q] -> ns since epoch; -1 when it is not in that form."""
+        n = q - p
+        if n < 20 or n == 21 or n > 30:
+            return -1
+        if buf[p + 4] != 45 or buf[p + 7] != 45 or buf[p + 10] != 84 or buf[p + 13] != 58 or buf[p + 16] != 58:
+            return -1
+        if buf[q - 1] != 90:
+            return -1
+        hi, lo = _two(buf, p), _two(buf, p + 2)
+        month, day = _two(buf, p + 5), _two(buf, p + 8)
+        hour, minute, sec = _two(buf, p + 11), _two(buf, p + 14), _two(buf, p + 17)
+        if hi < 0 or lo < 0 or month < 0 or day < 0 or hour < 0 or minute < 0 or sec < 0:
+            return -1
+        year = hi * 100 + lo
+        if year < 1970 or year >= 2200 or not 1 <= month <= 12 or day < 1 or hour > 23 or minute > 59 or sec > 59:
+            return -1
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        dim = 31
+        if month == 2:
+            dim = 29 if leap else 28
+        elif month == 4 or month == 6 or month == 9 or month == 11:
+            dim = 30
+        if day > dim:
+            return -1
+        frac = 0
+        if n > 20:
+            if buf[p + 19] != 46:
+                return -1
+            k = p + 20
+            width = 0
+            while k < q - 1:
+                d = buf[k] - 48
+                if not 0 <= d <= 9:
+                    return -1
+                frac = frac * 10 + d
+                width += 1
+                k += 1
+            while width < 9:
+                frac *= 10
+                width += 1
+        # Days from the civil date (H. Hinnant's algorithm), in the proleptic Gregorian calendar.
+        y = year - 1 if month <= 2 else year
+        era = y // 400
+        yoe = y - era * 400
+        mp = month - 3 if month > 2 else month + 9
+        doy = (153 * mp + 2) // 5 + day - 1
+        doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+        days = era * 146097 + doe - 719468
+        return (((days * 24 + hour) * 60 + minute) * 60 + sec) * 1_000_000_000 + frac
+
+    @numba.njit(inline="always", **_KERNEL)
+    def _skip_scalar(buf: Any, p: int, end: int, base: int, tmp: Any) -> int:
+        c = buf[p]
+        if c == 34:
+            q = _string_end(buf, p + 1, end)
+            return -1 if q < 0 else q + 1
+        if c == 45 or 48 <= c <= 57:
+            return _number(buf, p, end, base, tmp)
+        if c == 116 and p + 4 <= end and buf[p + 1] == 114 and buf[p + 2] == 117 and buf[p + 3] == 101:
+            return p + 4  # true
+        if c == 110 and p + 4 <= end and buf[p + 1] == 117 and buf[p + 2] == 108 and buf[p + 3] == 108:
+            return p + 4  # null
+        if (
+            c == 102 and p + 5 <= end and buf[p + 1] == 97 and buf[p + 2] == 108 and buf[p + 3] == 115
+            and buf[p + 4] == 101
+        ):  # fmt: skip
+            return p + 5  # false
+        return -1
+
+    @numba.njit(inline="always", **_KERNEL)
+    def _skip_value(buf: Any, p: int, end: int, base: int, tmp: Any) -> int:
+        """An unknown field's value: a scalar or a flat array of scalars (anything else: -1)."""
+        if buf[p] != 91:
+            return _skip_scalar(buf, p, end, base, tmp)
+        p = _ws(buf, p + 1, end)
+        if p < end and buf[p] == 93:
+            return p + 1
+        while p < end:
+            p = _skip_scalar(buf, p, end, base, tmp)
+            if p < 0:
+                return -1
+            p = _ws(buf, p, end)
+            if p >= end:
+                return -1
+            if buf[p] == 93:
+                return p + 1
+            if buf[p] != 44:
+                return -1
+            p = _ws(buf, p + 1, end)
+        return -1
+
+    @numba.njit(nogil=True, **_KERNEL)
+    def _scan(
+        buf: Any,
+        fstarts: Any,
+        base: int,
+        xhash: Any,
+        counts: Any,
+        code: Any,
+        ts: Any,
+        px: Any,
+        sz: Any,
+        tid: Any,
+        sym_off: Any,
+        sym_len: Any,
+        tmp: Any,
+    ) -> tuple[int, int, int]:
+        """Frames `fstarts[f]:fstarts[f+1]` of `buf` until the first one not in the form (see the module): returns
+        (frames taken, trades, distinct symbols), the columns filled up to them."""
+        n_frames = len(fstarts) - 1
+        n = 0
+        n_syms = 0
+        taken = 0
+        for f in range(n_frames):
+            p, end = fstarts[f], fstarts[f + 1]
+            first = n
+            n_syms_before = n_syms
+            ok = True
+            p = _ws(buf, p, end)
+            if p >= end or buf[p] != 91:
+                break
+            p = _ws(buf, p + 1, end)
+            while ok:  # one trade object per round
+                if p >= end or buf[p] != 123 or n >= len(ts):
+                    ok = False
+                    break
+                p = _ws(buf, p + 1, end)
+                seen = 0
+                s_off, s_len, x_code, t_id = 0, 0, 0, 0
+                price, size, t_ns = 0.0, 0.0, 0
+                if p < end and buf[p] == 125:
+                    ok = False
+                    break
+                while True:  # members
+                    if p >= end or buf[p] != 34:
+                        ok = False
+                        break
+                    k0 = p + 1
+                    k1 = _string_end(buf, k0, end)
+                    if k1 < 0:
+                        ok = False
+                        break
+                    p = _ws(buf, k1 + 1, end)
+                    if p >= end or buf[p] != 58:
+                        ok = False
+                        break
+                    p = _ws(buf, p + 1, end)
+                    if p >= end:
+                        ok = False
+                        break
+                    bit = 0
+                    if k1 - k0 == 1:
+                        key = buf[k0]
+                        if key == 84:  # T: the literal "t"
+                            bit = 1
+                            if p + 3 > end or buf[p] != 34 or buf[p + 1] != 116 or buf[p + 2] != 34:
+                                ok = False
+                                break
+                            p += 3
+                        elif key == 83:  # S
+                            bit = 2
+                            q = _string_value(buf, p, end)
+                            if q < 0:
+                                ok = False
+                                break
+                            s_off, s_len = p + 1, q - p - 1
+                            p = q + 1
+                        elif key == 105:  # i: a non-negative int (a string or a sign: msgspec path)
+                            bit = 4
+                            q = p
+                            v = 0
+                            while q < end and 48 <= buf[q] <= 57 and q - p < 18:
+                                v = v * 10 + (buf[q] - 48)
+                                q += 1
+                            if q == p or (buf[p] == 48 and q - p > 1) or (q < end and 46 <= buf[q] <= 57):
+                                ok = False  # empty, leading zero, 18+ digits, fraction
+                                break
+                            if q < end and (buf[q] == 101 or buf[q] == 69):
+                                ok = False
+                                break
+                            t_id = v
+                            p = q
+                        elif key == 120:  # x: one ASCII character
+                            bit = 8
+                            if p + 3 > end or buf[p] != 34 or buf[p + 2] != 34:
+                                ok = False
+                                break
+                            x_code = buf[p + 1]
+                            if x_code < 32 or x_code >= 127 or x_code == 34 or x_code == 92:
+                                ok = False
+                                break
+                            p += 3
+                        elif key == 112 or key == 115:  # p, s: numbers
+                            bit = 16 if key == 112 else 32
+                            p = _number(buf, p, end, base, tmp)
+                            if p < 0:
+                                ok = False
+                                break
+                            if key == 112:
+                                price = tmp[0]
+                            else:
+                                size = tmp[0]
+                        elif key == 116:  # t
+                            bit = 64
+                            q = _string_value(buf, p, end)
+                            t_ns = _rfc3339(buf, p + 1, q) if q >= 0 else -1
+                            if t_ns < 0:
+                                ok = False
+                                break
+                            p = q + 1
+                    if bit == 0:
+                        p = _skip_value(buf, p, end, base, tmp)
+                        if p < 0:
+                            ok = False
+                            break
+                    elif seen & bit:
+                        ok = False  # a field twice: the msgspec path decides
+                        break
+                    seen |= bit
+                    p = _ws(buf, p, end)
+                    if p >= end:
+                        ok = False
+                        break
+                    if buf[p] == 44:
+                        p = _ws(buf, p + 1, end)
+                        continue
+                    if buf[p] == 125:
+                        p += 1
+                        break
+                    ok = False
+                    break
+                if not ok:
+                    break
+                if seen != 127:
+                    ok = False
+                    break
+                # The symbol's number: by first appearance in the call.
+                c = -1
+                for j in range(n_syms):
+                    if sym_len[j] == s_len:
+                        same = True
+                        for b in range(s_len):
+                            if buf[sym_off[j] + b] != buf[s_off + b]:
+                                same = False
+                                break
+                        if same:
+                            c = j
+                            break
+                if c < 0:
+                    if n_syms >= len(sym_off):
+                        ok = False
+                        break
+                    c = n_syms
+                    sym_off[c], sym_len[c] = s_off, s_len
+                    n_syms += 1
+                acc = _P5
+                acc += xhash[x_code] * _P2
+                acc = (acc << np.uint64(31)) | (acc >> np.uint64(33))
+                acc *= _P1
+                acc += np.uint64(t_id) * _P2
+                acc = (acc << np.uint64(31)) | (acc >> np.uint64(33))
+                acc *= _P1
+                acc += _LEN2
+                if acc == np.uint64(0xFFFFFFFFFFFFFFFF):
+                    acc = np.uint64(1546275796)
+                code[n], ts[n], px[n], sz[n], tid[n] = c, t_ns, price, size, np.int64(acc)
+                n += 1
+                p = _ws(buf, p, end)
+                if p < end and buf[p] == 44:
+                    p = _ws(buf, p + 1, end)
+                    continue
+                if p < end and buf[p] == 93:
+                    p = _ws(buf, p + 1, end)
+                    if p != end:
+                        ok = False
+                    break
+                ok = False
+            if not ok:
+                n = first
+                n_syms = n_syms_before
+                break
+            counts[f] = n - first
+            taken = f + 1
+        return taken, n, n_syms
+
+
+def _as_bytes(raws: Sequence[bytes | str]) -> tuple[bytes, list[int]] | None:
+    """The frames joined, with each one's start (and the end); None when one is not ASCII text or bytes."""
+    parts: list[bytes] = []
+    for r in raws:
+        if isinstance(r, str):
+            if not r.isascii():
+                return None  # non-ASCII only appears escaped in Alpaca's frames; the msgspec path decides
+            parts.append(r.encode("ascii"))
+        elif isinstance(r, bytes | bytearray | memoryview):
+            parts.append(bytes(r))
+        else:
+            return None
+    starts = [0]
+    for part in parts:
+        starts.append(starts[-1] + len(part))
+    return b"".join(parts), starts
+
+
+def scan_alpaca_trades(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
+    """The longest run of frames from `raws[start]` in the form the scanner takes, as `parse_trade_frames` returns
+    them; None when `raws[start]` is not in that form (or the scanner is off)."""
+    if not ENABLED:
+        return None
+    stop = len(raws) if stop is None else stop
+    joined = _as_bytes(raws[start:stop])
+    if joined is None:
+        return None
+    data, starts = joined
+    buf = np.frombuffer(data, dtype=np.uint8)
+    cap = data.count(b"{")
+    nf = len(starts) - 1
+    counts = np.zeros(nf, dtype=np.int64)
+    code = np.empty(cap, dtype=np.intp)
+    ts = np.empty(cap, dtype=np.int64)
+    px = np.empty(cap, dtype=np.float64)
+    sz = np.empty(cap, dtype=np.float64)
+    tid = np.empty(cap, dtype=np.int64)
+    sym_off = np.empty(_MAX_SYMBOLS, dtype=np.int64)
+    sym_len = np.empty(_MAX_SYMBOLS, dtype=np.int64)
+    taken, n, n_syms = _scan(
+        buf, np.array(starts, dtype=np.int64), buf.ctypes.data, _XHASH, counts, code, ts, px, sz, tid, sym_off,
+        sym_len, np.zeros(2, dtype=np.float64),
+    )  # fmt: skip
+    if taken == 0:
+        return None
+    names = np.array(
+        [data[o : o + ln].decode("ascii") for o, ln in zip(sym_off[:n_syms], sym_len[:n_syms], strict=True)],
+        dtype=object,
+    )
+    return TradeFrames(
+        start, counts[:taken].tolist(), names[code[:n]].tolist(), ts[:n], px[:n], sz[:n], tid[:n].tolist()
+    )
+
+
+def _self_check() -> bool:
+    """The scanner reads a known frame as the Python rules do (its id hash above all); else it stays off."""
+    frame = (
+        b'[{"T":"t","S":"AAPL","i":52983525029461,"x":"V","p":126.55,"s":1,"t":"2021-02-22T15:51:44.208Z",'
+        b'"c":["@","I"],"z":"C"},{"T":"t","S":"MSFT","i":0,"x":"P","p":1240.4246534995414,"s":2.5e3,'
+        b'"t":"2021-02-22T15:51:44Z"}]'
+    )
+    cols = scan_alpaca_trades([frame], 0)
+    return (
+        cols is not None
+        and cols.symbol == ["AAPL", "MSFT"]
+        and cols.ids == [hash(("V", 52983525029461)), hash(("P", 0))]
+        and list(cols.price) == [126.55, 1240.4246534995414]
+        and list(cols.size) == [1.0, 2500.0]
+        and list(cols.ts) == [1614009104208000000, 1614009104000000000]
+    )
+
+
+ENABLED = _JIT
+_XHASH = _exchange_hashes()
+if ENABLED:
+    try:
+        ENABLED = _self_check()
+        OFF_BECAUSE = "" if ENABLED else "it disagrees with the Python rules on its self-check"
+    except Exception as exc:  # a compile failure (a numba it does not know): the msgspec path serves
+        ENABLED, OFF_BECAUSE = False, f"it failed to compile: {exc!r}"
+    if not ENABLED:
+        log.warning("Alpaca trade scanner off (%s): the msgspec path parses every frame", OFF_BECAUSE)

@@ -1,0 +1,227 @@
+"""The compiled Alpaca trade scanner reads exactly what the msgspec path reads, or declines.
+
+Property: for any frames, `scan_alpaca_trades` either returns None (the first frame is not in its form) or a run
+whose every column equals what msgspec's `_decode_trade_frames` gives for the same frames. Declining is always
+allowed (the msgspec path then decides); reading differently never is. Checked on generated frames (odd numbers,
+times, ids, unknown fields, whitespace), on byte-level mutations of well-formed frames, and on named edge cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gpt_trader.realtime.sources import alpaca, trade_scan
+from tests.unit.realtime.test_frame_batches import assert_trade_frames_equal_parse_frame
+from tests.unit.realtime.test_frame_runs import _frames
+
+
+def _same_as_msgspec(raws: list[Any]) -> bool:
+    """The scanner's run from raws[0] equals msgspec's on the frames it took; True when it took any."""
+    got = trade_scan.scan_alpaca_trades(raws, 0)
+    if got is None:
+        return False
+    ref = alpaca._decode_trade_frames(raws, 0, len(raws))
+    assert ref is not None, raws[0]
+    k = len(got.counts)
+    assert got.counts == ref.counts[:k], raws[:k]
+    m = sum(got.counts)
+    assert got.symbol == ref.symbol[:m]
+    assert list(got.ts) == list(ref.ts[:m])
+    assert repr(list(got.price)) == repr(list(ref.price[:m]))
+    assert repr(list(got.size)) == repr(list(ref.size[:m]))
+    assert got.ids == ref.ids[:m]
+    return True
+
+
+def test_the_scanner_is_on_where_numba_is_installed() -> None:
+    # numba is a dependency: a scanner that fails to compile or its self-check must fail here, not fall back quietly.
+    assert trade_scan.ENABLED, trade_scan.OFF_BECAUSE
+
+
+def _trade(sym: str = "AAPL", i: Any = 52983525029461, x: Any = "V", p: Any = 126.55, s: Any = 100) -> dict[str, Any]:
+    return {"T": "t", "S": sym, "i": i, "x": x, "p": p, "s": s, "t": "2021-02-22T15:51:44.208123456Z", "c": ["@"]}
+
+
+def _frame(*trades: dict[str, Any]) -> str:
+    return json.dumps(list(trades), separators=(",", ":"))
+
+
+def test_a_realistic_run_is_read_whole_and_equal() -> None:
+    raws = [raw for seed in (1, 2) for _, batch in _frames(seed, 400) for raw in batch]
+    taken = 0
+    i = 0
+    while i < len(raws):
+        got = trade_scan.scan_alpaca_trades(raws, i)
+        if got is None:
+            i += 1
+            continue
+        assert _same_as_msgspec(raws[i : got.end])
+        taken += len(got.counts)
+        i = got.end
+    assert taken >= 0.8 * len(raws)  # it declines only the frames holding a string id: ~12% of these
+
+
+NUMBERS = [
+    "0", "-0", "1", "0.1", "126.55", "1E+2", "1e-7", "2.5e3", "1240.4246534995414", "9007199254740993",
+    "0.30000000000000004", "1.7976931348623157e308", "2.2250738585072014e-308", "5e-324", "1e400", "-1e400",
+    "123456789012345678901", "1.", ".5", "01", "-", "1e", "+1", "1.5e+", "NaN", "Infinity", "0x10", "1_000",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", NUMBERS)
+def test_numbers_read_as_msgspec_reads_them_or_decline(text: str) -> None:
+    for field in ("p", "s"):
+        raw = _frame(_trade()).replace('"p":126.55' if field == "p" else '"s":100', f'"{field}":{text}')
+        _same_as_msgspec([raw])
+
+
+TIMES = [
+    "2021-02-22T15:51:44Z", "2021-02-22T15:51:44.2Z", "2021-02-22T15:51:44.123456789Z",
+    "2021-02-22T15:51:44.1234567891Z", "2024-02-29T00:00:00Z", "2023-02-29T00:00:00Z", "2023-04-31T00:00:00Z",
+    "2023-11-14T24:00:00Z", "2023-11-14T23:60:00Z", "2023-11-14T23:59:60Z", "1969-12-31T23:59:59Z",
+    "1970-01-01T00:00:00Z", "2199-12-31T23:59:59.999999999Z", "2262-04-11T23:47:16Z", "2023-11-14t22:13:20Z",
+    "2023-11-14 22:13:20Z", "2023-11-14T22:13:20z", "2023-11-14T22:13:20+00:00", "2023-11-14T22:13:20.5-05:30",
+    "2023-11-14T22:13:20.Z", "2023-11-14T22:13:2Z", "+023-11-14T22:13:20Z", "2023-11-14T22:13:20.1a3Z",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", TIMES)
+def test_times_read_as_the_rfc3339_parser_reads_them_or_decline(text: str) -> None:
+    raw = _frame(_trade()).replace("2021-02-22T15:51:44.208123456Z", text)
+    _same_as_msgspec([raw])
+
+
+@pytest.mark.parametrize(
+    "trade",
+    [
+        _trade(i=0), _trade(i=10**17), _trade(i=10**18), _trade(i=2**63), _trade(i=-1), _trade(i="123"),
+        _trade(i=1.0), _trade(x="P"), _trade(x="XY"), _trade(x=""), _trade(x="é"), _trade(x=1), _trade(sym=""),
+        _trade(sym="BRK.B"), _trade(sym="A\\u0042"), _trade(p="126.55"), _trade(p=None), _trade(p=True),
+        {**_trade(), "z": "C", "c": ["@", "I"], "extra": [1, "a", None, True, False, -2.5e3]},
+        {**_trade(), "extra": {"nested": 1}}, {**_trade(), "extra": [[1]]}, {**_trade(), "T": "q"},
+        {k: v for k, v in _trade().items() if k != "x"}, {k: v for k, v in _trade().items() if k != "i"},
+        {k: v for k, v in _trade().items() if k != "t"},
+    ],
+)  # fmt: skip
+def test_fields_read_as_msgspec_reads_them_or_decline(trade: dict[str, Any]) -> None:
+    _same_as_msgspec([_frame(trade)])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        ' [ { "T" : "t" , "S" : "AAPL" , "i" : 1 , "x" : "V" , "p" : 1.5 , "s" : 2 , "t" : "2021-02-22T15:51:44Z" } ] ',
+        '[{"T":"t","S":"AAPL","i":1,"x":"V","p":1.5,"s":2,"t":"2021-02-22T15:51:44Z","p":2.5}]',  # a field twice
+        '[{"T":"t","S":"AAPL","i":1,"x":"V","p":1.5,"s":2,"t":"2021-02-22T15:51:44Z"}]x',
+        '[{"T":"t","S":"AAPL","i":1,"x":"V","p":1.5,"s":2,"t":"2021-02-22T15:51:44Z"},]',
+        '[{"T":"t","S":"AAPL","i":1,"x":"V","p":1.5,"s":2,"t":"2021-02-22T15:51:44Z",}]',
+        '[{"T":"t","S":"AAPL","i":1,"x":"V","p":1.5,"s":2,"t":"2021-02-22T15:51:44Z"}',
+        '[{"\\u0054":"t","S":"AAPL","i":1,"x":"V","p":1.5,"s":2,"t":"2021-02-22T15:51:44Z"}]',
+        "[]", "{}", "", "[{}]", "null",
+    ],
+)  # fmt: skip
+def test_frame_shapes_read_as_msgspec_reads_them_or_decline(raw: str) -> None:
+    _same_as_msgspec([raw])
+    _same_as_msgspec([raw.encode()])
+
+
+_decimal = st.from_regex(r"-?(0|[1-9][0-9]{0,22})(\.[0-9]{1,22})?([eE][+-]?[0-9]{1,3})?", fullmatch=True)
+_number = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**70), 2**70), _decimal)
+_when = st.datetimes(min_value=datetime(1960, 1, 1), max_value=datetime(2300, 1, 1))  # noqa: DTZ001 (naive bounds)
+
+
+@st.composite
+def _trades(draw: st.DrawFn) -> str:
+    """One trade as JSON text, its fields drawn from the odd corners of what a frame may hold."""
+    when = draw(_when).replace(tzinfo=UTC)
+    width = draw(st.integers(0, 10))
+    frac = "" if width == 0 else "." + str(draw(st.integers(0, 10**width - 1))).zfill(width)
+    zone = draw(st.sampled_from(["Z", "Z", "Z", "z", "+00:00", "-05:30"]))
+    t = when.strftime("%Y-%m-%dT%H:%M:%S") + frac + zone
+    fields: dict[str, str] = {
+        "T": '"t"',
+        "S": json.dumps(draw(st.sampled_from(["AAPL", "MSFT", "BRK.B", "A", "é"]))),
+        "i": json.dumps(draw(st.one_of(st.integers(-5, 2**64), st.text("0123456789s", max_size=4)))),
+        "x": json.dumps(draw(st.sampled_from(["V", "P", "Q", "", "XY", "\\"]))),
+        "p": str(draw(_number)) if draw(st.booleans()) else repr(draw(st.floats(0.01, 1e6))),
+        "s": str(draw(_number)),
+        "t": json.dumps(t),
+    }
+    if draw(st.booleans()):
+        fields["c"] = json.dumps(draw(st.lists(st.sampled_from(["@", "I", "F"]), max_size=3)))
+    if draw(st.booleans()):
+        fields["z"] = '"C"'
+    keys = draw(st.permutations(list(fields)))
+    drop = draw(st.sampled_from([None, None, None, *keys]))
+    ws = draw(st.sampled_from(["", "", " ", "\n"]))
+    return "{" + f",{ws}".join(f'"{k}":{ws}{fields[k]}' for k in keys if k != drop) + "}"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(_trades(), min_size=1, max_size=4), min_size=1, max_size=3))
+def test_generated_frames_read_as_msgspec_reads_them_or_decline(frames: list[list[str]]) -> None:
+    _same_as_msgspec(["[" + ",".join(trades) + "]" for trades in frames])
+
+
+_GOOD = _frame(
+    {**_trade(), "z": "C"}, _trade(sym="MSFT", i=7, x="P", p=1240.4246534995414, s=2.5), _trade(p=0.1, s=1e-3)
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, len(_GOOD) - 1),
+            st.sampled_from(["del", "ins", "sub"]),
+            st.sampled_from(list('{}[]",:.-+eE0159 tfnlu\\\x00\x7fZT')),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_mutated_frames_read_as_msgspec_reads_them_or_decline(edits: list[tuple[int, str, str]]) -> None:
+    raw = _GOOD
+    for at, how, char in edits:
+        at = min(at, len(raw) - 1)
+        raw = raw[:at] + raw[at + 1 :] if how == "del" else raw[:at] + char + raw[at + (how == "sub") :]
+    _same_as_msgspec([raw, _GOOD])
+
+
+def test_the_msgspec_path_alone_still_reads_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Where the scanner is off (no numba, GPT_TRADER_NO_JIT), the msgspec path serves every frame on its own.
+    monkeypatch.setattr(alpaca, "_SCANNER", [lambda *_: None])
+    raws = [raw for seed in (1, 2) for _, batch in _frames(seed, 200) for raw in batch]
+    assert_trade_frames_equal_parse_frame(alpaca, raws)
+
+
+def test_without_numba_the_scanner_is_off_and_frames_still_parse() -> None:
+    code = (
+        "from gpt_trader.realtime.sources import alpaca, trade_scan\n"
+        "assert not trade_scan.ENABLED and 'GPT_TRADER_NO_JIT' in trade_scan.OFF_BECAUSE\n"
+        f"cols = alpaca.parse_trade_frames([{_GOOD!r}], 0)\n"
+        "assert cols is not None and cols.counts == [3] and cols.symbol == ['AAPL', 'MSFT', 'AAPL']\n"
+    )
+    env = {**os.environ, "GPT_TRADER_NO_JIT": "1"}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+
+
+def test_ids_hash_as_python_hashes_them() -> None:
+    base = datetime(2021, 2, 22, tzinfo=UTC)
+    trades = [
+        {**_trade(i=i, x=x), "t": (base + timedelta(microseconds=i % 10**6)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+        for i in (0, 1, 2**31, 2**59, 10**18 - 1)
+        for x in "AVPQZ@ ~"
+    ]
+    got = trade_scan.scan_alpaca_trades([_frame(*trades)], 0)
+    assert got is not None
+    assert got.ids == [hash((t["x"], t["i"])) for t in trades]
