@@ -198,7 +198,7 @@ def test_mutated_frames_read_as_msgspec_reads_them_or_decline(edits: list[tuple[
 
 
 def test_the_msgspec_path_alone_still_reads_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Where the scanner is off (no numba, GPT_TRADER_NO_JIT), the msgspec path serves every frame on its own.
+    # Where the scanner is off (no numba, NUMBA_DISABLE_JIT), the msgspec path serves every frame on its own.
     monkeypatch.setattr(alpaca, "_SCANNER", [lambda *_: None])
     raws = [raw for seed in (1, 2) for _, batch in _frames(seed, 200) for raw in batch]
     assert_trade_frames_equal_parse_frame(alpaca, raws)
@@ -207,11 +207,11 @@ def test_the_msgspec_path_alone_still_reads_every_run(monkeypatch: pytest.Monkey
 def test_without_numba_the_scanner_is_off_and_frames_still_parse() -> None:
     code = (
         "from gpt_trader.realtime.sources import alpaca, trade_scan\n"
-        "assert not trade_scan.ENABLED and 'GPT_TRADER_NO_JIT' in trade_scan.OFF_BECAUSE\n"
+        "assert not trade_scan.ENABLED and 'NUMBA_DISABLE_JIT' in trade_scan.OFF_BECAUSE\n"
         f"cols = alpaca.parse_trade_frames([{_GOOD!r}], 0)\n"
         "assert cols is not None and cols.counts == [3] and cols.symbol == ['AAPL', 'MSFT', 'AAPL']\n"
     )
-    env = {**os.environ, "GPT_TRADER_NO_JIT": "1"}
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
 
 

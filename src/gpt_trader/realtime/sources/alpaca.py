@@ -123,6 +123,12 @@ def _scanner() -> Any:
     return _SCANNER[0]
 
 
+def warm_up() -> None:
+    """Load the compiled trade scanner now: its first use would otherwise hold up the first frames by a second, or
+    several the first time it is ever compiled."""
+    _scanner()
+
+
 def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
     """The longest run of frames from `raws[start]` (up to `stop`) that hold only well-formed trades (at least
     one), as columns; None when `raws[start]` is not such a frame (it then needs `parse_frame`). Pure.
@@ -275,9 +281,8 @@ class AlpacaAdapter:
         return "AlpacaAdapter(credentials=***)"
 
     def warm_up(self) -> None:
-        """Load the compiled trade scanner now (the pipeline calls this as it builds the feed): its first use
-        would otherwise hold up the first frames by a second, or several the first time it is ever compiled."""
-        _scanner()
+        """`warm_up()`; the pipeline calls this as it builds the feed."""
+        warm_up()
 
     def endpoint(self, base_url: str, symbols: Sequence[str], stream_types: Sequence[StreamType]) -> str:
         """Alpaca's URL carries the feed in the path; the configured URL is used as is."""

@@ -17,7 +17,7 @@ shape the hostile-frame tests use, and on generated ones):
 - trade ids as `hash((x, i))`, CPython's tuple hash over the precomputed hash of the exchange code and the int's
   own hash. A self-check against `hash` at import turns the scanner off if the interpreter hashes otherwise.
 
-Without numba (not installed, or `GPT_TRADER_NO_JIT=1`) `scan_alpaca_trades` returns None and the msgspec path does
+Without numba (not installed, or `NUMBA_DISABLE_JIT=1`) `scan_alpaca_trades` returns None and the msgspec path does
 all the work: slower, same results.
 """
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,11 +37,12 @@ log = logging.getLogger(__name__)
 _MAX_SYMBOLS = 64  # distinct symbols per call; more and the call falls back (a feed's batch holds a handful)
 
 try:  # pragma: no cover - exercised through `ENABLED`
-    if os.environ.get("GPT_TRADER_NO_JIT"):
-        raise ImportError("GPT_TRADER_NO_JIT is set")
     if ctypes.sizeof(ctypes.c_void_p) != 8:
         raise ImportError("the scanner passes pointers as 64-bit integers")
     import numba
+
+    if getattr(numba.config, "DISABLE_JIT", False):  # NUMBA_DISABLE_JIT=1: numba's own switch, honoured as "no scanner"
+        raise ImportError("NUMBA_DISABLE_JIT is set")
     from numba import types as _nt
 
     # C's strtod by name (resolved in the process, where libc is loaded); addresses passed as intp, which is how
