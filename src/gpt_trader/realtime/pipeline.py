@@ -46,6 +46,10 @@ from gpt_trader.realtime.deadletter import DeadLetters, tick_raw
 from gpt_trader.realtime.feed import Feed, Shadow, run_feed
 from gpt_trader.realtime.health import RealtimeMetrics, SourceHealth, update_disagreement
 from gpt_trader.realtime.models import DataSource, ParsedFrame, Reject, StreamConfig, TradeFrames, truncate_raw
+
+# The compiled trade scanner (Alpaca, Polygon) loads with the pipeline: ~0.7 s from numba's cache (~7 s the first
+# time, compiling), paid here rather than while a feed connects, where a replay's tape would run on without it.
+from gpt_trader.realtime.sources import trade_scan  # noqa: F401
 from gpt_trader.realtime.timestamps import datetime_to_ns, ns_to_datetime
 
 if TYPE_CHECKING:
@@ -471,9 +475,6 @@ class RealtimePipeline:
         names: set[str] = set()
         for rank, (_, sc) in enumerate(order):
             adapter, url, check_future = self._adapter(sc)
-            warm_up = getattr(adapter, "warm_up", None)
-            if warm_up is not None:
-                warm_up()
             if sc.source in _LOCAL_SOURCES and not sc.url:
                 url = await self._start_local_exchange(sc)
             label = sc.label if sc.label not in names else f"{sc.label}-{rank}"

@@ -195,11 +195,7 @@ async def run_live(
     exchange = None
     if feed.exchange is not None:
         from gpt_trader.realtime.exchange import LocalExchange
-        from gpt_trader.realtime.sources import alpaca
 
-        # The replay speaks Alpaca's protocol: its trade scanner loads (a second; more when first compiled) before
-        # the tape's clock starts, not while the pipeline connects, or the session misses the tape's first days.
-        alpaca.warm_up()
         # Ticks flow from 0.3 s after now: the pipeline is connected by then.
         exchange = LocalExchange(replace(feed.exchange, epoch_ns=time.time_ns() + 300_000_000))
         await exchange.start()

@@ -123,7 +123,7 @@ def test_polygon_parse_frame_recorded_status_trades_quotes_aggregates():
         ["MSFT"],
         [114.125],
         [100.0],
-        [hash((4, "12345"))],
+        [polygon.trade_key(4, "12345")],
         [1536036818784 * 10**6],
     )
     assert (data.q_bid, data.q_ask, data.q_bid_size, data.q_ask_size) == ([114.125], [114.128], [100.0], [160.0])

@@ -19,17 +19,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpt_trader.realtime.sources import alpaca, trade_scan
+from gpt_trader.realtime.sources import alpaca, polygon, trade_scan
 from tests.unit.realtime.test_frame_batches import assert_trade_frames_equal_parse_frame
 from tests.unit.realtime.test_frame_runs import _frames
+from tests.unit.realtime.test_polygon_runs import _frames as polygon_frames
+
+FORMATS = {
+    "alpaca": (trade_scan.scan_alpaca_trades, alpaca._decode_trade_frames),
+    "polygon": (trade_scan.scan_polygon_trades, polygon._decode_trade_frames),
+}
 
 
-def _same_as_msgspec(raws: list[Any]) -> bool:
+def _same_as_msgspec(raws: list[Any], fmt: str = "alpaca") -> bool:
     """The scanner's run from raws[0] equals msgspec's on the frames it took; True when it took any."""
-    got = trade_scan.scan_alpaca_trades(raws, 0)
+    scan, decode = FORMATS[fmt]
+    got = scan(raws, 0)
     if got is None:
         return False
-    ref = alpaca._decode_trade_frames(raws, 0, len(raws))
+    ref = decode(raws, 0, len(raws))
     assert ref is not None, raws[0]
     k = len(got.counts)
     assert got.counts == ref.counts[:k], raws[:k]
@@ -53,21 +60,6 @@ def _trade(sym: str = "AAPL", i: Any = 52983525029461, x: Any = "V", p: Any = 12
 
 def _frame(*trades: dict[str, Any]) -> str:
     return json.dumps(list(trades), separators=(",", ":"))
-
-
-def test_a_realistic_run_is_read_whole_and_equal() -> None:
-    raws = [raw for seed in (1, 2) for _, batch in _frames(seed, 400) for raw in batch]
-    taken = 0
-    i = 0
-    while i < len(raws):
-        got = trade_scan.scan_alpaca_trades(raws, i)
-        if got is None:
-            i += 1
-            continue
-        assert _same_as_msgspec(raws[i : got.end])
-        taken += len(got.counts)
-        i = got.end
-    assert taken >= 0.8 * len(raws)  # it declines only the frames holding a string id: ~12% of these
 
 
 NUMBERS = [
@@ -160,55 +152,22 @@ def _trades(draw: st.DrawFn) -> str:
         fields["c"] = json.dumps(draw(st.lists(st.sampled_from(["@", "I", "F"]), max_size=3)))
     if draw(st.booleans()):
         fields["z"] = '"C"'
+    return _as_object(draw, fields)
+
+
+def _as_object(draw: st.DrawFn, fields: dict[str, str]) -> str:
+    """The fields as a JSON object: in any order, one of them perhaps missing, with or without whitespace."""
     keys = draw(st.permutations(list(fields)))
     drop = draw(st.sampled_from([None, None, None, *keys]))
-    ws = draw(st.sampled_from(["", "", " ", "\n"]))
+    ws = draw(st.sampled_from(["", "", " ", "\n", "\t"]))
     return "{" + f",{ws}".join(f'"{k}":{ws}{fields[k]}' for k in keys if k != drop) + "}"
-
-
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.lists(_trades(), min_size=1, max_size=4), min_size=1, max_size=3))
-def test_generated_frames_read_as_msgspec_reads_them_or_decline(frames: list[list[str]]) -> None:
-    _same_as_msgspec(["[" + ",".join(trades) + "]" for trades in frames])
-
-
-_GOOD = _frame(
-    {**_trade(), "z": "C"}, _trade(sym="MSFT", i=7, x="P", p=1240.4246534995414, s=2.5), _trade(p=0.1, s=1e-3)
-)
-
-
-@settings(max_examples=600, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.integers(0, len(_GOOD) - 1),
-            st.sampled_from(["del", "ins", "sub"]),
-            st.sampled_from(list('{}[]",:.-+eE0159 tfnlu\\\x00\x7fZT')),
-        ),
-        min_size=1,
-        max_size=3,
-    )
-)
-def test_mutated_frames_read_as_msgspec_reads_them_or_decline(edits: list[tuple[int, str, str]]) -> None:
-    raw = _GOOD
-    for at, how, char in edits:
-        at = min(at, len(raw) - 1)
-        raw = raw[:at] + raw[at + 1 :] if how == "del" else raw[:at] + char + raw[at + (how == "sub") :]
-    _same_as_msgspec([raw, _GOOD])
-
-
-def test_the_msgspec_path_alone_still_reads_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Where the scanner is off (no numba, NUMBA_DISABLE_JIT), the msgspec path serves every frame on its own.
-    monkeypatch.setattr(alpaca, "_SCANNER", [lambda *_: None])
-    raws = [raw for seed in (1, 2) for _, batch in _frames(seed, 200) for raw in batch]
-    assert_trade_frames_equal_parse_frame(alpaca, raws)
 
 
 def test_without_numba_the_scanner_is_off_and_frames_still_parse() -> None:
     code = (
-        "from gpt_trader.realtime.sources import alpaca, trade_scan\n"
+        "from gpt_trader.realtime.sources import alpaca, polygon, trade_scan\n"
         "assert not trade_scan.ENABLED and 'NUMBA_DISABLE_JIT' in trade_scan.OFF_BECAUSE\n"
-        f"cols = alpaca.parse_trade_frames([{_GOOD!r}], 0)\n"
+        f"cols = alpaca.parse_trade_frames([{_GOOD['alpaca']!r}], 0)\n"
         "assert cols is not None and cols.counts == [3] and cols.symbol == ['AAPL', 'MSFT', 'AAPL']\n"
     )
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
@@ -225,3 +184,126 @@ def test_ids_hash_as_python_hashes_them() -> None:
     got = trade_scan.scan_alpaca_trades([_frame(*trades)], 0)
     assert got is not None
     assert got.ids == [hash((t["x"], t["i"])) for t in trades]
+
+
+# --- Polygon ------------------------------------------------------------------------------------------------------
+def _ptrade(**fields: Any) -> dict[str, Any]:
+    base = {"ev": "T", "sym": "MSFT", "x": 4, "i": "12345", "z": 3, "p": 114.125, "s": 100, "c": [0, 12]}
+    return {**base, "t": 1536036818784, "q": 3681328, **fields}
+
+
+@pytest.mark.parametrize(
+    "trade",
+    [
+        _ptrade(), _ptrade(i=12345), _ptrade(i="0"), _ptrade(i="012"), _ptrade(i=""), _ptrade(i="12a"),
+        _ptrade(i="1" * 18), _ptrade(i="1" * 19), _ptrade(i=-1), _ptrade(x=0), _ptrade(x=-4), _ptrade(x="4"),
+        _ptrade(x=4.0), _ptrade(x=10**18), _ptrade(t=0), _ptrade(t=-1), _ptrade(t=9_223_372_036_854),
+        _ptrade(t=9_223_372_036_855), _ptrade(t=1.5e12), _ptrade(ev="Q"), _ptrade(ev="t"), _ptrade(sym=""),
+        _ptrade(p=-0), _ptrade(p="1"), _ptrade(s=None), _ptrade(c=[[0]]), _ptrade(extra={"a": 1}),
+        {k: v for k, v in _ptrade().items() if k != "x"}, {k: v for k, v in _ptrade().items() if k != "i"},
+        {k: v for k, v in _ptrade().items() if k != "t"}, {k: v for k, v in _ptrade().items() if k != "ev"},
+    ],
+)  # fmt: skip
+def test_polygon_fields_read_as_msgspec_reads_them_or_decline(trade: dict[str, Any]) -> None:
+    _same_as_msgspec([_frame(trade)], "polygon")
+
+
+def test_polygon_ids_key_as_trade_key_does() -> None:
+    trades = [_ptrade(x=x, i=i) for x in (0, 4, 12, 2**40) for i in ("0", "7", "12345", 10**17, "99999999999999999")]
+    got = trade_scan.scan_polygon_trades([_frame(*trades)], 0)
+    assert got is not None
+    assert got.ids == [polygon.trade_key(t["x"], t["i"]) for t in trades]
+    assert polygon.trade_key(4, "12345") == hash((4, 12345)) == polygon.trade_key(4, 12345)
+    assert polygon.trade_key(4, "012345") == hash((4, "012345"))  # not the same id as 12345
+
+
+@st.composite
+def _polygon_trades(draw: st.DrawFn) -> str:
+    fields: dict[str, str] = {
+        "ev": json.dumps(draw(st.sampled_from(["T", "T", "T", "Q", "t"]))),
+        "sym": json.dumps(draw(st.sampled_from(["AAPL", "MSFT", "BRK.B", "é"]))),
+        "x": json.dumps(draw(st.one_of(st.integers(-2, 2**62), st.sampled_from(["4", 4.0])))),
+        "i": json.dumps(
+            draw(st.one_of(st.integers(-2, 2**64), st.text("0123456789", max_size=20), st.text("0a ", max_size=3)))
+        ),
+        "p": str(draw(_number)),
+        "s": str(draw(_number)),
+        "t": json.dumps(draw(st.one_of(st.integers(-(2**63), 2**63), st.floats(0, 2e12)))),
+    }
+    for extra, value in (("z", "3"), ("c", "[0,12]"), ("q", "3681328")):
+        if draw(st.booleans()):
+            fields[extra] = value
+    return _as_object(draw, fields)
+
+
+_GENERATED = {"alpaca": _trades(), "polygon": _polygon_trades()}
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(sorted(_GENERATED)).flatmap(
+        lambda fmt: st.tuples(
+            st.just(fmt), st.lists(st.lists(_GENERATED[fmt], min_size=1, max_size=4), min_size=1, max_size=3)
+        )
+    )
+)
+def test_generated_frames_read_as_msgspec_reads_them_or_decline(case: tuple[str, list[list[str]]]) -> None:
+    fmt, frames = case
+    _same_as_msgspec(["[" + ",".join(trades) + "]" for trades in frames], fmt)
+
+
+# --- both formats -------------------------------------------------------------------------------------------------
+_GOOD = {
+    "alpaca": _frame(
+        {**_trade(), "z": "C"}, _trade(sym="MSFT", i=7, x="P", p=1240.4246534995414, s=2.5), _trade(p=0.1, s=1e-3)
+    ),
+    "polygon": _frame(_ptrade(), _ptrade(sym="AAPL", x=12, i="7", p=1240.4246534995414, s=2.5), _ptrade(p=0.1, i=99)),
+}
+_REALISTIC = {"alpaca": _frames, "polygon": polygon_frames}
+
+
+@pytest.mark.parametrize(("fmt", "least"), [("alpaca", 0.8), ("polygon", 0.6)])
+def test_realistic_runs_are_read_whole_and_equal(fmt: str, least: float) -> None:
+    # Alpaca: it declines only the frames holding a string id (~12% of these); Polygon: no trade frame of these.
+    raws = [raw for seed in (1, 2) for _, batch in _REALISTIC[fmt](seed, 400) for raw in batch]
+    scan = FORMATS[fmt][0]
+    taken = 0
+    i = 0
+    while i < len(raws):
+        got = scan(raws, i)
+        if got is None:
+            i += 1
+            continue
+        assert _same_as_msgspec(raws[i : got.end], fmt)
+        taken += len(got.counts)
+        i = got.end
+    assert taken >= least * len(raws)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.sampled_from(sorted(_GOOD)),
+    st.lists(
+        st.tuples(
+            st.integers(0, 10_000),
+            st.sampled_from(["del", "ins", "sub"]),
+            st.sampled_from(list('{}[]",:.-+eE0159 tfnluTQZ\\\x00\x7f')),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_mutated_frames_read_as_msgspec_reads_them_or_decline(fmt: str, edits: list[tuple[int, str, str]]) -> None:
+    raw = _GOOD[fmt]
+    for at, how, char in edits:
+        at = min(at, len(raw) - 1)
+        raw = raw[:at] + raw[at + 1 :] if how == "del" else raw[:at] + char + raw[at + (how == "sub") :]
+    _same_as_msgspec([raw, _GOOD[fmt]], fmt)
+
+
+@pytest.mark.parametrize("module", [alpaca, polygon], ids=["alpaca", "polygon"])
+def test_the_msgspec_path_alone_still_reads_every_run(module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Where the scanner is off (no numba, NUMBA_DISABLE_JIT), the msgspec path serves every frame on its own.
+    monkeypatch.setattr(module, f"scan_{module.NAME}_trades", lambda *_: None)
+    raws = [raw for seed in (1, 2) for _, batch in _REALISTIC[module.NAME](seed, 200) for raw in batch]
+    assert_trade_frames_equal_parse_frame(module, raws)

@@ -20,11 +20,13 @@ from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamT
 from gpt_trader.realtime.sources.base import (
     DECODE_ERRORS,
     Connection,
+    chained_trade_runs,
     decode_trade_run,
     load_frame,
     message_raw,
     recv_json,
 )
+from gpt_trader.realtime.sources.trade_scan import scan_alpaca_trades
 from gpt_trader.realtime.timestamps import parse_rfc3339_array, parse_rfc3339_ns
 
 NAME = "alpaca"
@@ -110,42 +112,13 @@ class _RunTrade(msgspec.Struct, gc=False, kw_only=True):
 _TRADES_DECODER = msgspec.json.Decoder(list[_RunTrade])
 
 
-_SCANNER: list[Any] = []
-
-
-def _scanner() -> Any:
-    """`trade_scan.scan_alpaca_trades`, imported (and compiled) on first use: numba costs a second to load, which
-    a CLI that never parses a frame should not pay. A no-op when the scanner is off."""
-    if not _SCANNER:
-        from gpt_trader.realtime.sources import trade_scan
-
-        _SCANNER.append(trade_scan.scan_alpaca_trades if trade_scan.ENABLED else lambda *_: None)
-    return _SCANNER[0]
-
-
-def warm_up() -> None:
-    """Load the compiled trade scanner now: its first use would otherwise hold up the first frames by a second, or
-    several the first time it is ever compiled."""
-    _scanner()
-
-
 def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
     """The longest run of frames from `raws[start]` (up to `stop`) that hold only well-formed trades (at least
     one), as columns; None when `raws[start]` is not such a frame (it then needs `parse_frame`). Pure.
 
     Frames in the form Alpaca sends go through the compiled scanner (`trade_scan`, same columns); a frame outside
     it (a string id, say) goes to msgspec, and the run goes on from there."""
-    stop = len(raws) if stop is None else stop
-    scan = _scanner()
-    parts: list[TradeFrames] = []
-    i = start
-    while i < stop:
-        part = scan(raws, i, stop) or _decode_trade_frames(raws, i, stop)
-        if part is None:
-            break
-        parts.append(part)
-        i = part.end
-    return TradeFrames.joined(parts) if parts else None
+    return chained_trade_runs(scan_alpaca_trades, _decode_trade_frames, raws, start, stop)
 
 
 def _decode_trade_frames(raws: Sequence[bytes | str], start: int, stop: int) -> TradeFrames | None:
@@ -279,10 +252,6 @@ class AlpacaAdapter:
 
     def __repr__(self) -> str:
         return "AlpacaAdapter(credentials=***)"
-
-    def warm_up(self) -> None:
-        """`warm_up()`; the pipeline calls this as it builds the feed."""
-        warm_up()
 
     def endpoint(self, base_url: str, symbols: Sequence[str], stream_types: Sequence[StreamType]) -> str:
         """Alpaca's URL carries the feed in the path; the configured URL is used as is."""

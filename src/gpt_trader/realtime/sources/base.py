@@ -10,7 +10,7 @@ import msgspec
 import orjson
 
 from gpt_trader.core.errors import SourceError
-from gpt_trader.realtime.models import ParsedFrame, StreamType, truncate_raw
+from gpt_trader.realtime.models import ParsedFrame, StreamType, TradeFrames, truncate_raw
 
 T = TypeVar("T")
 _MS = 1_000_000
@@ -64,6 +64,27 @@ async def recv_json(ws: Connection, provider: str, timeout_secs: float) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise SourceError(f"{provider}: handshake reply is not JSON: {raw!r:.200}") from None
+
+
+def chained_trade_runs(
+    scan: Callable[[Sequence[bytes | str], int, int], TradeFrames | None],
+    decode: Callable[[Sequence[bytes | str], int, int], TradeFrames | None],
+    raws: Sequence[bytes | str],
+    start: int,
+    stop: int | None,
+) -> TradeFrames | None:
+    """The longest run of trade frames from `raws[start]`: the compiled scanner's runs (`trade_scan`), and from a
+    frame it does not take, the msgspec decoder's (`decode`), one after the other, as one."""
+    stop = len(raws) if stop is None else stop
+    parts: list[TradeFrames] = []
+    i = start
+    while i < stop:
+        part = scan(raws, i, stop) or decode(raws, i, stop)
+        if part is None:
+            break
+        parts.append(part)
+        i = part.end
+    return TradeFrames.joined(parts) if parts else None
 
 
 def decode_trade_run(

@@ -21,6 +21,7 @@ from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamT
 from gpt_trader.realtime.sources.base import (
     DECODE_ERRORS,
     Connection,
+    chained_trade_runs,
     decode_trade_run,
     load_frame,
     message_raw,
@@ -28,6 +29,7 @@ from gpt_trader.realtime.sources.base import (
     recv_json,
 )
 from gpt_trader.realtime.sources.base import MAX_MS as _MAX_MS
+from gpt_trader.realtime.sources.trade_scan import scan_polygon_trades
 
 NAME = "polygon"
 DEFAULT_URL = "wss://socket.polygon.io/stocks"
@@ -98,9 +100,25 @@ class _RunTrade(msgspec.Struct, gc=False, kw_only=True):
 _TRADES_DECODER = msgspec.json.Decoder(list[_RunTrade])
 
 
+def trade_key(x: int, i: str | int) -> int:
+    """A trade's dedup key: `hash((x, i))`, an id string of digits taken as its int (Polygon sends ids as strings,
+    which the compiled scanner reads as ints: "12" and 12 name one trade either way, "012" stays a string)."""
+    if type(i) is str and 0 < len(i) <= 18 and i.isascii() and i.isdigit() and (len(i) == 1 or i[0] != "0"):
+        return hash((x, int(i)))
+    return hash((x, i))
+
+
 def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
     """The longest run of frames from `raws[start]` (up to `stop`) that hold only well-formed trades (at least
-    one), as columns; None when `raws[start]` is not such a frame (it then needs `parse_frame`). Pure."""
+    one), as columns; None when `raws[start]` is not such a frame (it then needs `parse_frame`). Pure.
+
+    Frames in the form Polygon sends go through the compiled scanner (`trade_scan`, same columns); a frame outside
+    it goes to msgspec, and the run goes on from there."""
+    return chained_trade_runs(scan_polygon_trades, _decode_trade_frames, raws, start, stop)
+
+
+def _decode_trade_frames(raws: Sequence[bytes | str], start: int, stop: int) -> TradeFrames | None:
+    """`parse_trade_frames` through msgspec alone."""
     counts, trades = decode_trade_run(_TRADES_DECODER.decode, raws, start, stop)
     if not counts:
         return None
@@ -118,7 +136,7 @@ def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None
     ts *= _MS
     return TradeFrames(
         start, counts, [e.sym for e in trades], ts, np.array([e.p for e in trades], dtype=np.float64),
-        np.array([e.s for e in trades], dtype=np.float64), [hash((e.x, e.i)) for e in trades],
+        np.array([e.s for e in trades], dtype=np.float64), [trade_key(e.x, e.i) for e in trades],
     )  # fmt: skip
 
 
@@ -140,7 +158,7 @@ def parse_frame(raw: bytes | str) -> ParsedFrame:
         frame.t_ts.extend([t * _MS for t in t_ms])
         frame.t_price.extend([e.p for e in trades])
         frame.t_size.extend([e.s for e in trades])
-        frame.t_id.extend([hash((e.x, e.i)) for e in trades])  # ints: not GC-tracked in the dedup window
+        frame.t_id.extend([trade_key(e.x, e.i) for e in trades])  # ints: not GC-tracked in the dedup window
     if len(trades) != len(events):
         for e in events:
             if type(e) is not _Trade:
@@ -160,7 +178,7 @@ def _add_other(frame: ParsedFrame, e: Any) -> None:
         frame.rejects.append(Reject("bad_timestamp", detail, truncate_raw(msgspec.json.encode(e))))
         return
     if kind is _Trade:
-        frame.add_trade(e.sym, e.t * _MS, e.p, e.s, hash((e.x, e.i)))
+        frame.add_trade(e.sym, e.t * _MS, e.p, e.s, trade_key(e.x, e.i))
     elif kind is _Quote:
         frame.add_quote(e.sym, e.t * _MS, e.bp, e.ap, e.bs, e.as_)
     elif kind in (_Second, _Minute):

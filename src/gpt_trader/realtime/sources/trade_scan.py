@@ -1,24 +1,28 @@
-"""A compiled scanner for runs of Alpaca v2 trade frames, straight into the columns `parse_trade_frames` returns.
+"""A compiled scanner for runs of Alpaca v2 and Polygon trade frames, straight into the columns that
+`parse_trade_frames` returns.
 
-msgspec decodes a trade into a struct in ~0.3 us; taking its fields back out into columns, parsing its RFC 3339 time
-and hashing its id costs as much again: together most of the pipeline's time per tick. This scanner (numba) reads
-the frames' bytes once and writes the columns directly.
+msgspec decodes a trade into a struct in ~0.3 us; taking its fields back out into columns, parsing its time and
+hashing its id costs as much again: together most of the pipeline's time per tick. This scanner (numba) reads the
+frames' bytes once and writes the columns directly.
 
-It takes only what it can vouch for: frames in the form Alpaca sends (no string escapes, ASCII strings, the trade's
-seven fields each once, unknown fields holding strings, numbers, literals or flat arrays of them, times as
-`YYYY-MM-DDTHH:MM:SS[.fffffffff]Z` in years 1970-2199, non-negative integer ids, one-character exchange codes) and
-stops at the first frame outside that form: the caller hands that one to the msgspec path, which decides. So what it
-accepts it reads exactly as the msgspec path does (`tests/unit/realtime/test_trade_scan.py` checks this on every
-shape the hostile-frame tests use, and on generated ones):
+It takes only what it can vouch for: frames in the form the provider sends (no string escapes, ASCII strings, the
+trade's seven fields each once, unknown fields holding strings, numbers, literals or flat arrays of them) and stops
+at the first frame outside that form: the caller hands that one to the msgspec path, which decides. Alpaca: tag
+`T: "t"`, times `YYYY-MM-DDTHH:MM:SS[.fffffffff]Z` in years 1970-2199, non-negative integer ids, one-character
+exchange codes. Polygon: tag `ev: "T"`, non-negative Unix-ms times whose ns fit in int64, exchange ids and trade ids
+as non-negative integers (trade ids also as strings of digits: `polygon.trade_key` keys both alike). So what it
+accepts it reads exactly as the msgspec path does (`tests/unit/realtime/test_trade_scan.py` checks named edge cases,
+generated frames and byte-level mutations of good ones):
 
 - numbers through the same correctly rounded conversion: exact when the decimal mantissa fits in 53 bits and the
   power of ten in 22 (Clinger's fast path), else C's `strtod` (correctly rounded in glibc and macOS' libc; its end
   pointer is checked, so a locale with another decimal point makes the frame fall back instead of misreading it);
-- trade ids as `hash((x, i))`, CPython's tuple hash over the precomputed hash of the exchange code and the int's
-  own hash. A self-check against `hash` at import turns the scanner off if the interpreter hashes otherwise.
+- trade ids as `hash((x, i))`, CPython's tuple hash over the exchange's lane (Alpaca: the precomputed hash of its
+  one-character code; Polygon: the int) and the id's int. A self-check against `hash` at import turns the scanner
+  off if the interpreter hashes otherwise.
 
-Without numba (not installed, or `NUMBA_DISABLE_JIT=1`) `scan_alpaca_trades` returns None and the msgspec path does
-all the work: slower, same results.
+Without numba (not installed, or `NUMBA_DISABLE_JIT=1`) the scan functions return None and the msgspec path does all
+the work: slower, same results.
 """
 
 from __future__ import annotations
@@ -34,7 +38,10 @@ from gpt_trader.realtime.models import TradeFrames
 
 log = logging.getLogger(__name__)
 
+ALPACA, POLYGON = 0, 1
+_MAX_MS = (2**63 - 1) // 1_000_000  # Unix ms whose ns fit in int64
 _MAX_SYMBOLS = 64  # distinct symbols per call; more and the call falls back (a feed's batch holds a handful)
+_MIN_TRADE_BYTES = 40  # no trade object in either form is shorter (seven fields, their keys and quotes)
 
 try:  # pragma: no cover - exercised through `ENABLED`
     if ctypes.sizeof(ctypes.c_void_p) != 8:
@@ -101,6 +108,21 @@ if _JIT:
         if buf[p] != 34:
             return -1
         return _string_end(buf, p + 1, end)
+
+    @numba.njit(inline="always", **_KERNEL)
+    def _uint(buf: Any, p: int, end: int) -> tuple[int, int]:
+        """A JSON integer at `p` with 1-18 digits, no sign, no leading zero, no fraction or exponent: (value, the
+        index after it), or (-1, -1)."""
+        q = p
+        v = 0
+        while q < end and 48 <= buf[q] <= 57 and q - p < 18:
+            v = v * 10 + (buf[q] - 48)
+            q += 1
+        if q == p or (buf[p] == 48 and q - p > 1):
+            return -1, -1
+        if q < end and (46 <= buf[q] <= 57 or buf[q] == 101 or buf[q] == 69):
+            return -1, -1  # a 19th digit, a fraction, an exponent (or '/': not JSON either)
+        return v, q
 
     @numba.njit(inline="always", **_KERNEL)
     def _number(buf: Any, p: int, end: int, base: int, out: Any) -> int:
@@ -281,6 +303,8 @@ if _JIT:
 
     @numba.njit(nogil=True, **_KERNEL)
     def _scan(
+        fmt: int,
+        tag: int,
         buf: Any,
         fstarts: Any,
         base: int,
@@ -316,7 +340,8 @@ if _JIT:
                     break
                 p = _ws(buf, p + 1, end)
                 seen = 0
-                s_off, s_len, x_code, t_id = 0, 0, 0, 0
+                s_off, s_len, t_id = 0, 0, 0
+                x_lane = np.uint64(0)
                 price, size, t_ns = 0.0, 0.0, 0
                 if p < end and buf[p] == 125:
                     ok = False
@@ -339,65 +364,84 @@ if _JIT:
                         ok = False
                         break
                     bit = 0
-                    if k1 - k0 == 1:
-                        key = buf[k0]
-                        if key == 84:  # T: the literal "t"
-                            bit = 1
-                            if p + 3 > end or buf[p] != 34 or buf[p + 1] != 116 or buf[p + 2] != 34:
-                                ok = False
-                                break
-                            p += 3
-                        elif key == 83:  # S
-                            bit = 2
-                            q = _string_value(buf, p, end)
-                            if q < 0:
-                                ok = False
-                                break
-                            s_off, s_len = p + 1, q - p - 1
-                            p = q + 1
-                        elif key == 105:  # i: a non-negative int (a string or a sign: msgspec path)
-                            bit = 4
-                            q = p
-                            v = 0
-                            while q < end and 48 <= buf[q] <= 57 and q - p < 18:
-                                v = v * 10 + (buf[q] - 48)
-                                q += 1
-                            if q == p or (buf[p] == 48 and q - p > 1) or (q < end and 46 <= buf[q] <= 57):
-                                ok = False  # empty, leading zero, 18+ digits, fraction
-                                break
-                            if q < end and (buf[q] == 101 or buf[q] == 69):
-                                ok = False
-                                break
-                            t_id = v
-                            p = q
-                        elif key == 120:  # x: one ASCII character
-                            bit = 8
+                    klen = k1 - k0
+                    key = buf[k0]
+                    if fmt == ALPACA and klen == 1:
+                        if key == 84:
+                            bit = 1  # T
+                        elif key == 83:
+                            bit = 2  # S
+                    elif fmt == POLYGON and klen == 2 and key == 101 and buf[k0 + 1] == 118:
+                        bit = 1  # ev
+                    elif fmt == POLYGON and klen == 3 and key == 115 and buf[k0 + 1] == 121 and buf[k0 + 2] == 109:
+                        bit = 2  # sym
+                    if klen == 1:
+                        if key == 105:
+                            bit = 4  # i
+                        elif key == 120:
+                            bit = 8  # x
+                        elif key == 112:
+                            bit = 16  # p
+                        elif key == 115:
+                            bit = 32  # s
+                        elif key == 116:
+                            bit = 64  # t
+                    if bit == 1:  # the event tag: one character, "t" (Alpaca) or "T" (Polygon)
+                        if p + 3 > end or buf[p] != 34 or buf[p + 1] != tag or buf[p + 2] != 34:
+                            ok = False
+                            break
+                        p += 3
+                    elif bit == 2:  # the symbol
+                        q = _string_value(buf, p, end)
+                        if q < 0:
+                            ok = False
+                            break
+                        s_off, s_len = p + 1, q - p - 1
+                        p = q + 1
+                    elif bit == 4:  # the id: an int (Polygon: or a string of one, read as that int)
+                        quoted = fmt == POLYGON and buf[p] == 34
+                        t_id, q = _uint(buf, p + 1 if quoted else p, end)
+                        if q < 0 or (quoted and (q >= end or buf[q] != 34)):
+                            ok = False
+                            break
+                        p = q + 1 if quoted else q
+                    elif bit == 8:  # the exchange: one ASCII character (Alpaca), an int (Polygon)
+                        if fmt == ALPACA:
                             if p + 3 > end or buf[p] != 34 or buf[p + 2] != 34:
                                 ok = False
                                 break
-                            x_code = buf[p + 1]
-                            if x_code < 32 or x_code >= 127 or x_code == 34 or x_code == 92:
+                            c = buf[p + 1]
+                            if c < 32 or c >= 127 or c == 34 or c == 92:
                                 ok = False
                                 break
+                            x_lane = xhash[c]
                             p += 3
-                        elif key == 112 or key == 115:  # p, s: numbers
-                            bit = 16 if key == 112 else 32
-                            p = _number(buf, p, end, base, tmp)
+                        else:
+                            x, p = _uint(buf, p, end)
                             if p < 0:
                                 ok = False
                                 break
-                            if key == 112:
-                                price = tmp[0]
-                            else:
-                                size = tmp[0]
-                        elif key == 116:  # t
-                            bit = 64
+                            x_lane = np.uint64(x)  # an int's hash is itself (below 2**61 - 1)
+                    elif bit == 16 or bit == 32:  # price, size
+                        p = _number(buf, p, end, base, tmp)
+                        if p < 0:
+                            ok = False
+                            break
+                        if bit == 16:
+                            price = tmp[0]
+                        else:
+                            size = tmp[0]
+                    elif bit == 64:  # the time: RFC 3339 (Alpaca), Unix ms (Polygon)
+                        if fmt == ALPACA:
                             q = _string_value(buf, p, end)
                             t_ns = _rfc3339(buf, p + 1, q) if q >= 0 else -1
-                            if t_ns < 0:
-                                ok = False
-                                break
                             p = q + 1
+                        else:
+                            t_ms, p = _uint(buf, p, end)
+                            t_ns = t_ms * 1_000_000 if 0 <= t_ms <= _MAX_MS else -1
+                        if t_ns < 0 or p < 0:
+                            ok = False
+                            break
                     if bit == 0:
                         p = _skip_value(buf, p, end, base, tmp)
                         if p < 0:
@@ -444,7 +488,7 @@ if _JIT:
                     sym_off[c], sym_len[c] = s_off, s_len
                     n_syms += 1
                 acc = _P5
-                acc += xhash[x_code] * _P2
+                acc += x_lane * _P2
                 acc = (acc << np.uint64(31)) | (acc >> np.uint64(33))
                 acc *= _P1
                 acc += np.uint64(t_id) * _P2
@@ -493,8 +537,17 @@ def _as_bytes(raws: Sequence[bytes | str]) -> tuple[bytes, list[int]] | None:
 
 
 def scan_alpaca_trades(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
-    """The longest run of frames from `raws[start]` in the form the scanner takes, as `parse_trade_frames` returns
-    them; None when `raws[start]` is not in that form (or the scanner is off)."""
+    """The longest run of Alpaca frames from `raws[start]` in the form the scanner takes, as `parse_trade_frames`
+    returns them; None when `raws[start]` is not in that form (or the scanner is off)."""
+    return _scan_run(ALPACA, raws, start, stop)
+
+
+def scan_polygon_trades(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
+    """`scan_alpaca_trades` for Polygon frames (`ev: T` events; ids are `polygon.trade_key`)."""
+    return _scan_run(POLYGON, raws, start, stop)
+
+
+def _scan_run(fmt: int, raws: Sequence[bytes | str], start: int, stop: int | None) -> TradeFrames | None:
     if not ENABLED:
         return None
     stop = len(raws) if stop is None else stop
@@ -503,7 +556,7 @@ def scan_alpaca_trades(raws: Sequence[bytes | str], start: int, stop: int | None
         return None
     data, starts = joined
     buf = np.frombuffer(data, dtype=np.uint8)
-    cap = data.count(b"{")
+    cap = len(data) // _MIN_TRADE_BYTES + 1  # room for every trade a run can hold (counting '{' costs more)
     nf = len(starts) - 1
     counts = np.zeros(nf, dtype=np.int64)
     code = np.empty(cap, dtype=np.intp)
@@ -514,8 +567,8 @@ def scan_alpaca_trades(raws: Sequence[bytes | str], start: int, stop: int | None
     sym_off = np.empty(_MAX_SYMBOLS, dtype=np.int64)
     sym_len = np.empty(_MAX_SYMBOLS, dtype=np.int64)
     taken, n, n_syms = _scan(
-        buf, np.array(starts, dtype=np.int64), buf.ctypes.data, _XHASH, counts, code, ts, px, sz, tid, sym_off,
-        sym_len, np.zeros(2, dtype=np.float64),
+        fmt, _TAGS[fmt], buf, np.array(starts, dtype=np.int64), buf.ctypes.data, _XHASH, counts, code, ts, px, sz,
+        tid, sym_off, sym_len, np.zeros(2, dtype=np.float64),
     )  # fmt: skip
     if taken == 0:
         return None
@@ -528,21 +581,34 @@ def scan_alpaca_trades(raws: Sequence[bytes | str], start: int, stop: int | None
     )
 
 
+_TAGS = {ALPACA: ord("t"), POLYGON: ord("T")}
+
+
 def _self_check() -> bool:
-    """The scanner reads a known frame as the Python rules do (its id hash above all); else it stays off."""
-    frame = (
+    """The scanner reads known frames as the Python rules do (its id hash above all); else it stays off."""
+    alpaca = (
         b'[{"T":"t","S":"AAPL","i":52983525029461,"x":"V","p":126.55,"s":1,"t":"2021-02-22T15:51:44.208Z",'
         b'"c":["@","I"],"z":"C"},{"T":"t","S":"MSFT","i":0,"x":"P","p":1240.4246534995414,"s":2.5e3,'
         b'"t":"2021-02-22T15:51:44Z"}]'
     )
-    cols = scan_alpaca_trades([frame], 0)
+    polygon = (
+        b'[{"ev":"T","sym":"MSFT","x":4,"i":"12345","z":3,"p":114.125,"s":100,"c":[0,12],"t":1536036818784,'
+        b'"q":3681328},{"ev":"T","sym":"AAPL","x":10,"i":7,"p":0.5,"s":1e2,"t":0}]'
+    )
+    a, b = scan_alpaca_trades([alpaca], 0), scan_polygon_trades([polygon], 0)
     return (
-        cols is not None
-        and cols.symbol == ["AAPL", "MSFT"]
-        and cols.ids == [hash(("V", 52983525029461)), hash(("P", 0))]
-        and list(cols.price) == [126.55, 1240.4246534995414]
-        and list(cols.size) == [1.0, 2500.0]
-        and list(cols.ts) == [1614009104208000000, 1614009104000000000]
+        a is not None
+        and a.symbol == ["AAPL", "MSFT"]
+        and a.ids == [hash(("V", 52983525029461)), hash(("P", 0))]
+        and list(a.price) == [126.55, 1240.4246534995414]
+        and list(a.size) == [1.0, 2500.0]
+        and list(a.ts) == [1614009104208000000, 1614009104000000000]
+        and b is not None
+        and b.symbol == ["MSFT", "AAPL"]
+        and b.ids == [hash((4, 12345)), hash((10, 7))]
+        and list(b.price) == [114.125, 0.5]
+        and list(b.size) == [100.0, 100.0]
+        and list(b.ts) == [1536036818784000000, 0]
     )
 
 
@@ -555,4 +621,4 @@ if ENABLED:
     except Exception as exc:  # a compile failure (a numba it does not know): the msgspec path serves
         ENABLED, OFF_BECAUSE = False, f"it failed to compile: {exc!r}"
     if not ENABLED:
-        log.warning("Alpaca trade scanner off (%s): the msgspec path parses every frame", OFF_BECAUSE)
+        log.warning("trade scanner off (%s): the msgspec path parses every frame", OFF_BECAUSE)
