@@ -26,6 +26,7 @@ import itertools
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,8 @@ from gpt_trader.trading.state import BarUpdate, StateStore
 from gpt_trader.trading.types import BrokerOrder, Fill, Order, Side, Signal, TradingState, to_decimal
 
 log = logging.getLogger(__name__)
+# Bar timestamps whose decision/commit/shadow timings a session keeps (~2.4 MB; a week of 1 s bars is 600k).
+LATENCY_WINDOW = 100_000
 
 AlertHook = Callable[[str, str], None]
 
@@ -263,10 +266,11 @@ class LiveSession:
         self._market_symbol = trading.live.market_symbol
         self._expired_alerted: set[str] = set()
         self._stale: dict[str, str] = {}  # symbols in a stale-data episode -> why (one alert per episode)
-        self.decision_ms: list[float] = []
-        self.shadow_ms: list[float] = []  # the challengers' shadow step per timestamp, after the decision
+        # Timings of the newest LATENCY_WINDOW timestamps (the summary's percentiles): bounded for long sessions.
+        self.decision_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.shadow_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)  # the challengers' step, after the decision
         self._shadow_failed = False  # alerted once per session
-        self.commit_ms: list[float] = []
+        self.commit_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.bars_processed = 0
         self.trade_count = 0
         self._day_index = -1  # into portfolio.equity_curve: the current day's first point

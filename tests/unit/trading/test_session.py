@@ -15,6 +15,7 @@ from gpt_trader.registry.config import PromotionConfig, RegistryConfig
 from gpt_trader.registry.promotion import Evidence, SanityCheck, decide_promotion
 from gpt_trader.registry.tracking import setup_experiment
 from gpt_trader.serving.champion import ChampionSlot
+from gpt_trader.trading import session as session_module
 from gpt_trader.trading.config import TradingConfig
 from gpt_trader.trading.costs import CostModel
 from gpt_trader.trading.execution import PaperBroker
@@ -138,6 +139,23 @@ def test_session_agreeing_models_go_long_and_book_reconciles(tmp_path, client):
     assert round(book.total_pnl(), 2) == round(book.equity() - book.initial_cash, 2)
     assert all(o.signal is None or o.signal.target in (0.0, 1.0) for o in outcomes)
     assert session.risk.state is TradingState.ACTIVE
+
+
+def test_session_timings_keep_the_newest_window_only(tmp_path, client, monkeypatch):
+    # A session runs for weeks: its per-timestamp timings are a bounded window, not a list growing by each bar.
+    monkeypatch.setattr(session_module, "LATENCY_WINDOW", 7)
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.8), champion=True)
+    log_and_register(client, R_NAME, FixedPolicy(1.0), champion=True)
+    log_and_register(client, T_NAME, FixedTransformer(p_buy=0.1, p_sell=0.8), champion=False)
+    session, _ = make_session(tmp_path, client, shadow=True)
+    session.start()
+    outcomes = run(session, spx_bars(datetime(2016, 1, 1, tzinfo=UTC), datetime(2016, 3, 1, tzinfo=UTC)))
+    assert session.bars_processed > 7
+    assert len(session.decision_ms) == len(session.commit_ms) == len(session.shadow_ms) == 7
+    assert list(session.decision_ms) == [o.decision_ms for o in outcomes[-7:]]  # the newest ones
+    summary = session.summary()
+    assert summary["decision_ms_p99"] >= summary["decision_ms_p50"] > 0
+    assert summary["shadow_ms_p50"] is not None
 
 
 def test_session_restart_resumes_without_double_fills(tmp_path, client):
