@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 
 from gpt_trader.realtime.models import TradeFrames
+from gpt_trader.realtime.sources.base import MAX_MS
 
 log = logging.getLogger(__name__)
 
 ALPACA, POLYGON = 0, 1
-_MAX_MS = (2**63 - 1) // 1_000_000  # Unix ms whose ns fit in int64
 _MAX_SYMBOLS = 64  # distinct symbols per call; more and the call falls back (a feed's batch holds a handful)
 _MIN_TRADE_BYTES = 40  # no trade object in either form is shorter (seven fields, their keys and quotes)
 
@@ -304,7 +304,6 @@ if _JIT:
     @numba.njit(nogil=True, **_KERNEL)
     def _scan(
         fmt: int,
-        tag: int,
         buf: Any,
         fstarts: Any,
         base: int,
@@ -322,6 +321,7 @@ if _JIT:
         """Frames `fstarts[f]:fstarts[f+1]` of `buf` until the first one not in the form (see the module): returns
         (frames taken, trades, distinct symbols), the columns filled up to them."""
         n_frames = len(fstarts) - 1
+        tag = 116 if fmt == ALPACA else 84  # the trade event's tag: "t" (Alpaca `T`), "T" (Polygon `ev`)
         n = 0
         n_syms = 0
         taken = 0
@@ -438,7 +438,7 @@ if _JIT:
                             p = q + 1
                         else:
                             t_ms, p = _uint(buf, p, end)
-                            t_ns = t_ms * 1_000_000 if 0 <= t_ms <= _MAX_MS else -1
+                            t_ns = t_ms * 1_000_000 if 0 <= t_ms <= MAX_MS else -1
                         if t_ns < 0 or p < 0:
                             ok = False
                             break
@@ -567,7 +567,7 @@ def _scan_run(fmt: int, raws: Sequence[bytes | str], start: int, stop: int | Non
     sym_off = np.empty(_MAX_SYMBOLS, dtype=np.int64)
     sym_len = np.empty(_MAX_SYMBOLS, dtype=np.int64)
     taken, n, n_syms = _scan(
-        fmt, _TAGS[fmt], buf, np.array(starts, dtype=np.int64), buf.ctypes.data, _XHASH, counts, code, ts, px, sz,
+        fmt, buf, np.array(starts, dtype=np.int64), buf.ctypes.data, _XHASH, counts, code, ts, px, sz,
         tid, sym_off, sym_len, np.zeros(2, dtype=np.float64),
     )  # fmt: skip
     if taken == 0:
@@ -579,9 +579,6 @@ def _scan_run(fmt: int, raws: Sequence[bytes | str], start: int, stop: int | Non
     return TradeFrames(
         start, counts[:taken].tolist(), names[code[:n]].tolist(), ts[:n], px[:n], sz[:n], tid[:n].tolist()
     )
-
-
-_TAGS = {ALPACA: ord("t"), POLYGON: ord("T")}
 
 
 def _self_check() -> bool:
