@@ -267,6 +267,18 @@ class BarAggregator:
         self.counters.trades += 1
         return True
 
+    def newest(self, symbol: str) -> int:
+        """The newest trade time of `symbol` so far, as the frontier counts it (a very early time before any)."""
+        return self._max_event.get(symbol, _NEG_INF)
+
+    def hold_newest(self, symbol: str, newest: int) -> None:
+        """Set the newest trade time of `symbol` back to `newest` (what `newest` said before trades that must not
+        move the frontier were added: a frame stamped ahead of the source's clock); their windows keep them."""
+        if newest <= _NEG_INF:
+            self._max_event.pop(symbol, None)
+        else:
+            self._max_event[symbol] = newest
+
     def window_bounds(self, symbol: str) -> tuple[int, int, bool] | None:
         """`(start, end, open)` of the window holding `symbol`'s newest trade, with `end` cut where the finality
         frontier would move (the newest trade minus the lateness reaching a new window): trades at `start <= t < end`

@@ -4,6 +4,13 @@ Every frame gives one sample `receive_time - exchange_time = offset + network/qu
 negative, so the smallest sample in a sliding window is the best estimate of the offset (the NTP idea); the window
 lets the estimate follow a clock that is corrected or drifts. `source_now()` is our clock read in the source's time,
 which advances event-time windows while a feed is quiet.
+
+The minimum trusts every sample not to be early, and one trade stamped ahead of the exchange's clock (a bad print)
+breaks that: alone it would set the offset, put the source's clock ahead by as much for the whole window and let
+bars close before their trades arrive. So with `outlier_ns`, a sample that would lower the estimate by more than that
+counts only as the `confirm`-th such sample in a row: a clock that really stepped (or a network that got faster)
+gets there a few frames later, an isolated bad print never does.
+
 """
 
 from __future__ import annotations
@@ -15,10 +22,18 @@ from collections.abc import Sequence
 class OffsetEstimator:
     """Sliding-window minimum of (receive - exchange) nanoseconds over the last `window` samples."""
 
-    def __init__(self, window: int = 512) -> None:
+    def __init__(self, window: int = 512, outlier_ns: int | None = None, confirm: int = 3) -> None:
         if window <= 0:
             raise ValueError(f"window must be positive, got {window}")
+        if outlier_ns is not None and outlier_ns < 0:
+            raise ValueError(f"outlier_ns must be >= 0 or None, got {outlier_ns}")
+        if confirm < 1:
+            raise ValueError(f"confirm must be at least 1, got {confirm}")
         self.window = window
+        self.outlier_ns = outlier_ns
+        self.confirm = confirm
+        self.outliers = 0  # samples set aside as early (not confirmed by the next ones)
+        self._early = 0  # consecutive samples below the estimate by more than `outlier_ns`, so far
         self._seq = 0
         self._mins: deque[tuple[int, int]] = deque()  # (seq, sample), samples increasing: O(1) amortized min
         self.samples = 0
@@ -29,17 +44,32 @@ class OffsetEstimator:
         offset estimate now (`offset_ns`)."""
         return self.observe_run(receive_ns, (exchange_ns,))[0]
 
-    def observe_run(self, receive_ns: int, exchange_ns: Sequence[int], ahead_ns: int | None = None) -> list[int]:
+    def observe_run(
+        self, receive_ns: int, exchange_ns: Sequence[int], ahead_ns: int | None = None, stop_early: bool = False
+    ) -> list[int]:
         """`observe` for each exchange time in turn (frames received together at `receive_ns`); returns the offset
-        estimate after each. With `ahead_ns`, stops before the first time more than that ahead of the source's clock
-        as the samples before it estimate it (`receive_ns - offset_ns`; ours before the first sample): one the caller
-        refuses, unobserved."""
+        estimate after each. An early sample set aside (see the module) leaves the estimate as it was.
+
+        Stops before the first time a frame-by-frame caller treats differently, leaving it unobserved: with
+        `ahead_ns`, one more than that ahead of the source's clock as the samples before it estimate it
+        (`receive_ns - offset_ns`; ours before the first sample: it is refused); with `stop_early`, one that would
+        be set aside (its frame does not move the bars' frontier)."""
         mins, seq, window = self._mins, self._seq, self.window
+        outlier = self.outlier_ns
+        early = self._early
         out: list[int] = []
         for t in exchange_ns:
             if ahead_ns is not None and t > receive_ns - (mins[0][1] if mins else 0) + ahead_ns:
                 break
             sample = receive_ns - t
+            if outlier is not None and mins and sample < mins[0][1] - outlier and early + 1 < self.confirm:
+                if stop_early:
+                    break
+                early += 1
+                self.outliers += 1
+                out.append(mins[0][1])
+                continue
+            early = 0  # an ordinary sample, or the one that confirms a step
             while mins and mins[-1][1] >= sample:
                 mins.pop()
             mins.append((seq, sample))
@@ -47,6 +77,7 @@ class OffsetEstimator:
                 mins.popleft()
             seq += 1
             out.append(mins[0][1])
+        self._early = early
         if out:
             self._seq = seq
             self.samples += len(out)
@@ -77,5 +108,6 @@ class OffsetEstimator:
     def reset(self) -> None:
         """Forget all samples (after a reconnect to a different server, say)."""
         self._mins.clear()
+        self._early = 0
         self.samples = 0
         self.last_sample_ns = None

@@ -145,11 +145,14 @@ class Feed:
         self.health.observe_delay(recv_ns - event_ns - offset)
         return offset
 
-    def observe_clock_run(self, recv_ns: int, events_ns: Sequence[int], ahead_ns: int | None = None) -> list[int]:
+    def observe_clock_run(
+        self, recv_ns: int, events_ns: Sequence[int], ahead_ns: int | None = None, stop_early: bool = False
+    ) -> list[int]:
         """`observe_clock` for the newest exchange time of each of several frames received together, in turn; with
-        `ahead_ns`, up to the first time further ahead of the source's clock than that, as estimated before it (see
-        `OffsetEstimator.observe_run`). Returns the offset estimate after each time observed."""
-        offsets = self.estimator.observe_run(recv_ns, events_ns, ahead_ns)
+        `ahead_ns` / `stop_early`, up to the first time further ahead of the source's clock than that, as estimated
+        before it, or that the estimator would set aside (see `OffsetEstimator.observe_run`). Returns the offset
+        estimate after each time observed."""
+        offsets = self.estimator.observe_run(recv_ns, events_ns, ahead_ns, stop_early)
         self.health.observe_delays([recv_ns - t - o for t, o in zip(events_ns, offsets, strict=False)])
         return offsets
 

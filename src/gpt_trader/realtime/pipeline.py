@@ -481,10 +481,15 @@ class RealtimePipeline:
             names.add(label)
             if label != sc.label:
                 sc = StreamConfig(sc.source, sc.symbols, sc.stream_types, sc.url, sc.priority, label)
-            feed = Feed(
-                sc, adapter, url, rank, SourceHealth(label), OffsetEstimator(self.config.offset_window),
-                frozenset(sc.symbols), check_future and self.config.max_future_secs is not None,
+            live_clock = check_future and self.config.max_future_secs is not None
+            # Early samples are set aside only where exchange times run with ours: a replay of history as fast as it
+            # goes moves its "clock" ahead by far more than `clock_outlier_ms` at every frame.
+            outlier_ms = self.config.clock_outlier_ms if live_clock else None
+            estimator = OffsetEstimator(
+                self.config.offset_window, None if outlier_ms is None else outlier_ms * 1_000_000,
+                self.config.clock_confirm_frames,
             )  # fmt: skip
+            feed = Feed(sc, adapter, url, rank, SourceHealth(label), estimator, frozenset(sc.symbols), live_clock)
             self._feeds.append(feed)
             for symbol in sc.symbols:
                 self._routes.setdefault(symbol, []).append(feed)
@@ -768,7 +773,7 @@ class RealtimePipeline:
         newest = np.maximum.reduceat(ts[: ends[-1]], firsts).tolist()
         future_ns = int(cfg.max_future_secs * _NS) if feed.check_future and cfg.max_future_secs is not None else None
         health = feed.health
-        offsets = feed.observe_clock_run(recv_ns, newest, future_ns)
+        offsets = feed.observe_clock_run(recv_ns, newest, future_ns, stop_early=True)
         limit = len(offsets)  # up to the first frame whose newest trade is too far in the future
         xlat = [t + offset for t, offset in zip(newest, offsets, strict=False)]
         taken = ends[limit - 1] if limit else 0
@@ -1026,7 +1031,7 @@ class RealtimePipeline:
         # Then, frame by frame in order, the check against the source's clock as the frames before estimate it,
         # and the estimator and the delay average; the run ends at the first frame too far in the future.
         future_ns = int(cfg.max_future_secs * _NS) if feed.check_future and cfg.max_future_secs is not None else None
-        offsets = feed.observe_clock_run(recv_ns, ts[:k], future_ns)
+        offsets = feed.observe_clock_run(recv_ns, ts[:k], future_ns, stop_early=True)
         taken = len(offsets)
         if not taken:
             return cols.start
@@ -1237,11 +1242,13 @@ class RealtimePipeline:
             ids = [ids[i] for i in keep_list]
         est = feed.estimator
         newest = int(ts.max())
+        aside = est.outliers
         offset = feed.observe_clock(recv_ns, newest)
+        early = est.outliers != aside
         first = syms[0]
         n = len(syms)
         if syms.count(first) == n:
-            self._route_trades(feed, first, ts, px, sz, ids, recv_ns, offset)
+            self._route_trades(feed, first, ts, px, sz, ids, recv_ns, offset, early)
         else:
             # Group by symbol once: a stable sort by symbol code keeps each symbol's trades in arrival order.
             code = {sym: k for k, sym in enumerate(dict.fromkeys(syms))}
@@ -1252,7 +1259,7 @@ class RealtimePipeline:
             ids = list(operator.itemgetter(*order.tolist())(ids))
             lo = 0
             for sym, hi in zip(code, ends, strict=True):
-                self._route_trades(feed, sym, ts[lo:hi], px[lo:hi], sz[lo:hi], ids[lo:hi], recv_ns, offset)
+                self._route_trades(feed, sym, ts[lo:hi], px[lo:hi], sz[lo:hi], ids[lo:hi], recv_ns, offset, early)
                 lo = hi
         done = self._now_ns()
         self.latency.add(done - recv_ns)
@@ -1280,8 +1287,9 @@ class RealtimePipeline:
                 feed, reason, f"{sym!r} price={p!r} size={z!r} ts={t}", tick_raw(sym, t, p, z, frame.t_id[0]), recv_ns
             )
             return
+        aside = est.outliers
         offset = feed.observe_clock(recv_ns, t)
-        self._route_trades(feed, sym, [t], [p], [z], [frame.t_id[0]], recv_ns, offset)
+        self._route_trades(feed, sym, [t], [p], [z], [frame.t_id[0]], recv_ns, offset, est.outliers != aside)
         done = self._now_ns()
         self.latency.add(done - recv_ns)
         if est.offset_ns is not None:
@@ -1301,16 +1309,18 @@ class RealtimePipeline:
             ids = [ids[i] for i in keep]
         est = feed.estimator
         newest = max(ts)
+        aside = est.outliers
         offset = feed.observe_clock(recv_ns, newest)
+        early = est.outliers != aside
         first = syms[0]
         if len(syms) == 1 or syms.count(first) == len(syms):
-            self._route_trades(feed, first, ts, px, sz, ids, recv_ns, offset)
+            self._route_trades(feed, first, ts, px, sz, ids, recv_ns, offset, early)
         else:
             for symbol in dict.fromkeys(syms):
                 idx = [i for i, s in enumerate(syms) if s == symbol]
                 self._route_trades(
                     feed, symbol, [ts[i] for i in idx], [px[i] for i in idx], [sz[i] for i in idx],
-                    [ids[i] for i in idx], recv_ns, offset,
+                    [ids[i] for i in idx], recv_ns, offset, early,
                 )  # fmt: skip
         done = self._now_ns()
         self.latency.add(done - recv_ns)
@@ -1327,8 +1337,10 @@ class RealtimePipeline:
         ids: list[Any],
         recv_ns: int,
         offset: int,
+        early: bool = False,
     ) -> None:
-        """One symbol's valid trades of a frame (lists, or numpy arrays for `_SMALL` or more) to bars or shadow."""
+        """One symbol's valid trades of a frame (lists, or numpy arrays for `_SMALL` or more) to bars or shadow;
+        `early`: the frame's clock sample was set aside as stamped ahead of the source's clock (`_aggregate`)."""
         feed.health.last_price[symbol] = float(px[-1])
         active = self._active.get(symbol)
         if active is None and feed.healthy and self._routes[symbol][0] is feed:
@@ -1355,7 +1367,7 @@ class RealtimePipeline:
             if not ticks:
                 return
             ts, px, sz, ids = (list(c) for c in zip(*ticks, strict=True))
-        self._aggregate(feed, symbol, ts, px, sz, ids, recv_ns, offset)
+        self._aggregate(feed, symbol, ts, px, sz, ids, recv_ns, offset, early)
 
     def _aggregate(
         self,
@@ -1367,8 +1379,12 @@ class RealtimePipeline:
         ids: list[Any],
         recv_ns: int,
         offset: int,
+        early: bool = False,
     ) -> None:
-        """Dedup, then bars, live buffer and bus for one symbol's trades (lists, or numpy arrays)."""
+        """Dedup, then bars, live buffer and bus for one symbol's trades (lists, or numpy arrays). The trades of an
+        `early` frame (its clock sample set aside: stamped ahead of the source's clock, not confirmed by the frames
+        after it) go into their windows but do not move the bars' frontier: a bad print must not close windows
+        whose trades are still to come."""
         fresh = self._dedup[symbol].fresh(ids)
         if fresh is not None:
             dup = sorted(set(range(len(ids))) - set(fresh))
@@ -1386,7 +1402,7 @@ class RealtimePipeline:
             ids = [ids[i] for i in fresh]
         n = len(ts)
         if n < _SMALL:  # lists: the aggregator's scalar path and the ring's row writes are cheaper than numpy here
-            self._aggregate_few(feed, symbol, _as_list(ts), _as_list(px), _as_list(sz), ids, recv_ns, offset)
+            self._aggregate_few(feed, symbol, _as_list(ts), _as_list(px), _as_list(sz), ids, recv_ns, offset, early)
             return
         if not isinstance(ts, np.ndarray):
             ts = np.array(ts, dtype=np.int64)
@@ -1409,6 +1425,7 @@ class RealtimePipeline:
         name = feed.name
         stats: tuple[float, float, float, float] | None = None
         late_all: set[int] | None = None
+        tops = [agg.newest(symbol) for agg in self.aggregators] if early else None
         for agg in self.aggregators:
             width = agg.width
             if b_min - b_min % width == b_max - b_max % width:
@@ -1425,6 +1442,9 @@ class RealtimePipeline:
                     late_all = set(late)
                 else:
                     late_all.update(late)
+        if tops is not None:
+            for agg, top in zip(self.aggregators, tops, strict=True):
+                agg.hold_newest(symbol, top)
         if late_all:
             # Late for one timeframe only is still counted in the others; dead-letter it once, with the reason.
             for i in sorted(late_all):
@@ -1470,6 +1490,7 @@ class RealtimePipeline:
         ids: list[Any],
         recv_ns: int,
         offset: int,
+        early: bool = False,
     ) -> None:
         """`_aggregate` after dedup for fewer than `_SMALL` trades, on lists (scalar stores beat numpy calls)."""
         gaps = self._open_gaps.pop(symbol, None)
@@ -1481,6 +1502,7 @@ class RealtimePipeline:
         n = len(ts)
         name = feed.name
         late_all: set[int] | None = None
+        tops = [agg.newest(symbol) for agg in self.aggregators] if early else None
         if n == 1:
             t0, p0, s0 = bar_ts[0], float(px[0]), float(sz[0])
             for agg in self.aggregators:
@@ -1494,6 +1516,9 @@ class RealtimePipeline:
                         late_all = set(late)
                     else:
                         late_all.update(late)
+        if tops is not None:
+            for agg, top in zip(self.aggregators, tops, strict=True):
+                agg.hold_newest(symbol, top)
         if late_all:
             for i in sorted(late_all):
                 self._dead_letter(

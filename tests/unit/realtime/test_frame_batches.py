@@ -142,7 +142,8 @@ def _state(p: RealtimePipeline, bars: list[Any]) -> dict[str, Any]:
         h, e = f.health, f.estimator
         out[f"feed:{f.name}"] = clean(
             (h.messages, h.ticks, h.rejects, h.last_message_ns, h.delay_ewma_ns, h.last_price, e.offset_ns,
-             e.samples, e.last_sample_ns, list(e._mins), {s: list(sh.ticks) for s, sh in f.shadows.items()})
+             e.samples, e.last_sample_ns, list(e._mins), e.outliers, e._early,
+             {s: list(sh.ticks) for s, sh in f.shadows.items()})
         )  # fmt: skip
     for sym in SYMBOLS[:2]:
         out[f"seen:{sym}"] = sorted(p._dedup[sym].seen)
@@ -150,6 +151,7 @@ def _state(p: RealtimePipeline, bars: list[Any]) -> dict[str, Any]:
         out[f"ringc:{sym}"] = vars(p._buffers[sym].counters)
         for agg in p.aggregators:
             out[f"open:{agg.label}:{sym}"] = clean(sorted(agg._open.get(sym, {}).items()))
+    out["outliers"] = sum(f.estimator.outliers for f in p.feeds)
     for agg in p.aggregators:
         out[f"agg:{agg.label}"] = (vars(agg.counters), clean(agg._max_event), clean(agg._final_before))
     return out

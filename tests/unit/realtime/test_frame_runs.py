@@ -45,8 +45,8 @@ def _rfc3339(t_ns: int, digits: int = 9) -> str:
 def _frames(seed: int, n: int = 900) -> list[tuple[int, list[str]]]:
     """Batches `(recv_ns, frames)` of Alpaca v2 frames of 1..120 trades of two symbols, mostly in order with
     windows crossing every ~1 s, with out-of-order and late trades, duplicates (in and across frames), bad
-    prices and sizes, unknown symbols, future and malformed timestamps, varying fraction widths, string ids,
-    quotes, provider bars, control messages and malformed frames."""
+    prices and sizes, unknown symbols, future and malformed timestamps, bad prints a few seconds ahead, varying
+    fraction widths, string ids, quotes, provider bars, control messages and malformed frames."""
     rng = random.Random(seed)
     t_ns, next_id = 1_700_000_000 * S, 1
     frames: list[str] = []
@@ -84,6 +84,8 @@ def _frames(seed: int, n: int = 900) -> list[tuple[int, list[str]]]:
                 sym = "CCC"  # not subscribed
             elif q < 0.024:
                 t = t_ns + 3600 * S  # an hour ahead of the source's clock
+            elif q < 0.025:
+                t = t_ns + rng.randrange(300, 4900) * MS  # a bad print, within `max_future_secs`
             elif q < 0.026:
                 stamp = rng.choice(["2023-13-01T00:00:00.1Z", "yesterday", "2023-11-14T22:13:20.12x4Z"])
             elif q < 0.03:
@@ -117,6 +119,7 @@ def test_batched_trade_frames_equal_frame_by_frame(seed, name):
     reasons = one["by_reason"]
     for reason in ("duplicate", "late", "bad_price", "bad_size", "unknown_symbol", "bad_timestamp"):
         assert reasons.get(reason), (reason, reasons)
+    assert one["outliers"]  # bad prints' clock samples set aside (their frames off the batched runs)
     assert reasons.get("malformed_json", 0) + reasons.get("malformed_frame", 0) + reasons.get("invalid_message", 0)
     assert any("'final'" in b for b in one["bars"])
     assert any("'provisional'" in b for b in one["bars"]) or not config.lateness_ms

@@ -1,0 +1,156 @@
+"""A trade stamped ahead of the exchange's clock (a bad print, still within `max_future_secs`) must not close bars
+early: before, it set the clock-offset estimate and moved the bars' frontier by as much, and every real trade of
+the windows it skipped was refused as late. Now the estimator sets such a sample aside unless the next frames
+confirm it (a clock that really stepped), and the frontier is held at the source's clock plus the lateness."""
+
+from __future__ import annotations
+
+import random
+from functools import partial
+
+import pytest
+
+from gpt_trader.realtime import DataSource
+from gpt_trader.realtime.bars import BarAggregator
+from gpt_trader.realtime.clock import OffsetEstimator
+from gpt_trader.realtime.config import RealtimeConfig
+
+from .test_frame_batches import _trade, batched_vs_frame_by_frame, drive_trade_arrays
+
+S = 1_000_000_000
+MS = 1_000_000
+T0 = 1_700_000_000_000  # ms
+_run = partial(drive_trade_arrays, DataSource.BINANCE, {})
+
+
+# --- the estimator ----------------------------------------------------------------------------------------------
+def test_an_early_sample_alone_is_set_aside():
+    est = OffsetEstimator(window=64, outlier_ns=250 * MS, confirm=3)
+    for k in range(10):
+        est.observe(k * 10 * MS + 5 * MS, k * 10 * MS)  # 5 ms delay
+    assert est.offset_ns == 5 * MS
+    assert est.observe(100 * MS, 100 * MS + 3 * S) == 5 * MS  # stamped 3 s ahead: not the clock
+    assert est.outliers == 1
+    assert est.observe(110 * MS, 105 * MS) == 5 * MS
+    assert est.observe(120 * MS, 120 * MS + 3 * S) == 5 * MS  # another, not in a row: still aside
+    assert est.outliers == 2
+
+
+def test_a_clock_that_steps_ahead_is_followed_after_confirm_frames():
+    est = OffsetEstimator(window=64, outlier_ns=250 * MS, confirm=3)
+    est.observe(5 * MS, 0)
+    step = 2 * S  # the exchange's clock jumps 2 s ahead and stays there
+    got = [est.observe(k * 10 * MS + 5 * MS, k * 10 * MS + step) for k in range(1, 5)]
+    assert got == [5 * MS, 5 * MS, 5 * MS - step, 5 * MS - step]
+    assert est.outliers == 2
+
+
+def test_without_outlier_bound_every_sample_counts():
+    est = OffsetEstimator(window=64)
+    est.observe(5 * MS, 0)
+    assert est.observe(15 * MS, 10 * MS + 3 * S) == 5 * MS - 3 * S  # what a bad print did to the clock before
+    assert est.outliers == 0
+
+
+def test_a_run_stops_before_a_sample_it_would_set_aside():
+    """`observe_run(stop_early=True)` (the pipeline's batched runs) leaves an early sample unobserved for the
+    frame-by-frame path, which sets it aside and keeps its trades from moving the frontier."""
+    est = OffsetEstimator(window=64, outlier_ns=250 * MS, confirm=3)
+    est.observe(5 * MS, 0)
+    got = est.observe_run(50 * MS, [10 * MS, 20 * MS, 30 * MS + 3 * S, 40 * MS], stop_early=True)
+    assert got == [5 * MS, 5 * MS]
+    assert (est.samples, est.outliers) == (3, 0)
+    assert est.observe(50 * MS, 30 * MS + 3 * S) == 5 * MS
+    assert est.outliers == 1
+
+
+def test_held_trades_stay_in_their_window_without_moving_the_frontier():
+    agg = BarAggregator("1s", lateness_ns=100 * MS)
+    agg.add_one("X", 10 * S + 500 * MS, 10.0, 1.0)
+    top = agg.newest("X")
+    agg.add_one("X", 14 * S, 99.0, 1.0)  # a bad print 3.5 s ahead
+    agg.hold_newest("X", top)
+    assert agg.newest("X") == 10 * S + 500 * MS
+    assert agg.advance("X", None, 0) == []
+    assert agg.add_one("X", 10 * S + 900 * MS, 11.0, 2.0)  # a real trade of window 10 s: not late
+    agg.add_one("X", 11 * S + 200 * MS, 11.0, 1.0)
+    bars = agg.advance("X", None, 0)
+    assert [(b.ts_ns, b.status, b.trades, b.volume) for b in bars] == [(10 * S, "final", 2, 3.0)]
+    assert [b.ts_ns for b in agg.flush("X", 0)] == [11 * S, 14 * S]  # the bad print's bar, where it said it was
+    # Without the hold the bad print alone closes windows 10-13 s: the real trade would have been late.
+    agg2 = BarAggregator("1s", lateness_ns=100 * MS)
+    agg2.add_one("X", 10 * S + 500 * MS, 10.0, 1.0)
+    agg2.add_one("X", 14 * S, 99.0, 1.0)
+    agg2.advance("X", None, 0)
+    assert not agg2.add_one("X", 10 * S + 900 * MS, 11.0, 2.0)
+    fresh = BarAggregator("1s")
+    fresh.add_one("Y", 5 * S, 1.0, 1.0)
+    fresh.hold_newest("Y", fresh.newest("Z"))  # held back to "no trade yet"
+    assert fresh.advance("Y", None, 0) == []
+
+
+# --- the pipeline -----------------------------------------------------------------------------------------------
+KEEPING_UP = (1, 1, 2, 5)
+BACKLOG = (1, 1, 2, 5, 20, 120)  # up to 120 frames (1.2 s of trades) read at once: a client that fell behind
+
+
+def _stream(
+    bad_at: dict[int, int], n: int = 600, seed: int = 0, sizes: tuple[int, ...] = KEEPING_UP
+) -> list[tuple[int, list[str]]]:
+    """Two symbols' trades 10 ms apart on an exchange whose clock runs with ours (each batch received 2-8 ms after
+    its newest trade), batches of `sizes` frames; `bad_at` maps a frame index to how many ms ahead it is stamped."""
+    rng = random.Random(seed)
+    frames: list[tuple[int, str]] = []
+    for k in range(n):
+        t = T0 + 10 * k
+        stamp = t + bad_at.get(k, 0)
+        frames.append((t, _trade(("AAA", "BBB")[k % 2], stamp, f"{10 + rng.random():.4f}", "1.0", k + 1)))
+    batches: list[tuple[int, list[str]]] = []
+    i = 0
+    while i < n:
+        size = rng.choice(sizes)
+        chunk = frames[i : i + size]
+        batches.append(((chunk[-1][0] + rng.randrange(2, 9)) * MS, [raw for _, raw in chunk]))
+        i += size
+    return batches
+
+
+CONFIG = RealtimeConfig(timeframes=["1s", "1m"], lateness_ms=100, start_timeout_secs=0)
+
+
+@pytest.mark.parametrize("ahead_ms", [400, 2500, 4900])
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_bad_print_ahead_of_the_clock_loses_no_real_trade(ahead_ms, batched, seed):
+    bad = {150: ahead_ms, 151: ahead_ms, 400: ahead_ms}  # two in a row: fewer than `clock_confirm_frames`
+    state, _ = _run(_stream(bad, seed=seed), CONFIG, batched=batched)
+    assert state["by_reason"] == {}  # nothing refused, nothing late
+    assert state["accepted"] == 600
+    assert state["agg:1s"][0]["late"] == state["agg:1m"][0]["late"] == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_in_a_backlog_a_print_further_ahead_than_the_backlog_is_still_caught(seed):
+    """Read 1.2 s behind, real trades look 1.2 s older than the clock at receipt: a print is told apart only when
+    it is further ahead than that plus `clock_outlier_ms` (one less far ahead looks like a real, fresh trade)."""
+    bad = {150: 4900, 151: 4900, 400: 4900}
+    state, _ = _run(_stream(bad, seed=seed, sizes=BACKLOG), CONFIG, batched=True)
+    assert state["by_reason"] == {}
+    assert state["accepted"] == 600
+
+
+def test_before_the_fix_a_bad_print_made_real_trades_late():
+    """The same stream with every sample trusted (the estimator as it was): the bad print moves the clock and the
+    frontier, and real trades are refused as late. (Shows the test above can fail.)"""
+    config = CONFIG.model_copy(update={"clock_outlier_ms": None})
+    state, _ = _run(_stream({150: 2500}), config, batched=False)
+    assert state["by_reason"].get("late", 0) > 0
+
+
+@pytest.mark.parametrize("sizes", [KEEPING_UP, BACKLOG])
+def test_batches_with_bad_prints_equal_frame_by_frame(sizes):
+    """Prints caught or not (some in a backlog look fresh), three in a row (a clock step): batched runs stop before
+    a frame the estimator sets aside, and the outcome equals frame by frame."""
+    bad = {k: random.Random(k).choice([300, 1200, 4000]) for k in (40, 41, 150, 151, 300, 420, 421, 422, 700)}
+    one, in_runs = batched_vs_frame_by_frame(_run, _stream(bad, 900, seed=3, sizes=sizes), CONFIG)
+    assert in_runs > one["accepted"] // 3
