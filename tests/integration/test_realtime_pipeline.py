@@ -303,3 +303,35 @@ def test_pipeline_replay_source_embedded_exchange_streams_bars():
         assert entries
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("start_on_subscribe", [True, False])
+def test_exchange_tape_starts_at_the_first_subscription(start_on_subscribe):
+    """With `start_on_subscribe`, a client that connects a second after the server started still gets the tape from
+    its first trade; without it (the default: a market runs whether anyone listens) it joins where the tape is."""
+    import orjson
+    from websockets.asyncio.client import connect
+
+    async def first_trade_id() -> int:
+        cfg = ExchangeConfig(feed="replay", rate=200, timestamps="original", start_on_subscribe=start_on_subscribe)
+        ex = LocalExchange(cfg)
+        await ex.start()
+        try:
+            await asyncio.sleep(1.0)  # a slow client
+            async with connect(ex.url("alpaca"), proxy=None) as ws:
+                await ws.recv()
+                await ws.send(orjson.dumps({"action": "auth", "key": "k", "secret": "s"}))
+                await ws.recv()
+                await ws.send(orjson.dumps({"action": "subscribe", "trades": ["SPX"]}))
+                while True:
+                    trades = [m for m in orjson.loads(await ws.recv()) if m.get("T") == "t"]
+                    if trades:
+                        return int(trades[0]["i"])
+        finally:
+            await ex.stop()
+
+    first = asyncio.run(first_trade_id())
+    if start_on_subscribe:
+        assert first == 0
+    else:
+        assert first >= 100  # about 200 trades went by before the client subscribed

@@ -188,6 +188,12 @@ def exchange_serve(
     duration: Annotated[
         float | None, typer.Option("--duration", help="Seconds to serve (default: until Ctrl-C).")
     ] = None,
+    start_on_subscribe: Annotated[
+        bool,
+        typer.Option(
+            "--start-on-subscribe", help="Start the tape at the first subscription (default: when the server starts)."
+        ),
+    ] = False,
 ) -> None:
     """Serve the Alpaca (/v2/iex), Binance (/stream), Polygon (/stocks) and IEX (/1.0/tops) protocols on loopback."""
     import asyncio
@@ -201,7 +207,7 @@ def exchange_serve(
             raise ConfigError("--feed must be auto|replay|simulated and --timestamps original|now")
         config = ExchangeConfig(
             port=port, feed=feed, rate=rate, ticks_per_bar=ticks_per_bar, batch=batch,  # type: ignore[arg-type]
-            timestamps=timestamps, skew_secs=skew_secs,  # type: ignore[arg-type]
+            timestamps=timestamps, skew_secs=skew_secs, start_on_subscribe=start_on_subscribe,  # type: ignore[arg-type]
         )  # fmt: skip
 
         def ready(bound: int) -> None:

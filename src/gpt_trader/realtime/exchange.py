@@ -56,7 +56,11 @@ class ExchangeConfig:
     timestamps: Literal["original", "now"] = "original"
     skew_secs: float = 0.0
     quote_every: int = 10  # one quote per this many trades of a symbol (0 = no quotes)
-    epoch_ns: int | None = None  # pacing anchor; None = server start
+    epoch_ns: int | None = None  # pacing anchor; None = server start (or the first subscription, see below)
+    # With no `epoch_ns`: the tape's clock starts when the first client subscribes, not when the server starts, so
+    # a client that takes a while to connect misses nothing (a replay session, `stream --source replay`). A client
+    # that connects later joins where the tape is by then, like a market.
+    start_on_subscribe: bool = False
     start_bar: int = 0  # where the tape starts at `epoch_ns`
     max_ticks: int | None = None  # per connection
     seed: int = 7
@@ -147,7 +151,7 @@ class LocalExchange:
         """Bind and serve in the running loop."""
         from websockets.asyncio.server import serve
 
-        if self._epoch_ns is None:
+        if self._epoch_ns is None and not self.config.start_on_subscribe:
             self._epoch_ns = time.time_ns()
         self._server = await serve(
             self._handle, self.config.host, self.config.port, ping_interval=20, ping_timeout=20, max_size=2**20,
@@ -269,6 +273,8 @@ class LocalExchange:
             return
         cfg = self.config
         tapes = [self.tape(s) for s in symbols]
+        if self._epoch_ns is None:  # `start_on_subscribe`: the first subscription starts the tape (tapes loaded)
+            self._epoch_ns = time.time_ns()
         n_sym = len(symbols)
         per_sym_rate = cfg.rate / n_sym if cfg.rate > 0 else 0.0
         base = [cfg.start_bar * cfg.ticks_per_bar] * n_sym
@@ -567,10 +573,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--skew-secs", type=float, default=0.0)
     p.add_argument("--quote-every", type=int, default=10)
     p.add_argument("--duration", type=float, default=None)
+    p.add_argument("--start-on-subscribe", action="store_true", help="start the tape's clock at the first subscription")
     args = p.parse_args(argv)
     config = ExchangeConfig(
         host=args.host, port=args.port, feed=args.feed, rate=args.rate, ticks_per_bar=args.ticks_per_bar,
         batch=args.batch, timestamps=args.timestamps, skew_secs=args.skew_secs, quote_every=args.quote_every,
+        start_on_subscribe=args.start_on_subscribe,
     )  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config, args.duration, lambda port: print(f"PORT {port}", flush=True)))

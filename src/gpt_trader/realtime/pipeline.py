@@ -524,6 +524,7 @@ class RealtimePipeline:
                 batch=r.batch,
                 timestamps=r.timestamps,
                 quote_every=r.quote_every,
+                start_on_subscribe=True,  # the tape starts when this pipeline subscribes: no first bar lost
             )
         )
         await exchange.start()

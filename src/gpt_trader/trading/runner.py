@@ -196,8 +196,8 @@ async def run_live(
     if feed.exchange is not None:
         from gpt_trader.realtime.exchange import LocalExchange
 
-        # Ticks flow from 0.3 s after now: the pipeline is connected by then.
-        exchange = LocalExchange(replace(feed.exchange, epoch_ns=time.time_ns() + 300_000_000))
+        # The tape starts when the pipeline subscribes: however long it takes to connect, no bar is lost.
+        exchange = LocalExchange(replace(feed.exchange, epoch_ns=None, start_on_subscribe=True))
         await exchange.start()
     pipeline = feed.pipeline(exchange.url("alpaca") if exchange is not None else None, monitor.registry)
     reader = BusBarReader(pipeline.bus, symbols, str(timeframe), group=f"session-{options.strategy}")
