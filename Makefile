@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: a bare requirement would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# Compile the trade scanner's kernels into numba's cache once, here, not in every test worker's first import.
+	$(BIN)/python -c 'import gpt_trader.realtime.sources.trade_scan as t; print("trade scanner:", "on" if t.ENABLED else "off: " + t.OFF_BECAUSE)'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the project with dev tools

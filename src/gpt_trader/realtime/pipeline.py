@@ -850,8 +850,11 @@ class RealtimePipeline:
         g_frame = frame_of[g_first].tolist() if crosses else []
         g_ends = [*g_first[1:], len(ts)]
         pxsz = px * sz
-        vols = np.add.reduceat(sz, g_first).tolist()
-        pvs = np.add.reduceat(pxsz, g_first).tolist()
+        # Every group below `_SMALL` (one-trade frames, say): each trade is its own term, so a symbol's terms are
+        # its trades in order, without a loop over its groups.
+        all_small = int(np.diff(g_starts, prepend=0, append=len(ts)).max()) < _SMALL
+        vols = [] if all_small else np.add.reduceat(sz, g_first).tolist()
+        pvs = [] if all_small else np.add.reduceat(pxsz, g_first).tolist()
         corrected = ts + corrected_by
         name = feed.name
         publish = self.config.publish_ticks
@@ -873,6 +876,9 @@ class RealtimePipeline:
             v_terms: list[float] = []
             pv_terms: list[float] = []
             g0 = g
+            if all_small:
+                v_terms, pv_terms = s_sz.tolist(), pxsz[lo:hi].tolist()
+                g = bisect.bisect_left(g_first, hi, g)
             while g < len(g_first) and g_first[g] < hi:
                 a, b = g_first[g], g_ends[g]
                 if b - a >= _SMALL:

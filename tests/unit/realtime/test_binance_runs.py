@@ -119,7 +119,7 @@ def test_stop_bounds_the_run():
     got = binance.parse_trade_frames(raws, 2, 5)
     assert got is not None
     assert (got.start, got.end) == (2, 5)
-    assert got.ts == [(T0 + k) * MS for k in range(2, 5)]
+    assert list(got.ts) == [(T0 + k) * MS for k in range(2, 5)]
 
 
 def _stream(bad: list[tuple[int, str]], n: int, seed: int) -> list[Any]:

@@ -1,6 +1,6 @@
-"""The compiled Alpaca trade scanner reads exactly what the msgspec path reads, or declines.
+"""The compiled trade scanner (Alpaca, Polygon, Binance) reads exactly what the msgspec path reads, or declines.
 
-Property: for any frames, `scan_alpaca_trades` either returns None (the first frame is not in its form) or a run
+Property: for any frames, `scan_<format>_trades` either returns None (the first frame is not in its form) or a run
 whose every column equals what msgspec's `_decode_trade_frames` gives for the same frames. Declining is always
 allowed (the msgspec path then decides); reading differently never is. Checked on generated frames (odd numbers,
 times, ids, unknown fields, whitespace), on byte-level mutations of well-formed frames, and on named edge cases.
@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpt_trader.realtime.sources import alpaca, polygon, trade_scan
+from gpt_trader.realtime.sources import alpaca, binance, polygon, trade_scan
+from tests.unit.realtime.test_frame_batches import _frames as binance_frames
 from tests.unit.realtime.test_frame_batches import assert_trade_frames_equal_parse_frame
 from tests.unit.realtime.test_frame_runs import _frames
 from tests.unit.realtime.test_polygon_runs import _frames as polygon_frames
@@ -27,6 +28,7 @@ from tests.unit.realtime.test_polygon_runs import _frames as polygon_frames
 FORMATS = {
     "alpaca": (trade_scan.scan_alpaca_trades, alpaca._decode_trade_frames),
     "polygon": (trade_scan.scan_polygon_trades, polygon._decode_trade_frames),
+    "binance": (trade_scan.scan_binance_trades, binance._decode_trade_frames),
 }
 
 
@@ -43,8 +45,8 @@ def _same_as_msgspec(raws: list[Any], fmt: str = "alpaca") -> bool:
     m = sum(got.counts)
     assert got.symbol == ref.symbol[:m]
     assert list(got.ts) == list(ref.ts[:m])
-    assert repr(list(got.price)) == repr(list(ref.price[:m]))
-    assert repr(list(got.size)) == repr(list(ref.size[:m]))
+    assert repr([float(x) for x in got.price]) == repr([float(x) for x in ref.price[:m]])  # -0.0, nan: exact
+    assert repr([float(x) for x in got.size]) == repr([float(x) for x in ref.size[:m]])
     assert got.ids == ref.ids[:m]
     return True
 
@@ -258,13 +260,18 @@ _GOOD = {
         {**_trade(), "z": "C"}, _trade(sym="MSFT", i=7, x="P", p=1240.4246534995414, s=2.5), _trade(p=0.1, s=1e-3)
     ),
     "polygon": _frame(_ptrade(), _ptrade(sym="AAPL", x=12, i="7", p=1240.4246534995414, s=2.5), _ptrade(p=0.1, i=99)),
+    "binance": (
+        '{"stream":"btcusdt@trade","data":{"e":"trade","E":1672515782136,"s":"BTCUSDT","t":12345,"p":"0.0012",'
+        '"q":"100.5","T":1672515782136,"m":true,"M":true}}'
+    ),
 }
-_REALISTIC = {"alpaca": _frames, "polygon": polygon_frames}
+_REALISTIC = {"alpaca": _frames, "polygon": polygon_frames, "binance": binance_frames}
 
 
-@pytest.mark.parametrize(("fmt", "least"), [("alpaca", 0.8), ("polygon", 0.6)])
+@pytest.mark.parametrize(("fmt", "least"), [("alpaca", 0.8), ("polygon", 0.6), ("binance", 0.75)])
 def test_realistic_runs_are_read_whole_and_equal(fmt: str, least: float) -> None:
-    # Alpaca: it declines only the frames holding a string id (~12% of these); Polygon: no trade frame of these.
+    # Alpaca: it declines only the frames holding a string id (~12% of these); Polygon: no trade frame of these;
+    # Binance: the frames that are not plain trades (quotes, klines, control, malformed: ~15% of these).
     raws = [raw for seed in (1, 2) for _, batch in _REALISTIC[fmt](seed, 400) for raw in batch]
     scan = FORMATS[fmt][0]
     taken = 0
@@ -301,9 +308,110 @@ def test_mutated_frames_read_as_msgspec_reads_them_or_decline(fmt: str, edits: l
     _same_as_msgspec([raw, _GOOD[fmt]], fmt)
 
 
-@pytest.mark.parametrize("module", [alpaca, polygon], ids=["alpaca", "polygon"])
+@pytest.mark.parametrize("module", [alpaca, polygon, binance], ids=["alpaca", "polygon", "binance"])
 def test_the_msgspec_path_alone_still_reads_every_run(module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # Where the scanner is off (no numba, NUMBA_DISABLE_JIT), the msgspec path serves every frame on its own.
     monkeypatch.setattr(module, f"scan_{module.NAME}_trades", lambda *_: None)
     raws = [raw for seed in (1, 2) for _, batch in _REALISTIC[module.NAME](seed, 200) for raw in batch]
     assert_trade_frames_equal_parse_frame(module, raws)
+
+
+# --- Binance ------------------------------------------------------------------------------------------------------
+def _btrade(stream: str = "btcusdt@trade", **data: Any) -> str:
+    fields = {"e": "trade", "E": 1672515782136, "s": "BTCUSDT", "t": 12345, "p": "0.001", "q": "100",
+              "T": 1672515782136, "m": True, "M": True, **data}  # fmt: skip
+    return json.dumps({"stream": stream, "data": {k: v for k, v in fields.items() if v is not _DROP}})
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _btrade(),
+        _btrade(p="1240.4246534995414", q="2.5e3"),
+        _btrade(p=12.5, q=3),  # bare numbers: msgspec reads them too
+        _btrade(p="-0", q="0"),
+        _btrade(p="-1", q="1e-400"),
+        _btrade(p="01", q="1"),
+        _btrade(p=" 1", q="1"),
+        _btrade(p="nan", q="1"),
+        _btrade(p="1e400"),
+        _btrade(p="0.1000000000000000055511151231257827"),
+        _btrade(e=_DROP),  # the event type may be left out (msgspec's default)
+        _btrade(e="aggTrade"),
+        _btrade(e=None),
+        _btrade(t=-5),
+        _btrade(t="12"),
+        _btrade(t=2**63),
+        _btrade(t=1.0),
+        _btrade(T=-1),
+        _btrade(T=2**62),
+        _btrade(T="1672515782136"),
+        _btrade(s="BTC/USDT"),
+        _btrade(stream="btc/usdt@trade", s="BTC/USDT"),
+        _btrade(s="btcusdt"),
+        _btrade(s="ETHUSDT"),
+        _btrade(stream="BTCUSDT@trade"),
+        _btrade(stream="btcusdt@aggTrade"),
+        _btrade(stream="btcusdt@trade@x"),
+        _btrade(stream="@trade", s=""),
+        _btrade(stream="btcusdt"),
+        _btrade(s="BTCÜSDT", stream="btcüsdt@trade"),
+        _btrade(x=[1, "a", None]),
+        _btrade(x={"nested": 1}),
+        _btrade(p=_DROP),
+        _btrade(q=_DROP),
+        _btrade(T=_DROP),
+        '{"data":{"e":"trade","s":"X","t":1,"p":"1","q":"1","T":1},"stream":"x@trade"}',
+        '{"stream":"x@trade","data":{"e":"trade","s":"X","t":1,"p":"1","q":"1","T":1},"id":7}',
+        '{"stream":"x@trade","data":{"e":"trade","s":"X","t":1,"t":2,"p":"1","q":"1","T":1}}',
+        '{"stream":"x@trade","stream":"y@trade","data":{"e":"trade","s":"X","t":1,"p":"1","q":"1","T":1}}',
+        ' { "stream" : "x@trade" , "data" : { "s" : "X" , "t" : 1 , "p" : "1" , "q" : "1" , "T" : 1 } } ',
+        '{"stream":"x@trade","data":{"s":"X","t":1,"p":"1","q":"1","T":1}} x',
+        '{"stream":"x@trade","data":{"s":"X","t":1,"p":"1","q":"1","T":1}}{"stream":"x@trade"}',
+        '{"stream":"x@trade","data":[]}',
+        '{"stream":"x\\u0040trade","data":{"s":"X","t":1,"p":"1","q":"1","T":1}}',
+    ],
+)
+def test_binance_frames_read_as_msgspec_reads_them_or_decline(raw: str) -> None:
+    _same_as_msgspec([raw, _GOOD["binance"]], "binance")
+
+
+def test_binance_plain_frames_are_read() -> None:
+    raws = [_btrade(), _btrade(stream="eth@trade", s="ETH", t=0, p="1240.4246534995414", q=2.5e3, T=0, e=_DROP)]
+    got = trade_scan.scan_binance_trades(raws, 0)
+    assert got is not None
+    assert got.end == 2
+    assert _same_as_msgspec(raws, "binance")
+    assert _same_as_msgspec([_btrade(s="BTC/USDT"), _btrade()], "binance")  # "btcusdt" is BTC/USDT's stream
+
+
+@st.composite
+def _binance_trades(draw: st.DrawFn) -> str:
+    sym = draw(st.sampled_from(["BTCUSDT", "ETH/USD", "bnb", "É"]))
+    stream = draw(st.sampled_from([sym.lower().replace("/", ""), sym, "btcusdt", ""])) + draw(
+        st.sampled_from(["@trade", "@trade", "@aggTrade", "@x@trade", ""])
+    )
+    fields: dict[str, str] = {
+        "e": json.dumps(draw(st.sampled_from(["trade", "trade", "aggTrade", 5]))),
+        "E": json.dumps(draw(st.integers(0, 2**53))),
+        "s": json.dumps(sym),
+        "t": json.dumps(draw(st.one_of(st.integers(-2, 2**64), st.sampled_from(["7", 7.0])))),
+        "p": draw(st.one_of(_number.map(str), _number.map(lambda x: f'"{x}"'))),
+        "q": draw(st.one_of(_number.map(str), _number.map(lambda x: f'"{x}"'))),
+        "T": json.dumps(draw(st.one_of(st.integers(-(2**63), 2**63), st.floats(0, 2e12)))),
+        "m": "true",
+        "M": draw(st.sampled_from(["true", "false", "null"])),
+    }
+    if draw(st.booleans()):
+        del fields["e"]
+    data = _as_object(draw, fields)
+    return _as_object(draw, {"stream": json.dumps(stream), "data": data})
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_binance_trades(), min_size=1, max_size=6))
+def test_generated_binance_frames_read_as_msgspec_reads_them_or_decline(frames: list[str]) -> None:
+    _same_as_msgspec(frames, "binance")

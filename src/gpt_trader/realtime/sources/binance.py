@@ -15,7 +15,16 @@ import msgspec
 import orjson
 
 from gpt_trader.realtime.models import ParsedFrame, ProviderBar, Reject, StreamType, TradeFrames, truncate_raw
-from gpt_trader.realtime.sources.base import DECODE_ERRORS, MAX_MS, Connection, decode_each, load_frame, ms_in_range
+from gpt_trader.realtime.sources.base import (
+    DECODE_ERRORS,
+    MAX_MS,
+    Connection,
+    chained_trade_runs,
+    decode_each,
+    load_frame,
+    ms_in_range,
+)
+from gpt_trader.realtime.sources.trade_scan import scan_binance_trades
 
 NAME = "binance"
 DEFAULT_URL = "wss://stream.binance.com:9443"
@@ -185,8 +194,16 @@ def _add_trade(
 
 def parse_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
     """The longest run of frames from `raws[start]` (up to `stop`) that are each one well-formed `<symbol>@trade`
-    event, as columns (one trade per frame; lists: such runs are mostly short), exactly as `parse_frame` gives
-    them; None when `raws[start]` is not such a frame (it then needs `parse_frame`). Pure."""
+    event, as columns (one trade per frame), exactly as `parse_frame` gives them; None when `raws[start]` is not
+    such a frame (it then needs `parse_frame`). Pure.
+
+    Frames in the form Binance sends go through the compiled scanner (`trade_scan`); from a frame outside it, msgspec
+    takes over and the run goes on from there."""
+    return chained_trade_runs(scan_binance_trades, _decode_trade_frames, raws, start, stop)
+
+
+def _decode_trade_frames(raws: Sequence[bytes | str], start: int, stop: int | None) -> TradeFrames | None:
+    """`parse_trade_frames` through msgspec alone (lists: the runs it gets are mostly short)."""
     envs = decode_each(_TRADE_ENVELOPE.decode, raws, start, stop)
     streams = [e.stream for e in envs]
     # `parse_frame` dispatches on what follows the stream name's first "@"; a run holds a few distinct names.

@@ -1,4 +1,4 @@
-"""A compiled scanner for runs of Alpaca v2 and Polygon trade frames, straight into the columns that
+"""A compiled scanner for runs of Alpaca v2, Polygon and Binance trade frames, straight into the columns that
 `parse_trade_frames` returns.
 
 msgspec decodes a trade into a struct in ~0.3 us; taking its fields back out into columns, parsing its time and
@@ -10,7 +10,9 @@ trade's seven fields each once, unknown fields holding strings, numbers, literal
 at the first frame outside that form: the caller hands that one to the msgspec path, which decides. Alpaca: tag
 `T: "t"`, times `YYYY-MM-DDTHH:MM:SS[.fffffffff]Z` in years 1970-2199, non-negative integer ids, one-character
 exchange codes. Polygon: tag `ev: "T"`, non-negative Unix-ms times whose ns fit in int64, exchange ids and trade ids
-as non-negative integers (trade ids also as strings of digits: `polygon.trade_key` keys both alike). So what it
+as non-negative integers (trade ids also as strings of digits: `polygon.trade_key` keys both alike). Binance:
+combined-stream envelopes of one `<symbol>@trade` event whose symbol is the stream's, prices and quantities as
+numbers in quotes (or bare), non-negative integer ids and Unix-ms times. So what it
 accepts it reads exactly as the msgspec path does (`tests/unit/realtime/test_trade_scan.py` checks named edge cases,
 generated frames and byte-level mutations of good ones):
 
@@ -39,7 +41,7 @@ from gpt_trader.realtime.sources.base import MAX_MS
 
 log = logging.getLogger(__name__)
 
-ALPACA, POLYGON = 0, 1
+ALPACA, POLYGON, BINANCE = 0, 1, 2
 _MAX_SYMBOLS = 64  # distinct symbols per call; more and the call falls back (a feed's batch holds a handful)
 _MIN_TRADE_BYTES = 40  # no trade object in either form is shorter (seven fields, their keys and quotes)
 
@@ -68,6 +70,19 @@ _P5 = np.uint64(2870177450012600261)
 _LEN2 = np.uint64(2 ^ (2870177450012600261 ^ 3527539))
 _POW10 = np.array([10.0**k for k in range(23)], dtype=np.float64)
 _TWO53 = 2**53
+
+
+def _key_bits() -> np.ndarray:
+    """Per format, the field bit of each one-character key (0: a key the kernel skips)."""
+    bits = np.zeros((3, 128), dtype=np.int64)
+    for fmt, keys in ((ALPACA, "TSixpst"), (POLYGON, "  ixpst"), (BINANCE, "estpqT")):
+        for k, key in enumerate(keys):
+            if key != " ":
+                bits[fmt, ord(key)] = 1 << k
+    return bits
+
+
+_KEY_BITS = _key_bits()  # Alpaca T S i x p s t; Polygon (ev sym are longer) i x p s t; Binance e s t p q T
 
 
 def _exchange_hashes() -> np.ndarray:
@@ -261,6 +276,49 @@ if _JIT:
         return (((days * 24 + hour) * 60 + minute) * 60 + sec) * 1_000_000_000 + frac
 
     @numba.njit(inline="always", **_KERNEL)
+    def _member(buf: Any, p: int, end: int) -> tuple[int, int]:
+        """An object member's key at `p` (its opening quote): (the key's closing quote, where the value starts), or
+        (-1, -1) when it is not `"key" : value` with a key the scanner reads."""
+        if p >= end or buf[p] != 34:
+            return -1, -1
+        k1 = _string_end(buf, p + 1, end)
+        if k1 < 0:
+            return -1, -1
+        q = _ws(buf, k1 + 1, end)
+        if q >= end or buf[q] != 58:
+            return -1, -1
+        q = _ws(buf, q + 1, end)
+        if q >= end:
+            return -1, -1
+        return k1, q
+
+    @numba.njit(inline="always", **_KERNEL)
+    def _next_member(buf: Any, p: int, end: int) -> tuple[int, int]:
+        """After a member's value: (the next member's start, 1) after a comma, (just past the object, 0) at its
+        closing brace, (-1, -1) otherwise."""
+        p = _ws(buf, p, end)
+        if p < end and buf[p] == 44:
+            return _ws(buf, p + 1, end), 1
+        if p < end and buf[p] == 125:
+            return p + 1, 0
+        return -1, -1
+
+    @numba.njit(inline="always", **_KERNEL)
+    def _symbol_code(buf: Any, s_off: int, s_len: int, sym_off: Any, sym_len: Any, n_syms: int) -> int:
+        """The symbol at `buf[s_off:s_off + s_len]`'s number, by first appearance in the call: an earlier one's, or
+        `n_syms` (the caller records it), or -1 when the table is full."""
+        for j in range(n_syms):
+            if sym_len[j] == s_len:
+                same = True
+                for b in range(s_len):
+                    if buf[sym_off[j] + b] != buf[s_off + b]:
+                        same = False
+                        break
+                if same:
+                    return j
+        return n_syms if n_syms < len(sym_off) else -1
+
+    @numba.njit(inline="always", **_KERNEL)
     def _skip_scalar(buf: Any, p: int, end: int, base: int, tmp: Any) -> int:
         c = buf[p]
         if c == 34:
@@ -347,45 +405,18 @@ if _JIT:
                     ok = False
                     break
                 while True:  # members
-                    if p >= end or buf[p] != 34:
-                        ok = False
-                        break
                     k0 = p + 1
-                    k1 = _string_end(buf, k0, end)
+                    k1, p = _member(buf, p, end)
                     if k1 < 0:
                         ok = False
                         break
-                    p = _ws(buf, k1 + 1, end)
-                    if p >= end or buf[p] != 58:
-                        ok = False
-                        break
-                    p = _ws(buf, p + 1, end)
-                    if p >= end:
-                        ok = False
-                        break
-                    bit = 0
                     klen = k1 - k0
                     key = buf[k0]
-                    if fmt == ALPACA and klen == 1:
-                        if key == 84:
-                            bit = 1  # T
-                        elif key == 83:
-                            bit = 2  # S
-                    elif fmt == POLYGON and klen == 2 and key == 101 and buf[k0 + 1] == 118:
+                    bit = _KEY_BITS[fmt, key] if klen == 1 else 0
+                    if fmt == POLYGON and klen == 2 and key == 101 and buf[k0 + 1] == 118:
                         bit = 1  # ev
                     elif fmt == POLYGON and klen == 3 and key == 115 and buf[k0 + 1] == 121 and buf[k0 + 2] == 109:
                         bit = 2  # sym
-                    if klen == 1:
-                        if key == 105:
-                            bit = 4  # i
-                        elif key == 120:
-                            bit = 8  # x
-                        elif key == 112:
-                            bit = 16  # p
-                        elif key == 115:
-                            bit = 32  # s
-                        elif key == 116:
-                            bit = 64  # t
                     if bit == 1:  # the event tag: one character, "t" (Alpaca) or "T" (Polygon)
                         if p + 3 > end or buf[p] != 34 or buf[p + 1] != tag or buf[p + 2] != 34:
                             ok = False
@@ -451,40 +482,21 @@ if _JIT:
                         ok = False  # a field twice: the msgspec path decides
                         break
                     seen |= bit
-                    p = _ws(buf, p, end)
-                    if p >= end:
+                    p, more = _next_member(buf, p, end)
+                    if p < 0:
                         ok = False
+                    if more != 1:
                         break
-                    if buf[p] == 44:
-                        p = _ws(buf, p + 1, end)
-                        continue
-                    if buf[p] == 125:
-                        p += 1
-                        break
-                    ok = False
-                    break
                 if not ok:
                     break
                 if seen != 127:
                     ok = False
                     break
-                # The symbol's number: by first appearance in the call.
-                c = -1
-                for j in range(n_syms):
-                    if sym_len[j] == s_len:
-                        same = True
-                        for b in range(s_len):
-                            if buf[sym_off[j] + b] != buf[s_off + b]:
-                                same = False
-                                break
-                        if same:
-                            c = j
-                            break
+                c = _symbol_code(buf, s_off, s_len, sym_off, sym_len, n_syms)
                 if c < 0:
-                    if n_syms >= len(sym_off):
-                        ok = False
-                        break
-                    c = n_syms
+                    ok = False
+                    break
+                if c == n_syms:
                     sym_off[c], sym_len[c] = s_off, s_len
                     n_syms += 1
                 acc = _P5
@@ -518,6 +530,169 @@ if _JIT:
         return taken, n, n_syms
 
 
+if _JIT:
+    # Not inlined (unlike the helpers above): one compiled copy each, called from the Binance kernel's few sites,
+    # keeps its first compile in seconds (inlined, every site copied `_number` and LLVM took most of a minute).
+    @numba.njit(**_KERNEL)
+    def _skip_value_call(buf: Any, p: int, end: int, base: int, tmp: Any) -> int:
+        return _skip_value(buf, p, end, base, tmp)
+
+    @numba.njit(**_KERNEL)
+    def _number_value(buf: Any, p: int, end: int, base: int, tmp: Any) -> int:
+        """A number at `p`, bare or in quotes (Binance quotes prices; msgspec's `strict=False` reads a quoted
+        number by the JSON grammar, as it reads a bare one) into tmp[0]: the index after it, or -1."""
+        if buf[p] != 34:
+            return _number(buf, p, end, base, tmp)
+        q = _number(buf, p + 1, end, base, tmp)
+        if q < 0 or q >= end or buf[q] != 34:
+            return -1
+        return q + 1
+
+    @numba.njit(nogil=True, **_KERNEL)
+    def _scan_binance(
+        buf: Any, fstarts: Any, base: int, code: Any, ts: Any, px: Any, sz: Any, tid: Any, sym_off: Any,
+        sym_len: Any, tmp: Any,
+    ) -> tuple[int, int]:  # fmt: skip
+        """Binance combined-stream frames `{"stream":"<sym>@trade","data":{<trade>}}`, one trade each, until the
+        first one not in that form or not a trade `parse_frame` takes whole (an event type other than "trade", a
+        symbol not the stream's, a negative id): returns (frames taken, distinct symbols), the columns filled."""
+        n_frames = len(fstarts) - 1
+        n_syms = 0
+        taken = 0
+        for f in range(n_frames):
+            p, end = fstarts[f], fstarts[f + 1]
+            p = _ws(buf, p, end)
+            if p >= end or buf[p] != 123:
+                break
+            p = _ws(buf, p + 1, end)
+            ok = True
+            outer = 0  # 1: stream, 2: data
+            inner = 0  # 1: e, 2: s, 4: t, 8: p, 16: q, 32: T
+            st_off, st_len, s_off, s_len = 0, 0, 0, 0
+            t_id, t_ns, price, size = 0, 0, 0.0, 0.0
+            while ok:  # the envelope's members
+                k0 = p + 1
+                k1, p = _member(buf, p, end)
+                if k1 < 0:
+                    ok = False
+                    break
+                klen = k1 - k0
+                if klen == 6 and buf[k0] == 115 and buf[k0 + 1] == 116 and buf[k0 + 5] == 109:  # "stream"
+                    if outer & 1 or buf[k0 + 2] != 114 or buf[k0 + 3] != 101 or buf[k0 + 4] != 97:
+                        ok = False
+                        break
+                    q = _string_value(buf, p, end)
+                    if q < 0:
+                        ok = False
+                        break
+                    st_off, st_len = p + 1, q - p - 1
+                    outer |= 1
+                    p = q + 1
+                elif klen == 4 and buf[k0] == 100 and buf[k0 + 1] == 97 and buf[k0 + 2] == 116 and buf[k0 + 3] == 97:
+                    if outer & 2 or buf[p] != 123:  # "data": the trade object
+                        ok = False
+                        break
+                    outer |= 2
+                    p = _ws(buf, p + 1, end)
+                    while ok:  # the trade's members
+                        j0 = p + 1
+                        j1, p = _member(buf, p, end)
+                        if j1 < 0:
+                            ok = False
+                            break
+                        bit = _KEY_BITS[BINANCE, buf[j0]] if j1 - j0 == 1 else 0
+                        if bit and inner & bit:
+                            ok = False  # a field twice: the msgspec path decides
+                            break
+                        inner |= bit
+                        if bit == 1:  # the event type: "trade", else not a trade `parse_frame` takes
+                            if (
+                                p + 7 > end or buf[p] != 34 or buf[p + 1] != 116 or buf[p + 2] != 114
+                                or buf[p + 3] != 97 or buf[p + 4] != 100 or buf[p + 5] != 101 or buf[p + 6] != 34
+                            ):  # fmt: skip
+                                ok = False
+                                break
+                            p += 7
+                        elif bit == 2:
+                            q = _string_value(buf, p, end)
+                            if q < 0:
+                                ok = False
+                                break
+                            s_off, s_len = p + 1, q - p - 1
+                            p = q + 1
+                        elif bit == 4:
+                            t_id, p = _uint(buf, p, end)
+                        elif bit == 8 or bit == 16:
+                            p = _number_value(buf, p, end, base, tmp)
+                            if bit == 8:
+                                price = tmp[0]
+                            else:
+                                size = tmp[0]
+                        elif bit == 32:
+                            t_ms, p = _uint(buf, p, end)
+                            t_ns = t_ms * 1_000_000 if 0 <= t_ms <= MAX_MS else -1
+                            if t_ns < 0:
+                                ok = False
+                                break
+                        else:
+                            p = _skip_value_call(buf, p, end, base, tmp)
+                        if p < 0:
+                            ok = False
+                            break
+                        p, more = _next_member(buf, p, end)
+                        if p < 0:
+                            ok = False
+                        if more != 1:
+                            break
+                    if not ok:
+                        break
+                else:
+                    p = _skip_value_call(buf, p, end, base, tmp)
+                    if p < 0:
+                        ok = False
+                        break
+                p, more = _next_member(buf, p, end)
+                if p < 0 or (more == 0 and _ws(buf, p, end) != end):  # nothing may follow the envelope
+                    ok = False
+                if more != 1:
+                    break
+            if not ok or outer != 3 or inner | 1 != 63:  # "e" may be left out (msgspec's default: "trade")
+                break
+            # The stream is "<symbol>@trade", its symbol the trade's in lower case without "/" (`binance._names`).
+            at = -1
+            for k in range(st_len):
+                if buf[st_off + k] == 64:
+                    at = k
+                    break
+            if at <= 0 or st_len - at - 1 != 5:
+                break
+            b = st_off + at + 1
+            if buf[b] != 116 or buf[b + 1] != 114 or buf[b + 2] != 97 or buf[b + 3] != 100 or buf[b + 4] != 101:
+                break
+            k = 0
+            for j in range(s_len):
+                c = buf[s_off + j]
+                if c == 47:
+                    continue
+                if 65 <= c <= 90:
+                    c += 32
+                if k >= at or buf[st_off + k] != c:
+                    k = -1
+                    break
+                k += 1
+            if k != at:
+                break
+            c = _symbol_code(buf, s_off, s_len, sym_off, sym_len, n_syms)
+            if c < 0:
+                break
+            if c == n_syms:
+                sym_off[c], sym_len[c] = s_off, s_len
+                n_syms += 1
+            code[f], ts[f], px[f], sz[f], tid[f] = c, t_ns, price, size, t_id
+            taken = f + 1
+        return taken, n_syms
+
+
 def _as_bytes(raws: Sequence[bytes | str]) -> tuple[bytes, list[int]] | None:
     """The frames joined, with each one's start (and the end); None when one is not ASCII text or bytes."""
     parts: list[bytes] = []
@@ -547,6 +722,11 @@ def scan_polygon_trades(raws: Sequence[bytes | str], start: int, stop: int | Non
     return _scan_run(POLYGON, raws, start, stop)
 
 
+def scan_binance_trades(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
+    """`scan_alpaca_trades` for Binance `<symbol>@trade` frames (one trade each; ids are the trade ids)."""
+    return _scan_run(BINANCE, raws, start, stop)
+
+
 def _scan_run(fmt: int, raws: Sequence[bytes | str], start: int, stop: int | None) -> TradeFrames | None:
     if not ENABLED:
         return None
@@ -556,9 +736,10 @@ def _scan_run(fmt: int, raws: Sequence[bytes | str], start: int, stop: int | Non
         return None
     data, starts = joined
     buf = np.frombuffer(data, dtype=np.uint8)
-    cap = len(data) // _MIN_TRADE_BYTES + 1  # room for every trade a run can hold (counting '{' costs more)
     nf = len(starts) - 1
-    counts = np.zeros(nf, dtype=np.int64)
+    # Room for every trade a run can hold (counting '{' costs more); Binance frames hold one each.
+    cap = nf if fmt == BINANCE else len(data) // _MIN_TRADE_BYTES + 1
+    counts = np.ones(nf, dtype=np.int64) if fmt == BINANCE else np.zeros(nf, dtype=np.int64)
     code = np.empty(cap, dtype=np.intp)
     ts = np.empty(cap, dtype=np.int64)
     px = np.empty(cap, dtype=np.float64)
@@ -566,10 +747,14 @@ def _scan_run(fmt: int, raws: Sequence[bytes | str], start: int, stop: int | Non
     tid = np.empty(cap, dtype=np.int64)
     sym_off = np.empty(_MAX_SYMBOLS, dtype=np.int64)
     sym_len = np.empty(_MAX_SYMBOLS, dtype=np.int64)
-    taken, n, n_syms = _scan(
-        fmt, buf, np.array(starts, dtype=np.int64), buf.ctypes.data, _XHASH, counts, code, ts, px, sz,
-        tid, sym_off, sym_len, np.zeros(2, dtype=np.float64),
-    )  # fmt: skip
+    frame_starts, base, tmp = np.array(starts, dtype=np.int64), buf.ctypes.data, np.zeros(2, dtype=np.float64)
+    if fmt == BINANCE:
+        taken, n_syms = _scan_binance(buf, frame_starts, base, code, ts, px, sz, tid, sym_off, sym_len, tmp)
+        n = taken
+    else:
+        taken, n, n_syms = _scan(
+            fmt, buf, frame_starts, base, _XHASH, counts, code, ts, px, sz, tid, sym_off, sym_len, tmp
+        )
     if taken == 0:
         return None
     names = np.array(
@@ -592,7 +777,12 @@ def _self_check() -> bool:
         b'[{"ev":"T","sym":"MSFT","x":4,"i":"12345","z":3,"p":114.125,"s":100,"c":[0,12],"t":1536036818784,'
         b'"q":3681328},{"ev":"T","sym":"AAPL","x":10,"i":7,"p":0.5,"s":1e2,"t":0}]'
     )
-    a, b = scan_alpaca_trades([alpaca], 0), scan_polygon_trades([polygon], 0)
+    binance = [
+        b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1672515782136,"s":"BTCUSDT","t":12345,"p":"0.001",'
+        b'"q":"100","T":1672515782136,"m":true,"M":true}}',
+        b'{"stream":"eth@trade","data":{"s":"ETH","t":0,"p":"1240.4246534995414","q":2.5e3,"T":0}}',
+    ]
+    a, b, c = scan_alpaca_trades([alpaca], 0), scan_polygon_trades([polygon], 0), scan_binance_trades(binance, 0)
     return (
         a is not None
         and a.symbol == ["AAPL", "MSFT"]
@@ -606,6 +796,9 @@ def _self_check() -> bool:
         and list(b.price) == [114.125, 0.5]
         and list(b.size) == [100.0, 100.0]
         and list(b.ts) == [1536036818784000000, 0]
+        and c is not None
+        and (c.symbol, c.ids, list(c.ts)) == (["BTCUSDT", "ETH"], [12345, 0], [1672515782136000000, 0])
+        and (list(c.price), list(c.size)) == ([0.001, 1240.4246534995414], [100.0, 2500.0])
     )
 
 
