@@ -18,6 +18,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
+import numpy as np
+
+_VECTOR_MIN = 32  # samples in a run from which numpy beats the per-sample loop (`_observe_many`)
+
 
 class OffsetEstimator:
     """Sliding-window minimum of (receive - exchange) nanoseconds over the last `window` samples."""
@@ -57,6 +61,11 @@ class OffsetEstimator:
         mins, seq, window = self._mins, self._seq, self.window
         outlier = self.outlier_ns
         early = self._early
+        n = len(exchange_ns)
+        if _VECTOR_MIN <= n <= window and not early and (outlier is None or stop_early):
+            many = self._observe_many(receive_ns, exchange_ns, ahead_ns)
+            if many is not None:
+                return many
         out: list[int] = []
         for t in exchange_ns:
             if ahead_ns is not None and t > receive_ns - (mins[0][1] if mins else 0) + ahead_ns:
@@ -83,6 +92,51 @@ class OffsetEstimator:
             self.samples += len(out)
             self.last_sample_ns = receive_ns - exchange_ns[len(out) - 1]
         return out
+
+    def _observe_many(self, receive_ns: int, exchange_ns: Sequence[int], ahead_ns: int | None) -> list[int] | None:
+        """`observe_run`'s loop in array operations, for a run (no longer than the window) where no sample is set
+        aside (the run stops before one that would be, as with `stop_early`): the estimate after each sample is the
+        running minimum, and the samples that stay in the monotonic queue are those below every later one. None
+        (the loop's turn) when the minimum would fall out of the window during the run."""
+        mins = self._mins
+        t = np.asarray(exchange_ns, dtype=np.int64)
+        samples = receive_ns - t
+        offsets = np.minimum.accumulate(samples)
+        if mins:
+            np.minimum(offsets, mins[0][1], out=offsets)
+        before = np.empty_like(offsets)  # the estimate each sample meets (`ahead_ns` is measured from it)
+        before[1:] = offsets[:-1]
+        before[0] = mins[0][1] if mins else 0
+        n = len(t)
+        if ahead_ns is not None:
+            ahead = t > receive_ns - before + ahead_ns
+            if ahead.any():
+                n = int(ahead.argmax())
+        if self.outlier_ns is not None and self.confirm > 1:
+            early = samples[:n] < before[:n] - self.outlier_ns
+            if not mins and n:
+                early[0] = False  # the first sample ever is the estimate
+            if early.any():
+                n = int(early.argmax())
+        if not n:
+            return []
+        if mins:
+            expires = mins[0][0] + self.window - self._seq  # the sample at which the minimum leaves the window
+            if expires < n and not (samples[: expires + 1] <= mins[0][1]).any():  # unless one replaces it first
+                return None
+        samples, offsets = samples[:n], offsets[:n]
+        low = int(samples.min())
+        while mins and mins[-1][1] >= low:
+            mins.pop()
+        later = np.empty_like(samples)  # the smallest sample after each
+        later[:-1] = np.minimum.accumulate(samples[:0:-1])[::-1]
+        later[-1] = np.iinfo(np.int64).max
+        stay = np.flatnonzero(samples < later)
+        mins.extend(zip((stay + self._seq).tolist(), samples[stay].tolist(), strict=True))
+        self._seq += n
+        self.samples += n
+        self.last_sample_ns = receive_ns - int(t[n - 1])
+        return offsets.tolist()
 
     @property
     def offset_ns(self) -> int | None:

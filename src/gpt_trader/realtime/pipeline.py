@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 _NS = 1_000_000_000
 _LOCAL_SOURCES = (DataSource.REPLAY, DataSource.SIMULATED)
 _SMALL = 8  # below this many trades, lists and plain loops beat numpy's per-call overhead
-_TRADE_RUN_MAX = 64  # runs of fewer one-trade frames go through `_ingest_trade_run`'s loop, longer ones numpy's
+_TRADE_RUN_MAX = 128  # runs of fewer one-trade frames go through `_ingest_trade_run`'s loop, longer ones numpy's
 _NO_QUOTE = (math.nan, math.nan, math.nan, math.nan)
 # Bus writer retries: exponential from the base to the cap, and one summary line per interval while the bus is down.
 _BUS_BACKOFF_BASE_SECS = 0.1

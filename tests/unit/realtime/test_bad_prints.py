@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from functools import partial
+from typing import Any
 
 import pytest
 
@@ -154,3 +155,44 @@ def test_batches_with_bad_prints_equal_frame_by_frame(sizes):
     bad = {k: random.Random(k).choice([300, 1200, 4000]) for k in (40, 41, 150, 151, 300, 420, 421, 422, 700)}
     one, in_runs = batched_vs_frame_by_frame(_run, _stream(bad, 900, seed=3, sizes=sizes), CONFIG)
     assert in_runs > one["accepted"] // 3
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_long_runs_in_array_operations_equal_the_loop(seed, monkeypatch):
+    """`observe_run` takes runs of 32+ samples in array operations where it can (no minimum falls out of the window,
+    no sample set aside): the offsets and the estimator's whole state equal the per-sample loop's, whatever the
+    delays, early samples, times ahead, windows and outlier settings."""
+    from gpt_trader.realtime import clock
+
+    vectorized = 0
+    many = OffsetEstimator._observe_many
+
+    def counting(self: OffsetEstimator, *a: Any) -> list[int]:
+        nonlocal vectorized
+        vectorized += 1
+        return many(self, *a)
+
+    monkeypatch.setattr(OffsetEstimator, "_observe_many", counting)
+    rng = random.Random(seed)
+    for _ in range(150):
+        args = (rng.choice([4, 40, 64, 512]), rng.choice([None, 0, 5 * MS, 250 * MS]), rng.choice([1, 2, 3]))
+        fast, slow = OffsetEstimator(*args), OffsetEstimator(*args)
+        recv = T0 * MS
+        for _ in range(rng.randrange(1, 8)):
+            recv += rng.randrange(0, 50) * MS
+            n = rng.choice([1, 5, 31, 32, 33, 64, 200, 600])
+            jitter = rng.choice([0, 1, 20, 400]) * MS
+            times = [recv - rng.randrange(0, jitter + 1) - 2 * MS for _ in range(n)]
+            for _ in range(rng.choice([0, 0, 1, 3])):
+                times[rng.randrange(n)] = recv + rng.randrange(1, 5000) * MS  # early ones, maybe past `ahead_ns`
+            ahead = rng.choice([None, 5 * S, 100 * MS])
+            stop_early = rng.random() < 0.8
+            got = fast.observe_run(recv, times, ahead, stop_early)
+            with monkeypatch.context() as m:
+                m.setattr(clock, "_VECTOR_MIN", 10**9)  # the loop only
+                want = slow.observe_run(recv, times, ahead, stop_early)
+            assert got == want
+            assert list(fast._mins) == list(slow._mins)
+            state = ("_seq", "samples", "last_sample_ns", "outliers", "_early")
+            assert [getattr(fast, k) for k in state] == [getattr(slow, k) for k in state]
+    assert vectorized > 50  # the array path served a good share of the runs
