@@ -9,9 +9,8 @@ before a single entry is sent, with an error naming the stream and field. Delive
 reply was lost (Redis hung past the socket timeout, the connection dropped mid-pipeline) is sent again, and a
 consumer may see an entry twice (after a crash before its ack), so consumers must tolerate repeats. What Redis loses
 is reported, never silent: pending entries trimmed by `MAXLEN ~` before their ack are acknowledged and counted in
-`stats.trimmed_unacked`; entries trimmed before a lagging group read them at all (Redis skips them silently) are
-counted in `stats.skipped_by_trim` and logged; a consumer group that vanished (the stream was deleted) is recreated
-on the next read and counted in `stats.groups_recreated`.
+`stats.trimmed_unacked`; a consumer group that vanished (the stream was deleted) is recreated on the next read and
+counted in `stats.groups_recreated`.
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ class BusStats:
 
     groups_recreated: int = 0  # consumer groups found missing and created again (their pending entries are lost)
     trimmed_unacked: int = 0  # pending entries trimmed away before their ack (acknowledged, never delivered)
-    skipped_by_trim: int = 0  # entries trimmed before a lagging group read them (never delivered to it)
+    skipped_by_trim: int = 0  # in-process only: entries trimmed before a lagging group read them
 
 
 def check_fields(stream: str, fields: Fields) -> None:
@@ -404,7 +403,6 @@ class RedisStreamsBus:
         prefix: str = "gpt_trader:",
         ttl_secs: int | None = None,
         client: Any | None = None,
-        skip_check_secs: float = 1.0,
     ) -> None:
         import redis.asyncio as aioredis
         from redis.asyncio.connection import DEFAULT_SOCKET_TIMEOUT
@@ -421,10 +419,6 @@ class RedisStreamsBus:
         timeout = kwargs.get("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
         self._max_block_ms = max(1, int(timeout * 800)) if timeout else None
         self._expiry_set: dict[str, float] = {}
-        # Per (stream, group): entries the group never got (trimmed unread) as last counted, and when last checked.
-        self._skipped: dict[tuple[str, str], int] = {}
-        self.skip_check_secs = skip_check_secs  # how often (two XINFO calls) a drained group's losses are checked
-        self._skip_checked: dict[tuple[str, str], float] = {}
 
     def __repr__(self) -> str:
         return f"RedisStreamsBus(url={self.url!r}, prefix={self.prefix!r}, maxlen={self.maxlen})"
@@ -531,58 +525,9 @@ class RedisStreamsBus:
     async def read_group(
         self, group: str, consumer: str, streams: Sequence[str], count: int = 100, block_ms: int = 100
     ) -> list[Entry]:
-        """XREADGROUP with `>`; a missing group (NOGROUP) is recreated from the stream's start and reported. A read
-        that leaves a stream drained checks (at most every `skip_check_secs`) whether the group lost entries to
-        trimming before it read them (`_count_skipped`)."""
+        """XREADGROUP with `>`; a missing group (NOGROUP) is recreated from the stream's start and reported."""
         got = await self._or_recreated(self._read_new(group, consumer, streams, count, block_ms), streams, group)
-        if got is None:
-            got = await self._read_new(group, consumer, streams, count, block_ms)
-        now = time.monotonic()
-        per_stream: dict[str, int] = {}
-        for name, _, _ in got:
-            per_stream[name] = per_stream.get(name, 0) + 1
-        for stream in streams:
-            if per_stream.get(stream, 0) < count and now - self._skip_checked.get((stream, group), -1e9) >= (
-                self.skip_check_secs
-            ):
-                self._skip_checked[(stream, group)] = now
-                await self._count_skipped(stream, group)
-        return got
-
-    async def _count_skipped(self, stream: str, group: str) -> None:
-        """Count and log the entries `group` never got because `MAXLEN` trimmed them first. Redis skips them
-        silently, but its counters tell: once the group has been delivered the stream's last entry, every entry
-        added that it was not delivered (`entries-added - entries-read`, Redis 7) was trimmed (or deleted) unread.
-        Checked only then, so entries still waiting are never counted; older Redis versions lack the counters."""
-        from redis.exceptions import ResponseError
-
-        key = self.prefix + stream
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xinfo_stream(key)
-                pipe.xinfo_groups(key)
-                info, groups = await pipe.execute()
-        except ResponseError:
-            return  # the stream is gone (nothing to count)
-        added = info.get("entries-added", info.get(b"entries-added"))
-        last = _text(info.get("last-generated-id", info.get(b"last-generated-id", b"")))
-        for g in groups:
-            fields = {_text(k): v for k, v in g.items()}
-            if _text(fields.get("name", b"")) != group:
-                continue
-            read = fields.get("entries-read")
-            if added is None or read is None or _text(fields.get("last-delivered-id", b"")) != last:
-                return
-            lost = int(added) - int(read)
-            before = self._skipped.get((stream, group), 0)
-            if lost > before:
-                self._skipped[(stream, group)] = lost
-                self.stats.skipped_by_trim += lost - before
-                log.warning(
-                    "bus %s: group %r on stream %r fell behind trimming; %d entries were trimmed unread (%d so far)",
-                    self.url, group, key, lost - before, lost,
-                )  # fmt: skip
-            return
+        return got if got is not None else await self._read_new(group, consumer, streams, count, block_ms)
 
     async def _read_new(
         self, group: str, consumer: str, streams: Sequence[str], count: int, block_ms: int
