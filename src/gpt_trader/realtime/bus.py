@@ -417,7 +417,9 @@ class RedisStreamsBus:
         self.url = _safe_url(self._redis.connection_pool)
         # A blocking XREADGROUP longer than the socket timeout would fail as a timeout: block in slices below it.
         timeout = kwargs.get("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
-        self._max_block_ms = max(1, int(timeout * 800)) if timeout else None
+        # Half the timeout: the reply of a block that ends must still arrive within it on a loaded machine (at 0.8
+        # of a 0.5 s timeout, a busy event loop read it late and the read failed as a timeout in CI).
+        self._max_block_ms = max(1, int(timeout * 500)) if timeout else None
         self._expiry_set: dict[str, float] = {}
 
     def __repr__(self) -> str:
