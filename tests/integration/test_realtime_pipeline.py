@@ -335,3 +335,32 @@ def test_exchange_tape_starts_at_the_first_subscription(start_on_subscribe):
         assert first == 0
     else:
         assert first >= 100  # about 200 trades went by before the client subscribed
+
+
+def test_exchange_restarted_before_anyone_subscribed_still_starts_its_tape_at_the_first_subscription():
+    """A restart passes the pacing epoch on; with `start_on_subscribe` and no subscriber yet there is none (it used
+    to pass 0, and the tape was over before it began)."""
+    import orjson
+    from websockets.asyncio.client import connect
+
+    ex = ExchangeThread(ExchangeConfig(feed="replay", rate=200, timestamps="original", start_on_subscribe=True))
+    ex.start()
+    try:
+        ex.kill()
+        ex.restart()
+        assert ex.exchange.epoch_ns is None
+
+        async def first_trade_id() -> int:
+            async with connect(ex.url("alpaca"), proxy=None) as ws:
+                await ws.recv()
+                await ws.send(orjson.dumps({"action": "auth", "key": "k", "secret": "s"}))
+                await ws.recv()
+                await ws.send(orjson.dumps({"action": "subscribe", "trades": ["SPX"]}))
+                while True:
+                    trades = [m for m in orjson.loads(await asyncio.wait_for(ws.recv(), 5)) if m.get("T") == "t"]
+                    if trades:
+                        return int(trades[0]["i"])
+
+        assert asyncio.run(first_trade_id()) == 0
+    finally:
+        ex.stop()

@@ -161,9 +161,10 @@ class LocalExchange:
         return int(self.port)
 
     @property
-    def epoch_ns(self) -> int:
-        """The pacing anchor (fixed at the first start; pass it to a restarted server to resume the schedule)."""
-        return int(self._epoch_ns or 0)
+    def epoch_ns(self) -> int | None:
+        """The pacing anchor (fixed at the first start, or the first subscription with `start_on_subscribe`; None
+        until then). Pass it to a restarted server to resume the schedule."""
+        return self._epoch_ns
 
     async def stop(self) -> None:
         """Stop accepting and drop every connection abruptly (like a crashed exchange gateway)."""
@@ -279,7 +280,8 @@ class LocalExchange:
         per_sym_rate = cfg.rate / n_sym if cfg.rate > 0 else 0.0
         base = [cfg.start_bar * cfg.ticks_per_bar] * n_sym
         now = time.time_ns()
-        elapsed = (now - self.epoch_ns) / _NS
+        epoch = self._epoch_ns
+        elapsed = (now - epoch) / _NS
         cursors = [b + (max(0, int(elapsed * per_sym_rate)) if per_sym_rate else 0) for b in base]
         original = cfg.timestamps == "original"
         chunk = max(1, cfg.batch // n_sym) if protocol != "binance" else max(1, 64 // n_sym)
@@ -289,7 +291,7 @@ class LocalExchange:
         day: dict[str, tuple[float, float, float]] = {}  # symbol -> (volume, open, pv) of the bars sent
         while cfg.max_ticks is None or sent < cfg.max_ticks:
             if per_sym_rate:
-                elapsed = (time.time_ns() - self.epoch_ns) / _NS
+                elapsed = (time.time_ns() - epoch) / _NS
                 due = [b + max(0, int(elapsed * per_sym_rate)) for b in base]
                 counts = [min(d - c, chunk) for d, c in zip(due, cursors, strict=True)]
                 if max(counts) <= 0:
