@@ -85,6 +85,16 @@ def _covers(shadow: Shadow | None, last: int) -> bool:
     return bool(shadow and shadow.ticks) and shadow.ticks[0][0] // 1_000_000 <= last // 1_000_000  # type: ignore[union-attr]
 
 
+def _newest(ts: Any, bound: int | None) -> int | None:
+    """The newest of `ts` (a list or an int64 array) not past `bound` (None: no bound); None when none is."""
+    if bound is None:
+        return int(ts.max()) if isinstance(ts, np.ndarray) else max(ts)
+    if isinstance(ts, np.ndarray):
+        kept = ts[ts <= bound]
+        return int(kept.max()) if len(kept) else None
+    return max((t for t in ts if t <= bound), default=None)
+
+
 def _symbol_runs(syms: list[str]) -> tuple[dict[str, int], npt.NDArray[np.intp], list[int], list[int]]:
     """The symbols of a run of trades numbered by first appearance, each trade's number, and the runs of consecutive
     trades of one symbol: where each starts and its symbol's number. Frames list a symbol's trades together, so
@@ -1070,6 +1080,24 @@ class RealtimePipeline:
             recent = self._recent_active[symbol] = deque(maxlen=4096)
         return recent
 
+    def _clock_bound(self, feed: Feed, recv_ns: int) -> int | None:
+        """The source's clock at `recv_ns` plus the estimator's outlier margin (exchange ns): trades stamped past it
+        are ahead of the clock (None where the estimator sets nothing aside)."""
+        est = feed.estimator
+        if est.outlier_ns is None or est.offset_ns is None:
+            return None
+        return recv_ns - est.offset_ns + est.outlier_ns
+
+    def _hold_newest(self, symbol: str, tops: list[int], ts: Any, bound: int | None, offset: int) -> int | None:
+        """After trades of `symbol` with times `ts` were aggregated: each aggregator's newest trade time as before
+        (`tops`) or the newest of these trades not past `bound` (in bar time), and that trade's exchange time (None
+        when all are past it)."""
+        newest = _newest(ts, bound)
+        shift = offset if newest is not None and self.config.bar_time == "corrected" else 0
+        for agg, top in zip(self.aggregators, tops, strict=True):
+            agg.hold_newest(symbol, top if newest is None else max(top, newest + shift))
+        return newest
+
     def _run_window(self, symbol: str) -> tuple[int, int] | None:
         """`[lo, hi)`: where `symbol`'s trades fall in the open window of every timeframe without moving any
         finality frontier (see `BarAggregator.window_bounds`); None when there is no such window yet."""
@@ -1251,7 +1279,7 @@ class RealtimePipeline:
         newest = int(ts.max())
         aside = est.outliers
         offset = feed.observe_clock(recv_ns, newest)
-        early = est.outliers != aside
+        early = self._clock_bound(feed, recv_ns) if est.outliers != aside else None
         first = syms[0]
         n = len(syms)
         if syms.count(first) == n:
@@ -1296,7 +1324,8 @@ class RealtimePipeline:
             return
         aside = est.outliers
         offset = feed.observe_clock(recv_ns, t)
-        self._route_trades(feed, sym, [t], [p], [z], [frame.t_id[0]], recv_ns, offset, est.outliers != aside)
+        early = self._clock_bound(feed, recv_ns) if est.outliers != aside else None
+        self._route_trades(feed, sym, [t], [p], [z], [frame.t_id[0]], recv_ns, offset, early)
         done = self._now_ns()
         self.latency.add(done - recv_ns)
         if est.offset_ns is not None:
@@ -1318,7 +1347,7 @@ class RealtimePipeline:
         newest = max(ts)
         aside = est.outliers
         offset = feed.observe_clock(recv_ns, newest)
-        early = est.outliers != aside
+        early = self._clock_bound(feed, recv_ns) if est.outliers != aside else None
         first = syms[0]
         if len(syms) == 1 or syms.count(first) == len(syms):
             self._route_trades(feed, first, ts, px, sz, ids, recv_ns, offset, early)
@@ -1344,10 +1373,11 @@ class RealtimePipeline:
         ids: list[Any],
         recv_ns: int,
         offset: int,
-        early: bool = False,
+        early: int | None = None,
     ) -> None:
         """One symbol's valid trades of a frame (lists, or numpy arrays for `_SMALL` or more) to bars or shadow;
-        `early`: the frame's clock sample was set aside as stamped ahead of the source's clock (`_aggregate`)."""
+        `early`: where the source's clock stood when the frame's clock sample was set aside as stamped ahead of it
+        (`_aggregate`)."""
         feed.health.last_price[symbol] = float(px[-1])
         active = self._active.get(symbol)
         if active is None and feed.healthy and self._routes[symbol][0] is feed:
@@ -1365,8 +1395,8 @@ class RealtimePipeline:
                 return
         last = self._catchup.get(symbol)
         if last is not None:
-            newest = int(ts.max()) if isinstance(ts, np.ndarray) else max(ts)
-            if newest // 1_000_000 > last // 1_000_000:
+            newest = _newest(ts, early)
+            if newest is not None and newest // 1_000_000 > last // 1_000_000:
                 del self._catchup[symbol]  # past the handover point: everything from here on is new
             ticks = self._after_last(
                 symbol, feed, list(zip(_as_list(ts), _as_list(px), _as_list(sz), ids, strict=True)), last
@@ -1386,12 +1416,13 @@ class RealtimePipeline:
         ids: list[Any],
         recv_ns: int,
         offset: int,
-        early: bool = False,
+        early: int | None = None,
     ) -> None:
-        """Dedup, then bars, live buffer and bus for one symbol's trades (lists, or numpy arrays). The trades of an
-        `early` frame (its clock sample set aside: stamped ahead of the source's clock, not confirmed by the frames
-        after it) go into their windows but do not move the bars' frontier: a bad print must not close windows
-        whose trades are still to come."""
+        """Dedup, then bars, live buffer and bus for one symbol's trades (lists, or numpy arrays). With `early` (the
+        source's clock, exchange ns, where a frame's clock sample was set aside as stamped ahead of it and not
+        confirmed by the frames after it; or a standby's trades taken over), trades stamped past it go into their
+        windows but move neither the bars' frontier nor the last trade counted: a bad print must not close windows
+        whose trades are still to come, nor make a handover skip them."""
         fresh = self._dedup[symbol].fresh(ids)
         if fresh is not None:
             dup = sorted(set(range(len(ids))) - set(fresh))
@@ -1432,7 +1463,7 @@ class RealtimePipeline:
         name = feed.name
         stats: tuple[float, float, float, float] | None = None
         late_all: set[int] | None = None
-        tops = [agg.newest(symbol) for agg in self.aggregators] if early else None
+        tops = [agg.newest(symbol) for agg in self.aggregators] if early is not None else None
         for agg in self.aggregators:
             width = agg.width
             if b_min - b_min % width == b_max - b_max % width:
@@ -1449,9 +1480,9 @@ class RealtimePipeline:
                     late_all = set(late)
                 else:
                     late_all.update(late)
+        counted: int | None = None  # the newest trade that moves the frontier (None: the newest of all)
         if tops is not None:
-            for agg, top in zip(self.aggregators, tops, strict=True):
-                agg.hold_newest(symbol, top)
+            counted = self._hold_newest(symbol, tops, ts, early, offset)
         if late_all:
             # Late for one timeframe only is still counted in the others; dead-letter it once, with the reason.
             for i in sorted(late_all):
@@ -1465,8 +1496,9 @@ class RealtimePipeline:
         feed.health.ticks += accepted
         key = (name, symbol)
         self._tick_counts[key] = self._tick_counts.get(key, 0) + accepted
-        if t_max >= self._last_active_ts.get(symbol, 0):
-            self._last_active_ts[symbol] = t_max
+        last_counted = t_max if tops is None else counted
+        if last_counted is not None and last_counted >= self._last_active_ts.get(symbol, 0):
+            self._last_active_ts[symbol] = last_counted
         self._last_price[symbol] = float(px[-1])
         self._last_trade_wall[symbol] = recv_ns
         if len(self._routes[symbol]) > 1:  # remembered only where a handover can happen
@@ -1497,7 +1529,7 @@ class RealtimePipeline:
         ids: list[Any],
         recv_ns: int,
         offset: int,
-        early: bool = False,
+        early: int | None = None,
     ) -> None:
         """`_aggregate` after dedup for fewer than `_SMALL` trades, on lists (scalar stores beat numpy calls)."""
         gaps = self._open_gaps.pop(symbol, None)
@@ -1509,7 +1541,7 @@ class RealtimePipeline:
         n = len(ts)
         name = feed.name
         late_all: set[int] | None = None
-        tops = [agg.newest(symbol) for agg in self.aggregators] if early else None
+        tops = [agg.newest(symbol) for agg in self.aggregators] if early is not None else None
         if n == 1:
             t0, p0, s0 = bar_ts[0], float(px[0]), float(sz[0])
             for agg in self.aggregators:
@@ -1523,9 +1555,9 @@ class RealtimePipeline:
                         late_all = set(late)
                     else:
                         late_all.update(late)
+        counted: int | None = None  # the newest trade that moves the frontier (None: the newest of all)
         if tops is not None:
-            for agg, top in zip(self.aggregators, tops, strict=True):
-                agg.hold_newest(symbol, top)
+            counted = self._hold_newest(symbol, tops, ts, early, offset)
         if late_all:
             for i in sorted(late_all):
                 self._dead_letter(
@@ -1537,8 +1569,8 @@ class RealtimePipeline:
         feed.health.ticks += accepted
         key = (name, symbol)
         self._tick_counts[key] = self._tick_counts.get(key, 0) + accepted
-        newest = ts[0] if n == 1 else max(ts)
-        if newest >= self._last_active_ts.get(symbol, 0):
+        newest = (ts[0] if n == 1 else max(ts)) if tops is None else counted
+        if newest is not None and newest >= self._last_active_ts.get(symbol, 0):
             self._last_active_ts[symbol] = newest
         self._last_price[symbol] = px[-1]
         self._last_trade_wall[symbol] = recv_ns
@@ -1745,7 +1777,11 @@ class RealtimePipeline:
         if ticks:
             ticks.sort(key=lambda t: t[0])
             ts, px, sz, ids = (list(c) for c in zip(*ticks, strict=True))
-            self._aggregate(feed, symbol, ts, px, sz, ids, self._now_ns(), feed.estimator.offset_ns or 0)
+            now = self._now_ns()
+            # A bad print among them (the standby kept every trade) must not move the frontier either.
+            self._aggregate(
+                feed, symbol, ts, px, sz, ids, now, feed.estimator.offset_ns or 0, self._clock_bound(feed, now)
+            )
 
     def _after_last(
         self, symbol: str, feed: Feed, ticks: list[tuple[int, float, float, Any]], last: int | None

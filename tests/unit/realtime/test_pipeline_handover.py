@@ -32,8 +32,10 @@ def frame(protocol: str, lo: int, hi: int) -> str | bytes:
     return _encode(protocol, [("SPX", *trades(lo, hi))], False, 0, _FastIso())[0]  # type: ignore[arg-type]
 
 
-async def _pipeline() -> RealtimePipeline:
-    config = RealtimeConfig(timeframes=["1m"], lateness_ms=0, max_future_secs=None, failback_after_secs=0.0)
+async def _pipeline(config: RealtimeConfig | None = None, at_secs: float = 0.1) -> RealtimePipeline:
+    """Alpaca then Polygon for SPX, connected, on a clock `at_secs` after T0 (default: all trades inside one open
+    minute, no future check)."""
+    config = config or RealtimeConfig(timeframes=["1m"], lateness_ms=0, max_future_secs=None, failback_after_secs=0.0)
     p = RealtimePipeline(
         [
             StreamConfig(DataSource.ALPACA, ["SPX"], url="ws://127.0.0.1:1/v2/iex"),
@@ -42,7 +44,7 @@ async def _pipeline() -> RealtimePipeline:
         config,
         bus=InProcessBus(),
         environ=ENV,
-        clock=SimClock(datetime.fromtimestamp(T0 / 1e9 + 0.1, UTC)),  # all trades inside one open minute
+        clock=SimClock(datetime.fromtimestamp(T0 / 1e9 + at_secs, UTC)),
     )
     await p._build_feeds()
     for feed in p.feeds:
@@ -155,5 +157,44 @@ def test_failback_gives_up_waiting_for_overlap_after_the_max_wait() -> None:
         assert p.active_source("SPX") == "alpaca"
         bars = p.get_bars("SPX", "1m")
         assert bars["gap"].any()
+
+    asyncio.run(scenario())
+
+
+def test_a_bad_print_before_a_failover_loses_no_real_trade() -> None:
+    """The active feed's bad print, stamped 3 s ahead of its clock, is set aside by the clock estimator and held
+    from the bars' frontier; it must not pass for the last trade counted either: a failover then took the standby's
+    trades only after that time (and dropped its live ones until then) without a gap to say so."""
+
+    async def scenario() -> None:
+        p = await _pipeline(RealtimeConfig(timeframes=["1s"], lateness_ms=100, failback_after_secs=0.0), 0.3)
+        alpaca, polygon = p.feeds
+        feed = {"alpaca": alpaca, "polygon": polygon}
+
+        async def send(name: str, lo: int, hi: int, ahead_ns: int = 0) -> None:
+            ts, px, sz, ids = trades(lo, hi)
+            raw = _encode(name, [("SPX", ts + ahead_ns, px, sz, ids + (10_000 if ahead_ns else 0))], False, 0,
+                          _FastIso())[0]  # fmt: skip
+            await p._on_frame(feed[name], raw, int(ts[-1]) + 2_000_000)  # received 2 ms after its newest trade
+
+        for lo in range(0, 100, 10):
+            await send("alpaca", lo, lo + 10)
+            await send("polygon", lo, lo + 10)
+        await send("alpaca", 99, 100, ahead_ns=3_000_000_000)  # the bad print
+        assert alpaca.estimator.outliers == 1
+        for lo in range(100, 150, 10):
+            await send("alpaca", lo, lo + 10)
+        for lo in range(100, 200, 10):
+            await send("polygon", lo, lo + 10)
+        p._on_state(alpaca, "disconnected")
+        assert p.active_source("SPX") == "polygon"
+        for lo in range(200, 300, 10):
+            await send("polygon", lo, lo + 10)
+
+        assert p.dead_letters.total == 0
+        assert p.ticks_accepted == 301  # every real trade once, and the bad print in its own window
+        first = p.aggregators[0].open_windows("SPX")[0]
+        assert (first.ts_ns, first.trades, first.volume) == (T0, 300, _volume(0, 300))
+        assert not p.aggregators[0].pending_gaps()  # nothing missed, nothing to backfill
 
     asyncio.run(scenario())
