@@ -95,6 +95,14 @@ def _newest(ts: Any, bound: int | None) -> int | None:
     return max((t for t in ts if t <= bound), default=None)
 
 
+def _oldest(ts: Any, bound: int) -> int | None:
+    """The oldest of `ts` (a list or an int64 array) not past `bound`; None when none is."""
+    if isinstance(ts, np.ndarray):
+        kept = ts[ts <= bound]
+        return int(kept.min()) if len(kept) else None
+    return min((t for t in ts if t <= bound), default=None)
+
+
 def _symbol_runs(syms: list[str]) -> tuple[dict[str, int], npt.NDArray[np.intp], list[int], list[int]]:
     """The symbols of a run of trades numbered by first appearance, each trade's number, and the runs of consecutive
     trades of one symbol: where each starts and its symbol's number. Frames list a symbol's trades together, so
@@ -1080,6 +1088,15 @@ class RealtimePipeline:
             recent = self._recent_active[symbol] = deque(maxlen=4096)
         return recent
 
+    def _close_gaps(self, symbol: str, first: int | None, recv_ns: int) -> None:
+        """`symbol`'s open gaps end at `first`, its first trade since; None (only trades ahead of the source's clock
+        came, `_aggregate`'s `early`) leaves them open for the next trades: a bad print must not stretch a gap
+        into the future."""
+        if first is None or symbol not in self._open_gaps:
+            return
+        for agg, gap in zip(self.aggregators, self._open_gaps.pop(symbol), strict=True):
+            agg.close_gap(gap, first, recv_ns)
+
     def _clock_bound(self, feed: Feed, recv_ns: int) -> int | None:
         """The source's clock at `recv_ns` plus the estimator's outlier margin (exchange ns): trades stamped past it
         are ahead of the clock (None where the estimator sets nothing aside)."""
@@ -1450,10 +1467,7 @@ class RealtimePipeline:
         i_max = int(ts.argmax())  # first of the latest
         t_min, t_max = int(ts[i_min]), int(ts[i_max])
         i_close = n - 1 if int(ts[-1]) == t_max else n - 1 - int(ts[::-1].argmax())  # last of the latest
-        gaps = self._open_gaps.pop(symbol, None)
-        if gaps:
-            for agg, gap in zip(self.aggregators, gaps, strict=True):
-                agg.close_gap(gap, t_min, recv_ns)
+        self._close_gaps(symbol, t_min if early is None else _oldest(ts, early), recv_ns)
         if self.config.bar_time == "exchange":
             bar_ts = ts
             b_min, b_max = t_min, t_max
@@ -1532,11 +1546,8 @@ class RealtimePipeline:
         early: int | None = None,
     ) -> None:
         """`_aggregate` after dedup for fewer than `_SMALL` trades, on lists (scalar stores beat numpy calls)."""
-        gaps = self._open_gaps.pop(symbol, None)
-        if gaps:
-            first = min(ts)
-            for agg, gap in zip(self.aggregators, gaps, strict=True):
-                agg.close_gap(gap, first, recv_ns)
+        if symbol in self._open_gaps:
+            self._close_gaps(symbol, min(ts) if early is None else _oldest(ts, early), recv_ns)
         bar_ts = ts if self.config.bar_time == "exchange" else [t + offset for t in ts]
         n = len(ts)
         name = feed.name

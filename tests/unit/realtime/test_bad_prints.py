@@ -5,6 +5,7 @@ confirm it (a clock that really stepped), and the frontier is held at the source
 
 from __future__ import annotations
 
+import asyncio
 import random
 from functools import partial
 from typing import Any
@@ -196,3 +197,27 @@ def test_long_runs_in_array_operations_equal_the_loop(seed, monkeypatch):
             state = ("_seq", "samples", "last_sample_ns", "outliers", "_early")
             assert [getattr(fast, k) for k in state] == [getattr(slow, k) for k in state]
     assert vectorized > 50  # the array path served a good share of the runs
+
+
+def test_a_bad_print_first_after_an_outage_does_not_stretch_the_gap_into_the_future():
+    """The gap of an outage ends at the first trade after it; a bad print 3 s ahead coming first used to end it
+    there, flagging (and holding back from final) every real window until then."""
+    from .test_bar_edges import _Clocked
+
+    async def go() -> _Clocked:
+        c = _Clocked(RealtimeConfig(timeframes=["1s"], lateness_ms=250, start_timeout_secs=0, backfill="none"))
+        await c.build()
+        for k in range(50):
+            await c.trade(T0 * MS + k * 10 * MS)  # 0.00-0.49 s
+        await c.outage(T0 * MS + 500 * MS, T0 * MS + 1200 * MS)
+        c.wall = T0 * MS + 1200 * MS
+        c.tid += 1
+        bad = _trade("AAA", T0 + 1200 + 3000, "100.0", "1.0", c.tid)
+        await c.p._on_frame(c.feed, bad, c.wall)
+        assert c.feed.estimator.outliers == 1
+        await c.trade(T0 * MS + 1210 * MS)
+        return c
+
+    c = asyncio.run(go())
+    gap = c.p.aggregators[0]._gaps["AAA"][0]
+    assert (gap.start_ns, gap.end_ns) == (T0 * MS + 490 * MS, T0 * MS + 1210 * MS)
