@@ -8,8 +8,10 @@ which advances event-time windows while a feed is quiet.
 The minimum trusts every sample not to be early, and one trade stamped ahead of the exchange's clock (a bad print)
 breaks that: alone it would set the offset, put the source's clock ahead by as much for the whole window and let
 bars close before their trades arrive. So with `outlier_ns`, a sample that would lower the estimate by more than that
-counts only as the `confirm`-th such sample in a row: a clock that really stepped (or a network that got faster)
-gets there a few frames later, an isolated bad print never does.
+counts only as the `confirm`-th such sample in a row, at distinct exchange times (the fills of one order share
+theirs) and all within `outlier_ns` of each other; the step then taken is the least early of them. A clock that
+really stepped (or a network that got faster) gets there a few frames later; an isolated bad print, or one order's
+fills, never does. A sample set aside leaves the estimate and the last delay as they were.
 
 """
 
@@ -37,7 +39,8 @@ class OffsetEstimator:
         self.outlier_ns = outlier_ns
         self.confirm = confirm
         self.outliers = 0  # samples set aside as early (not confirmed by the next ones)
-        self._early = 0  # consecutive samples below the estimate by more than `outlier_ns`, so far
+        self._early = 0  # consecutive samples below the estimate by more than `outlier_ns` that agree, so far
+        self._early_run = (0, 0, 0)  # that run's last exchange time, its lowest and its highest sample
         self._seq = 0
         self._mins: deque[tuple[int, int]] = deque()  # (seq, sample), samples increasing: O(1) amortized min
         self.samples = 0
@@ -61,23 +64,36 @@ class OffsetEstimator:
         mins, seq, window = self._mins, self._seq, self.window
         outlier = self.outlier_ns
         early = self._early
+        run_t, run_lo, run_hi = self._early_run
         n = len(exchange_ns)
         if _VECTOR_MIN <= n <= window and not early and (outlier is None or stop_early):
             many = self._observe_many(receive_ns, exchange_ns, ahead_ns)
             if many is not None:
                 return many
         out: list[int] = []
+        last_kept: int | None = None  # the exchange time of the last sample taken in (not set aside)
         for t in exchange_ns:
             if ahead_ns is not None and t > receive_ns - (mins[0][1] if mins else 0) + ahead_ns:
                 break
             sample = receive_ns - t
-            if outlier is not None and mins and sample < mins[0][1] - outlier and early + 1 < self.confirm:
-                if stop_early:
-                    break
-                early += 1
-                self.outliers += 1
-                out.append(mins[0][1])
-                continue
+            if outlier is not None and mins and sample < mins[0][1] - outlier:
+                # Early. It carries on the run of early samples before it if it agrees with them; a repeat of the
+                # run's last exchange time (another fill of one order) neither confirms nor breaks it.
+                repeat = early > 0 and t == run_t
+                if repeat:
+                    count, lo, hi = early, run_lo, run_hi
+                elif early and max(run_hi, sample) - min(run_lo, sample) <= outlier:
+                    count, lo, hi = early + 1, min(run_lo, sample), max(run_hi, sample)
+                else:
+                    count, lo, hi = 1, sample, sample
+                if repeat or count < self.confirm:
+                    if stop_early:
+                        break
+                    early, run_t, run_lo, run_hi = count, t, lo, hi
+                    self.outliers += 1
+                    out.append(mins[0][1])
+                    continue
+                sample = hi  # the step the run confirms: its least early sample
             early = 0  # an ordinary sample, or the one that confirms a step
             while mins and mins[-1][1] >= sample:
                 mins.pop()
@@ -86,11 +102,14 @@ class OffsetEstimator:
                 mins.popleft()
             seq += 1
             out.append(mins[0][1])
+            last_kept = t
         self._early = early
+        self._early_run = (run_t, run_lo, run_hi)
         if out:
             self._seq = seq
             self.samples += len(out)
-            self.last_sample_ns = receive_ns - exchange_ns[len(out) - 1]
+        if last_kept is not None:
+            self.last_sample_ns = receive_ns - last_kept
         return out
 
     def _observe_many(self, receive_ns: int, exchange_ns: Sequence[int], ahead_ns: int | None) -> list[int] | None:
@@ -163,5 +182,6 @@ class OffsetEstimator:
         """Forget all samples (after a reconnect to a different server, say)."""
         self._mins.clear()
         self._early = 0
+        self._early_run = (0, 0, 0)
         self.samples = 0
         self.last_sample_ns = None

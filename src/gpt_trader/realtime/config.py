@@ -148,8 +148,9 @@ class RealtimeConfig(Section):
     dedup_window: int = Field(default=100_000, gt=0)
     offset_window: int = Field(default=512, gt=0)
     # A clock sample that would put the source's clock this much further ahead counts only as the
-    # `clock_confirm_frames`-th such frame in a row (a clock step does; a bad print stamped ahead does not, and its
-    # trades go into their windows without moving the bars' frontier); None: every sample counts.
+    # `clock_confirm_frames`-th such frame in a row, agreeing within this margin at distinct times (a clock step
+    # does; a bad print stamped ahead does not, and its trades go into their windows without moving the bars'
+    # frontier); None: every sample counts.
     clock_outlier_ms: int | None = Field(default=250, ge=0)
     clock_confirm_frames: int = Field(default=3, ge=1)
     shadow_ticks: int = Field(default=20_000, gt=0)

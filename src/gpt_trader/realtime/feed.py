@@ -140,19 +140,19 @@ class Feed:
     def observe_clock(self, recv_ns: int, event_ns: int) -> int:
         """Fold a frame's newest exchange time, received at `recv_ns`, into the clock-offset estimate and the
         delay average; returns the offset estimate now."""
+        aside = self.estimator.outliers
         offset = self.estimator.observe(recv_ns, event_ns)
-        # The delay (`last_delay_ns`) is this sample over the offset; spelled out because this runs once per frame.
-        self.health.observe_delay(recv_ns - event_ns - offset)
+        if self.estimator.outliers == aside:  # a sample set aside as early says nothing about the delay
+            # The delay (`last_delay_ns`) is this sample over the offset; spelled out because this runs once per frame.
+            self.health.observe_delay(recv_ns - event_ns - offset)
         return offset
 
-    def observe_clock_run(
-        self, recv_ns: int, events_ns: Sequence[int], ahead_ns: int | None = None, stop_early: bool = False
-    ) -> list[int]:
-        """`observe_clock` for the newest exchange time of each of several frames received together, in turn; with
-        `ahead_ns` / `stop_early`, up to the first time further ahead of the source's clock than that, as estimated
-        before it, or that the estimator would set aside (see `OffsetEstimator.observe_run`). Returns the offset
-        estimate after each time observed."""
-        offsets = self.estimator.observe_run(recv_ns, events_ns, ahead_ns, stop_early)
+    def observe_clock_run(self, recv_ns: int, events_ns: Sequence[int], ahead_ns: int | None = None) -> list[int]:
+        """`observe_clock` for the newest exchange time of each of several frames received together, in turn, up to
+        the first that the estimator would set aside or, with `ahead_ns`, further ahead of the source's clock than
+        that, as estimated before it (see `OffsetEstimator.observe_run`): those are the per-frame path's. Returns
+        the offset estimate after each time observed."""
+        offsets = self.estimator.observe_run(recv_ns, events_ns, ahead_ns, stop_early=True)
         self.health.observe_delays([recv_ns - t - o for t, o in zip(events_ns, offsets, strict=False)])
         return offsets
 

@@ -792,7 +792,7 @@ class RealtimePipeline:
         newest = np.maximum.reduceat(ts[: ends[-1]], firsts).tolist()
         future_ns = int(cfg.max_future_secs * _NS) if feed.check_future and cfg.max_future_secs is not None else None
         health = feed.health
-        offsets = feed.observe_clock_run(recv_ns, newest, future_ns, stop_early=True)
+        offsets = feed.observe_clock_run(recv_ns, newest, future_ns)
         limit = len(offsets)  # up to the first frame whose newest trade is too far in the future
         xlat = [t + offset for t, offset in zip(newest, offsets, strict=False)]
         taken = ends[limit - 1] if limit else 0
@@ -1056,7 +1056,7 @@ class RealtimePipeline:
         # Then, frame by frame in order, the check against the source's clock as the frames before estimate it,
         # and the estimator and the delay average; the run ends at the first frame too far in the future.
         future_ns = int(cfg.max_future_secs * _NS) if feed.check_future and cfg.max_future_secs is not None else None
-        offsets = feed.observe_clock_run(recv_ns, ts[:k], future_ns, stop_early=True)
+        offsets = feed.observe_clock_run(recv_ns, ts[:k], future_ns)
         taken = len(offsets)
         if not taken:
             return cols.start
@@ -1315,7 +1315,7 @@ class RealtimePipeline:
                 lo = hi
         done = self._now_ns()
         self.latency.add(done - recv_ns)
-        if est.offset_ns is not None:
+        if est.offset_ns is not None and early is None:  # a bad print's time would make it negative
             self.exchange_latency.add(done - (newest + est.offset_ns))
 
     def _ingest_one(self, feed: Feed, frame: ParsedFrame, recv_ns: int) -> None:
@@ -1345,7 +1345,7 @@ class RealtimePipeline:
         self._route_trades(feed, sym, [t], [p], [z], [frame.t_id[0]], recv_ns, offset, early)
         done = self._now_ns()
         self.latency.add(done - recv_ns)
-        if est.offset_ns is not None:
+        if est.offset_ns is not None and early is None:  # a bad print's time would make it negative
             self.exchange_latency.add(done - (t + est.offset_ns))
 
     def _ingest_few(self, feed: Feed, frame: ParsedFrame, recv_ns: int) -> None:
@@ -1377,7 +1377,7 @@ class RealtimePipeline:
                 )  # fmt: skip
         done = self._now_ns()
         self.latency.add(done - recv_ns)
-        if est.offset_ns is not None:
+        if est.offset_ns is not None and early is None:  # a bad print's time would make it negative
             self.exchange_latency.add(done - (newest + est.offset_ns))
 
     def _route_trades(

@@ -47,6 +47,40 @@ def test_a_clock_that_steps_ahead_is_followed_after_confirm_frames():
     assert est.outliers == 2
 
 
+def test_one_orders_fills_at_one_time_never_confirm_a_step():
+    """Binance sends each fill of an order as its own frame, all at the order's time: three frames of one bad print
+    are one sample repeated, not three frames that agree."""
+    est = OffsetEstimator(window=64, outlier_ns=250 * MS, confirm=3)
+    est.observe(5 * MS, 0)
+    bad = 10 * MS + 3 * S
+    assert [est.observe(k * MS + 12 * MS, bad) for k in range(5)] == [5 * MS] * 5
+    assert est.outliers == 5
+
+
+def test_a_step_is_confirmed_only_by_samples_that_agree():
+    """Two frames of a real step (our clock stepped back 400 ms) and then a bad print 3 s ahead: the print does not
+    confirm the step (it used to become the offset); the step's own frames do, as the least early of them."""
+    est = OffsetEstimator(window=64, outlier_ns=250 * MS, confirm=3)
+    est.observe(5 * MS, 0)
+    step = -400 * MS  # receive - exchange drops by 400 ms
+    got = [est.observe(k * 10 * MS + 5 * MS + step, k * 10 * MS) for k in (1, 2)]
+    got.append(est.observe(30 * MS + 5 * MS + step, 30 * MS + 3 * S))  # the bad print
+    assert got == [5 * MS] * 3
+    got = [est.observe(k * 10 * MS + 5 * MS + step + j * MS, k * 10 * MS) for j, k in enumerate((4, 5, 6))]
+    assert got == [5 * MS, 5 * MS, 5 * MS + step + 2 * MS]  # the least early of the three that agree
+
+
+def test_a_sample_set_aside_leaves_the_last_delay_as_it_was():
+    """The last delay guards the source's clock against frames read late; a bad print set aside must not reset it
+    (it made the delay -3 s, and a backlog's windows closed by the clock)."""
+    est = OffsetEstimator(window=64, outlier_ns=250 * MS, confirm=3)
+    est.observe(5 * MS, 0)
+    est.observe(2_400 * MS, 10 * MS)  # read 2.4 s late
+    assert est.last_delay_ns == 2_385 * MS
+    est.observe(2_410 * MS, 20 * MS + 3 * S)  # a bad print
+    assert est.last_delay_ns == 2_385 * MS
+
+
 def test_without_outlier_bound_every_sample_counts():
     est = OffsetEstimator(window=64)
     est.observe(5 * MS, 0)
@@ -131,6 +165,15 @@ def test_a_bad_print_ahead_of_the_clock_loses_no_real_trade(ahead_ms, batched, s
     assert state["agg:1s"][0]["late"] == state["agg:1m"][0]["late"] == 0
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_three_fills_of_one_bad_order_are_not_a_clock_step(batched):
+    """Frames 150-152 carry one order's fills, all stamped 4.0 s (2.5 s ahead): one bad print, not a step (three
+    frames that merely agreed used to confirm it, and real trades went late)."""
+    state, _ = _run(_stream({150: 2500, 151: 2490, 152: 2480}), CONFIG, batched=batched)
+    assert state["by_reason"] == {}
+    assert state["accepted"] == 600
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_in_a_backlog_a_print_further_ahead_than_the_backlog_is_still_caught(seed):
     """Read 1.2 s behind, real trades look 1.2 s older than the clock at receipt: a print is told apart only when
@@ -194,7 +237,7 @@ def test_long_runs_in_array_operations_equal_the_loop(seed, monkeypatch):
                 want = slow.observe_run(recv, times, ahead, stop_early)
             assert got == want
             assert list(fast._mins) == list(slow._mins)
-            state = ("_seq", "samples", "last_sample_ns", "outliers", "_early")
+            state = ("_seq", "samples", "last_sample_ns", "outliers", "_early", "_early_run")
             assert [getattr(fast, k) for k in state] == [getattr(slow, k) for k in state]
     assert vectorized > 50  # the array path served a good share of the runs
 

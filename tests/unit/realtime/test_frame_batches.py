@@ -142,7 +142,7 @@ def _state(p: RealtimePipeline, bars: list[Any]) -> dict[str, Any]:
         h, e = f.health, f.estimator
         out[f"feed:{f.name}"] = clean(
             (h.messages, h.ticks, h.rejects, h.last_message_ns, h.delay_ewma_ns, h.last_price, e.offset_ns,
-             e.samples, e.last_sample_ns, list(e._mins), e.outliers, e._early,
+             e.samples, e.last_sample_ns, list(e._mins), e.outliers, e._early, e._early_run,
              {s: list(sh.ticks) for s, sh in f.shadows.items()})
         )  # fmt: skip
     for sym in SYMBOLS[:2]:

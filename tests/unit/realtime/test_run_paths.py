@@ -112,16 +112,21 @@ def _crossing_frames(seed: int, n: int = 700) -> list[tuple[int, list[str]]]:
     """Alpaca trade frames whose times jitter around window boundaries (so that a frame's trades of one symbol
     interleave two or three windows), with group sizes on both sides of `_SMALL` (single trades, a few, many),
     occasional bigger jumps (several windows in one frame), and now and then a duplicate or an out-of-order trade
-    that sends a frame back to the per-frame path."""
+    that sends a frame back to the per-frame path. Each batch is received after its newest trade, as from an
+    exchange whose clock runs with ours (one racing ahead sends frames the clock estimator sets aside as stamped
+    ahead of it, and those take the per-frame path)."""
     rng = random.Random(seed)
     t_ns, next_id = 1_700_000_000 * S, 1
     frames: list[str] = []
+    newest: list[int] = []
     for _ in range(n):
         k = rng.choice([1, 2, 3, 7, 8, 9, 15, 40])
         messages: list[dict[str, Any]] = []
+        top = 0
         for _ in range(k):
             t_ns += rng.choice([0, 1000, 3 * MS, 9 * MS, 20 * MS, 20 * MS, 400 * MS if rng.random() < 0.02 else 0])
             t = t_ns + rng.randrange(-15 * MS, 15 * MS)  # jitter: interleaves windows near a boundary
+            top = max(top, t)
             tid: Any = next_id
             next_id += 1
             if rng.random() < 0.003:
@@ -130,11 +135,12 @@ def _crossing_frames(seed: int, n: int = 700) -> list[tuple[int, list[str]]]:
                              "p": round(rng.uniform(10, 11), 4), "s": rng.choice([1, 100, 0.5, rng.uniform(0, 3)]),
                              "t": _rfc3339(t), "c": ["@"], "z": "C"})  # fmt: skip
         frames.append(orjson.dumps(messages).decode())
+        newest.append(top)
     batches: list[tuple[int, list[str]]] = []
     i, t_recv = 0, 1_700_000_000 * S
     while i < len(frames):
         k = rng.choice([2, 5, 10, 10, 30])
-        t_recv += rng.randrange(1, 300) * MS
+        t_recv = max(t_recv + rng.randrange(1, 300) * MS, max(newest[i : i + k]) + rng.randrange(1, 20) * MS)
         batches.append((t_recv, frames[i : i + k]))
         i += k
     return batches
