@@ -1088,12 +1088,15 @@ class RealtimePipeline:
             recent = self._recent_active[symbol] = deque(maxlen=4096)
         return recent
 
-    def _close_gaps(self, symbol: str, first: int | None, recv_ns: int) -> None:
-        """`symbol`'s open gaps end at `first`, its first trade since; None (only trades ahead of the source's clock
-        came, `_aggregate`'s `early`) leaves them open for the next trades: a bad print must not stretch a gap
-        into the future."""
+    def _close_gaps(self, symbol: str, first: int | None, recv_ns: int, offset: int) -> None:
+        """`symbol`'s open gaps end at `first`, the exchange time of its first trade since (in the bars' time:
+        `bar_time: corrected` adds the feed's `offset`); None (only trades ahead of the source's clock came,
+        `_aggregate`'s `early`) leaves them open for the next trades: a bad print must not stretch a gap into the
+        future."""
         if first is None or symbol not in self._open_gaps:
             return
+        if self.config.bar_time == "corrected":
+            first += offset
         for agg, gap in zip(self.aggregators, self._open_gaps.pop(symbol), strict=True):
             agg.close_gap(gap, first, recv_ns)
 
@@ -1467,7 +1470,7 @@ class RealtimePipeline:
         i_max = int(ts.argmax())  # first of the latest
         t_min, t_max = int(ts[i_min]), int(ts[i_max])
         i_close = n - 1 if int(ts[-1]) == t_max else n - 1 - int(ts[::-1].argmax())  # last of the latest
-        self._close_gaps(symbol, t_min if early is None else _oldest(ts, early), recv_ns)
+        self._close_gaps(symbol, t_min if early is None else _oldest(ts, early), recv_ns, offset)
         if self.config.bar_time == "exchange":
             bar_ts = ts
             b_min, b_max = t_min, t_max
@@ -1547,7 +1550,7 @@ class RealtimePipeline:
     ) -> None:
         """`_aggregate` after dedup for fewer than `_SMALL` trades, on lists (scalar stores beat numpy calls)."""
         if symbol in self._open_gaps:
-            self._close_gaps(symbol, min(ts) if early is None else _oldest(ts, early), recv_ns)
+            self._close_gaps(symbol, min(ts) if early is None else _oldest(ts, early), recv_ns, offset)
         bar_ts = ts if self.config.bar_time == "exchange" else [t + offset for t in ts]
         n = len(ts)
         name = feed.name
@@ -1764,20 +1767,28 @@ class RealtimePipeline:
                 self._handover(symbol, feed, None)
             return
         if feed is None:
-            if symbol not in self._open_gaps:
-                wall = self._now_ns()
-                self._open_gaps[symbol] = [agg.open_gap(symbol, last, wall) for agg in self.aggregators]
+            self._open_gap(symbol, last, old)
             return
-        self._handover(symbol, feed, last)
+        self._handover(symbol, feed, last, old)
 
-    def _handover(self, symbol: str, feed: Feed, last: int | None) -> None:
-        """Replay the new active feed's shadow after `last`; open a gap where it cannot cover."""
+    def _open_gap(self, symbol: str, last: int, counted_from: Feed | None) -> None:
+        """Open `symbol`'s gap from `last`, the exchange time of the last trade counted (from `counted_from`), in
+        the bars' time (`bar_time: corrected`: on our clock, by that feed's offset)."""
+        if symbol in self._open_gaps:
+            return
+        if self.config.bar_time == "corrected" and counted_from is not None:
+            last += counted_from.estimator.offset_ns or 0
+        wall = self._now_ns()
+        self._open_gaps[symbol] = [agg.open_gap(symbol, last, wall) for agg in self.aggregators]
+
+    def _handover(self, symbol: str, feed: Feed, last: int | None, old: Feed | None = None) -> None:
+        """Replay the new active feed's shadow after `last` (counted from `old`); open a gap where it cannot
+        cover."""
         shadow = feed.shadows.get(symbol)
         ticks = self._after_last(symbol, feed, list(shadow.ticks), last) if shadow else []
         covered = shadow is not None and not shadow.overflowed and (last is None or _covers(shadow, last))
-        if last is not None and not covered and symbol not in self._open_gaps:
-            wall = self._now_ns()
-            self._open_gaps[symbol] = [agg.open_gap(symbol, last, wall) for agg in self.aggregators]
+        if last is not None and not covered:
+            self._open_gap(symbol, last, old)
         if shadow:
             shadow.ticks.clear()
             shadow.overflowed = False

@@ -180,3 +180,32 @@ def test_vwap_stays_within_low_and_high() -> None:
 def test_weekly_live_bars_are_refused_with_the_reason() -> None:
     with pytest.raises(ValidationError, match="Thursdays"):
         RealtimeConfig(timeframes=["1s", "1w"])
+
+
+def test_corrected_bars_flag_the_outage_in_their_own_time() -> None:
+    """`bar_time: corrected` puts bars on our clock (exchange time + offset). An outage's gap runs from the last
+    trade counted to the first one after, and must be placed on the same clock: on a source 3 s behind ours, it was
+    placed 3 s early, flagging windows that missed nothing and leaving the ones that did."""
+
+    async def go() -> _Clocked:
+        c = _Clocked(RealtimeConfig(timeframes=["1s"], lateness_ms=0, start_timeout_secs=0, backfill="none",
+                                    bar_time="corrected"))  # fmt: skip
+        await c.build()
+        behind = 3 * S  # the exchange's clock: received 3 s after its stamps (plus 2 ms on the wire)
+
+        async def trade(t_ns: int) -> None:
+            c.wall = t_ns + behind + 2 * MS
+            c.tid += 1
+            await c.p._on_frame(c.feed, _trade(t_ns // MS, 100.0, c.tid), c.wall)
+
+        for k in range(50):
+            await trade(T0 + k * 10 * MS)  # 0.00-0.49 s exchange time
+        await c.outage(T0 + behind + 500 * MS, T0 + behind + 1200 * MS)
+        await trade(T0 + 1210 * MS)
+        return c
+
+    c = asyncio.run(go())
+    gap = c.p.aggregators[0]._gaps["AAA"][0]
+    offset = c.feed.estimator.offset_ns
+    assert offset == 3 * S + 2 * MS
+    assert (gap.start_ns, gap.end_ns) == (T0 + 490 * MS + offset, T0 + 1210 * MS + offset)
