@@ -12,7 +12,6 @@ counts only as the `confirm`-th such sample in a row, at distinct exchange times
 theirs) and all within `outlier_ns` of each other; the step then taken is the least early of them. A clock that
 really stepped (or a network that got faster) gets there a few frames later; an isolated bad print, or one order's
 fills, never does. A sample set aside leaves the estimate and the last delay as they were.
-
 """
 
 from __future__ import annotations

@@ -137,15 +137,25 @@ class Feed:
         """Connected and not stale."""
         return self.health.connected and not self.stale
 
-    def observe_clock(self, recv_ns: int, event_ns: int) -> int:
+    def observe_clock(self, recv_ns: int, event_ns: int) -> tuple[int, int | None]:
         """Fold a frame's newest exchange time, received at `recv_ns`, into the clock-offset estimate and the
-        delay average; returns the offset estimate now."""
+        delay average; returns the offset estimate now, and `clock_bound(recv_ns)` when the estimator set the
+        sample aside as stamped ahead of the source's clock (else None)."""
         aside = self.estimator.outliers
         offset = self.estimator.observe(recv_ns, event_ns)
-        if self.estimator.outliers == aside:  # a sample set aside as early says nothing about the delay
-            # The delay (`last_delay_ns`) is this sample over the offset; spelled out because this runs once per frame.
-            self.health.observe_delay(recv_ns - event_ns - offset)
-        return offset
+        if self.estimator.outliers != aside:  # a sample set aside as early says nothing about the delay
+            return offset, self.clock_bound(recv_ns)
+        # The delay (`last_delay_ns`) is this sample over the offset; spelled out because this runs once per frame.
+        self.health.observe_delay(recv_ns - event_ns - offset)
+        return offset, None
+
+    def clock_bound(self, recv_ns: int) -> int | None:
+        """The source's clock at `recv_ns` plus the estimator's outlier margin (exchange ns): trades stamped past it
+        are ahead of the clock (None where the estimator sets nothing aside, or has no estimate yet)."""
+        est = self.estimator
+        if est.outlier_ns is None or est.offset_ns is None:
+            return None
+        return recv_ns - est.offset_ns + est.outlier_ns
 
     def observe_clock_run(self, recv_ns: int, events_ns: Sequence[int], ahead_ns: int | None = None) -> list[int]:
         """`observe_clock` for the newest exchange time of each of several frames received together, in turn, up to

@@ -1100,14 +1100,6 @@ class RealtimePipeline:
         for agg, gap in zip(self.aggregators, self._open_gaps.pop(symbol), strict=True):
             agg.close_gap(gap, first, recv_ns)
 
-    def _clock_bound(self, feed: Feed, recv_ns: int) -> int | None:
-        """The source's clock at `recv_ns` plus the estimator's outlier margin (exchange ns): trades stamped past it
-        are ahead of the clock (None where the estimator sets nothing aside)."""
-        est = feed.estimator
-        if est.outlier_ns is None or est.offset_ns is None:
-            return None
-        return recv_ns - est.offset_ns + est.outlier_ns
-
     def _hold_newest(self, symbol: str, tops: list[int], ts: Any, bound: int | None, offset: int) -> int | None:
         """After trades of `symbol` with times `ts` were aggregated: each aggregator's newest trade time as before
         (`tops`) or the newest of these trades not past `bound` (in bar time), and that trade's exchange time (None
@@ -1297,9 +1289,7 @@ class RealtimePipeline:
             ids = [ids[i] for i in keep_list]
         est = feed.estimator
         newest = int(ts.max())
-        aside = est.outliers
-        offset = feed.observe_clock(recv_ns, newest)
-        early = self._clock_bound(feed, recv_ns) if est.outliers != aside else None
+        offset, early = feed.observe_clock(recv_ns, newest)
         first = syms[0]
         n = len(syms)
         if syms.count(first) == n:
@@ -1342,9 +1332,7 @@ class RealtimePipeline:
                 feed, reason, f"{sym!r} price={p!r} size={z!r} ts={t}", tick_raw(sym, t, p, z, frame.t_id[0]), recv_ns
             )
             return
-        aside = est.outliers
-        offset = feed.observe_clock(recv_ns, t)
-        early = self._clock_bound(feed, recv_ns) if est.outliers != aside else None
+        offset, early = feed.observe_clock(recv_ns, t)
         self._route_trades(feed, sym, [t], [p], [z], [frame.t_id[0]], recv_ns, offset, early)
         done = self._now_ns()
         self.latency.add(done - recv_ns)
@@ -1365,9 +1353,7 @@ class RealtimePipeline:
             ids = [ids[i] for i in keep]
         est = feed.estimator
         newest = max(ts)
-        aside = est.outliers
-        offset = feed.observe_clock(recv_ns, newest)
-        early = self._clock_bound(feed, recv_ns) if est.outliers != aside else None
+        offset, early = feed.observe_clock(recv_ns, newest)
         first = syms[0]
         if len(syms) == 1 or syms.count(first) == len(syms):
             self._route_trades(feed, first, ts, px, sz, ids, recv_ns, offset, early)
@@ -1801,9 +1787,7 @@ class RealtimePipeline:
             ts, px, sz, ids = (list(c) for c in zip(*ticks, strict=True))
             now = self._now_ns()
             # A bad print among them (the standby kept every trade) must not move the frontier either.
-            self._aggregate(
-                feed, symbol, ts, px, sz, ids, now, feed.estimator.offset_ns or 0, self._clock_bound(feed, now)
-            )
+            self._aggregate(feed, symbol, ts, px, sz, ids, now, feed.estimator.offset_ns or 0, feed.clock_bound(now))
 
     def _after_last(
         self, symbol: str, feed: Feed, ticks: list[tuple[int, float, float, Any]], last: int | None

@@ -91,7 +91,7 @@ def test_observe_clock_run_equals_observe_clock_each_up_to_the_first_time_too_fa
                 offset = b.estimator.offset_ns
                 if ahead is not None and offset is not None and t > recv - offset + ahead:
                     break
-                exp.append(b.observe_clock(recv, t))
+                exp.append(b.observe_clock(recv, t)[0])
             assert got == exp
             ea, eb = a.estimator, b.estimator
             assert (ea.offset_ns, ea.samples, ea.last_sample_ns, list(ea._mins)) == (
