@@ -305,12 +305,27 @@ def test_pipeline_replay_source_embedded_exchange_streams_bars():
     asyncio.run(scenario())
 
 
+async def _first_alpaca_trade_id(url: str, symbol: str = "SPX") -> int:
+    """Connect to the local exchange's Alpaca endpoint, authenticate, subscribe to `symbol`'s trades and return the
+    id (the tape's tick index) of the first trade received."""
+    import orjson
+    from websockets.asyncio.client import connect
+
+    async with connect(url, proxy=None) as ws:
+        await ws.recv()
+        await ws.send(orjson.dumps({"action": "auth", "key": "k", "secret": "s"}))
+        await ws.recv()
+        await ws.send(orjson.dumps({"action": "subscribe", "trades": [symbol]}))
+        while True:
+            trades = [m for m in orjson.loads(await asyncio.wait_for(ws.recv(), 5)) if m.get("T") == "t"]
+            if trades:
+                return int(trades[0]["i"])
+
+
 @pytest.mark.parametrize("start_on_subscribe", [True, False])
 def test_exchange_tape_starts_at_the_first_subscription(start_on_subscribe):
     """With `start_on_subscribe`, a client that connects a second after the server started still gets the tape from
     its first trade; without it (the default: a market runs whether anyone listens) it joins where the tape is."""
-    import orjson
-    from websockets.asyncio.client import connect
 
     async def first_trade_id() -> int:
         cfg = ExchangeConfig(feed="replay", rate=200, timestamps="original", start_on_subscribe=start_on_subscribe)
@@ -318,15 +333,7 @@ def test_exchange_tape_starts_at_the_first_subscription(start_on_subscribe):
         await ex.start()
         try:
             await asyncio.sleep(1.0)  # a slow client
-            async with connect(ex.url("alpaca"), proxy=None) as ws:
-                await ws.recv()
-                await ws.send(orjson.dumps({"action": "auth", "key": "k", "secret": "s"}))
-                await ws.recv()
-                await ws.send(orjson.dumps({"action": "subscribe", "trades": ["SPX"]}))
-                while True:
-                    trades = [m for m in orjson.loads(await ws.recv()) if m.get("T") == "t"]
-                    if trades:
-                        return int(trades[0]["i"])
+            return await _first_alpaca_trade_id(ex.url("alpaca"))
         finally:
             await ex.stop()
 
@@ -340,27 +347,12 @@ def test_exchange_tape_starts_at_the_first_subscription(start_on_subscribe):
 def test_exchange_restarted_before_anyone_subscribed_still_starts_its_tape_at_the_first_subscription():
     """A restart passes the pacing epoch on; with `start_on_subscribe` and no subscriber yet there is none (it used
     to pass 0, and the tape was over before it began)."""
-    import orjson
-    from websockets.asyncio.client import connect
-
     ex = ExchangeThread(ExchangeConfig(feed="replay", rate=200, timestamps="original", start_on_subscribe=True))
     ex.start()
     try:
         ex.kill()
         ex.restart()
         assert ex.exchange.epoch_ns is None
-
-        async def first_trade_id() -> int:
-            async with connect(ex.url("alpaca"), proxy=None) as ws:
-                await ws.recv()
-                await ws.send(orjson.dumps({"action": "auth", "key": "k", "secret": "s"}))
-                await ws.recv()
-                await ws.send(orjson.dumps({"action": "subscribe", "trades": ["SPX"]}))
-                while True:
-                    trades = [m for m in orjson.loads(await asyncio.wait_for(ws.recv(), 5)) if m.get("T") == "t"]
-                    if trades:
-                        return int(trades[0]["i"])
-
-        assert asyncio.run(first_trade_id()) == 0
+        assert asyncio.run(_first_alpaca_trade_id(ex.url("alpaca"))) == 0
     finally:
         ex.stop()
