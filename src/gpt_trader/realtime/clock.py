@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 _VECTOR_MIN = 32  # samples in a run from which numpy beats the per-sample loop (`_observe_many`)
 
@@ -60,6 +61,28 @@ class OffsetEstimator:
         `ahead_ns`, one more than that ahead of the source's clock as the samples before it estimate it
         (`receive_ns - offset_ns`; ours before the first sample: it is refused); with `stop_early`, one that would
         be set aside (its frame does not move the bars' frontier)."""
+        out = self._observe(receive_ns, exchange_ns, ahead_ns, stop_early)
+        return out.tolist() if isinstance(out, np.ndarray) else out
+
+    def observe_run_array(
+        self,
+        receive_ns: int,
+        exchange_ns: npt.NDArray[np.int64],
+        ahead_ns: int | None = None,
+        stop_early: bool = False,
+    ) -> npt.NDArray[np.int64]:
+        """`observe_run` for exchange times in an int64 array, the offsets as one (a long run's columns stay
+        arrays)."""
+        out = self._observe(receive_ns, exchange_ns, ahead_ns, stop_early)
+        return out if isinstance(out, np.ndarray) else np.array(out, dtype=np.int64)
+
+    def _observe(
+        self,
+        receive_ns: int,
+        exchange_ns: Sequence[int] | npt.NDArray[np.int64],
+        ahead_ns: int | None,
+        stop_early: bool,
+    ) -> list[int] | npt.NDArray[np.int64]:
         mins, seq, window = self._mins, self._seq, self.window
         outlier = self.outlier_ns
         early = self._early
@@ -69,6 +92,8 @@ class OffsetEstimator:
             many = self._observe_many(receive_ns, exchange_ns, ahead_ns)
             if many is not None:
                 return many
+        if isinstance(exchange_ns, np.ndarray):
+            exchange_ns = exchange_ns.tolist()  # the loop's samples stay Python ints
         out: list[int] = []
         last_kept: int | None = None  # the exchange time of the last sample taken in (not set aside)
         for t in exchange_ns:
@@ -111,7 +136,9 @@ class OffsetEstimator:
             self.last_sample_ns = receive_ns - last_kept
         return out
 
-    def _observe_many(self, receive_ns: int, exchange_ns: Sequence[int], ahead_ns: int | None) -> list[int] | None:
+    def _observe_many(
+        self, receive_ns: int, exchange_ns: Sequence[int] | npt.NDArray[np.int64], ahead_ns: int | None
+    ) -> npt.NDArray[np.int64] | None:
         """`observe_run`'s loop in array operations, for a run (no longer than the window) where no sample is set
         aside (the run stops before one that would be, as with `stop_early`): the estimate after each sample is the
         running minimum, and the samples that stay in the monotonic queue are those below every later one. None
@@ -137,7 +164,7 @@ class OffsetEstimator:
             if early.any():
                 n = int(early.argmax())
         if not n:
-            return []
+            return offsets[:0]
         if mins:
             expires = mins[0][0] + self.window - self._seq  # the sample at which the minimum leaves the window
             if expires < n and not (samples[: expires + 1] <= mins[0][1]).any():  # unless one replaces it first
@@ -154,7 +181,7 @@ class OffsetEstimator:
         self._seq += n
         self.samples += n
         self.last_sample_ns = receive_ns - int(t[n - 1])
-        return offsets.tolist()
+        return offsets
 
     @property
     def offset_ns(self) -> int | None:

@@ -24,6 +24,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from gpt_trader.core.errors import SourceError
 from gpt_trader.realtime.clock import OffsetEstimator
 from gpt_trader.realtime.config import RealtimeConfig
@@ -164,6 +167,21 @@ class Feed:
         the offset estimate after each time observed."""
         offsets = self.estimator.observe_run(recv_ns, events_ns, ahead_ns, stop_early=True)
         self.health.observe_delays([recv_ns - t - o for t, o in zip(events_ns, offsets, strict=False)])
+        return offsets
+
+    def observe_clock_array(
+        self, recv_ns: int, events_ns: npt.NDArray[np.int64], ahead_ns: int | None = None
+    ) -> npt.NDArray[np.int64]:
+        """`observe_clock_run` for exchange times in an int64 array (a long run of frames), the offsets as one."""
+        offsets = self.estimator.observe_run_array(recv_ns, events_ns, ahead_ns, stop_early=True)
+        k = len(offsets)
+        # The delays in C where int64 surely holds them: receive times before 2043 and offsets above -2**62 (a
+        # trade stamped centuries ahead on a feed not checked for the future takes Python's ints).
+        if k and recv_ns < 2**61 and int(offsets.min()) > -(2**62):
+            delays = (recv_ns - events_ns[:k] - offsets).tolist()
+        else:
+            delays = [recv_ns - t - o for t, o in zip(events_ns[:k].tolist(), offsets.tolist(), strict=True)]
+        self.health.observe_delays(delays)
         return offsets
 
     def has_unread(self) -> bool:

@@ -151,6 +151,10 @@ class TradeFrames:
     price: npt.NDArray[np.float64] | list[float]
     size: npt.NDArray[np.float64] | list[float]
     ids: list[Any]
+    # Each trade's symbol as a number, by first appearance in these frames (`names[code]` is `symbol`), where the
+    # parser numbered them already (the compiled scanner): the pipeline then need not number them again.
+    codes: npt.NDArray[np.intp] | None = None
+    names: list[str] | None = None
 
     @property
     def end(self) -> int:
@@ -165,13 +169,23 @@ class TradeFrames:
         if k >= len(self.counts):
             return None
         m = sum(self.counts[:k])
+        codes, names = None, None
+        if self.codes is not None and self.names is not None:  # numbered again by first appearance from `index`
+            rest = self.codes[m:]
+            present, first = np.unique(rest, return_index=True)
+            seen = present[np.argsort(first)]
+            renumber = np.zeros(len(self.names), dtype=np.intp)
+            renumber[seen] = np.arange(len(seen))
+            codes, names = renumber[rest], [self.names[c] for c in seen.tolist()]
         return TradeFrames(
-            index, self.counts[k:], self.symbol[m:], self.ts[m:], self.price[m:], self.size[m:], self.ids[m:]
-        )
+            index, self.counts[k:], self.symbol[m:], self.ts[m:], self.price[m:], self.size[m:], self.ids[m:],
+            codes, names,
+        )  # fmt: skip
 
     @staticmethod
     def joined(parts: list[TradeFrames]) -> TradeFrames:
-        """Consecutive runs (each starting where the one before ends) as one."""
+        """Consecutive runs (each starting where the one before ends) as one (its symbols not numbered: a
+        scanner's run is followed by the decoder's, which does not number them)."""
         if len(parts) == 1:
             return parts[0]
 

@@ -103,36 +103,46 @@ def _oldest(ts: Any, bound: int) -> int | None:
     return min((t for t in ts if t <= bound), default=None)
 
 
-def _symbol_runs(syms: list[str]) -> tuple[dict[str, int], npt.NDArray[np.intp], list[int], list[int]]:
+def _symbol_runs(
+    syms: list[str], numbered: tuple[npt.NDArray[np.intp], list[str]] | None = None
+) -> tuple[dict[str, int], npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """The symbols of a run of trades numbered by first appearance, each trade's number, and the runs of consecutive
     trades of one symbol: where each starts and its symbol's number. Frames list a symbol's trades together, so
-    runs are few; they are found by comparing neighbours in C, where a dict lookup per trade costs twice as much."""
+    runs are few; they are found by comparing neighbours in C, where a dict lookup per trade costs twice as much.
+    `numbered`: the numbers and names as the parser gave them (`TradeFrames.codes`), taken as they are."""
+    if numbered is not None:
+        codes, distinct = numbered
+        starts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+        starts = np.concatenate(([0], starts)) if len(starts) else np.zeros(1, dtype=np.intp)
+        return {s: c for c, s in enumerate(distinct)}, codes, starts, codes[starts]
     n = len(syms)
     names = np.array(syms, dtype=object)
-    starts = [0, *(np.flatnonzero(names[1:] != names[:-1]) + 1).tolist()]
+    starts_l = [0, *(np.flatnonzero(names[1:] != names[:-1]) + 1).tolist()]
     code: dict[str, int] = {}
-    run_codes = [code.setdefault(syms[a], len(code)) for a in starts]
+    run_codes = np.array([code.setdefault(syms[a], len(code)) for a in starts_l], dtype=np.intp)
+    starts = np.array(starts_l, dtype=np.intp)
     if len(code) == 1:
         return code, np.zeros(n, dtype=np.intp), starts, run_codes
-    bounds = np.array([*starts, n], dtype=np.intp)
-    return code, np.repeat(np.array(run_codes, dtype=np.intp), bounds[1:] - bounds[:-1]), starts, run_codes
+    bounds = np.append(starts, n)
+    return code, np.repeat(run_codes, bounds[1:] - bounds[:-1]), starts, run_codes
 
 
 def _ids_by_symbol(
     ids: list[Any],
     codes: npt.NDArray[np.intp],
     n_codes: int,
-    starts: list[int],
-    run_codes: list[int],
+    starts: npt.NDArray[np.intp],
+    run_codes: npt.NDArray[np.intp],
     order: npt.NDArray[np.intp],
 ) -> list[list[Any]]:
     """Each symbol's ids among the first `len(codes)`, in arrival order, by symbol number (`_symbol_runs`; `order`:
     the stable sort of `codes`). Few runs: a slice per run; many (interleaved symbols): gathered by `order`."""
     m = len(codes)
-    k = bisect.bisect_left(starts, m)  # the runs that begin before `m`
+    k = int(np.searchsorted(starts, m))  # the runs that begin before `m`
     if k * _SMALL <= m:
         out: list[list[Any]] = [[] for _ in range(n_codes)]
-        for a, b, c in zip(starts[:k], [*starts[1:k], m], run_codes, strict=False):
+        firsts = starts[:k].tolist()
+        for a, b, c in zip(firsts, [*firsts[1:], m], run_codes[:k].tolist(), strict=True):
             out[c] += ids[a:b]
         return out
     ol = order.tolist()
@@ -277,6 +287,7 @@ class LatencyRecorder:
     def __init__(self, capacity: int = 200_000) -> None:
         self.capacity = capacity
         self.samples = array("q", bytes(8 * capacity))  # item stores are ~10x cheaper than into a numpy array
+        self._view = np.frombuffer(self.samples, dtype=np.int64)  # the same memory, for stores of whole arrays
         self.count = 0
 
     def add(self, value_ns: int) -> None:
@@ -284,7 +295,7 @@ class LatencyRecorder:
         self.samples[self.count % self.capacity] = value_ns
         self.count += 1
 
-    def add_many(self, values_ns: Sequence[int]) -> None:
+    def add_many(self, values_ns: Sequence[int] | npt.NDArray[np.int64]) -> None:
         """Record several samples, in order (as `add` for each)."""
         k = len(values_ns)
         if k == 0:
@@ -295,9 +306,15 @@ class LatencyRecorder:
             k = self.capacity
         pos = self.count % self.capacity
         first = min(k, self.capacity - pos)
-        self.samples[pos : pos + first] = array("q", values_ns[:first])
-        if k > first:
-            self.samples[: k - first] = array("q", values_ns[first:])
+        if isinstance(values_ns, np.ndarray):  # a run's latencies, computed as an array: copied in C
+            view = self._view
+            view[pos : pos + first] = values_ns[:first]
+            if k > first:
+                view[: k - first] = values_ns[first:]
+        else:
+            self.samples[pos : pos + first] = array("q", values_ns[:first])
+            if k > first:
+                self.samples[: k - first] = array("q", values_ns[first:])
         self.count += k
 
     def percentiles(self, qs: Sequence[float] = (50, 99, 99.9)) -> dict[float, float]:
@@ -712,8 +729,10 @@ class RealtimePipeline:
         sz = np.asarray(cols.size, dtype=np.float64)
         syms: list[str] = cols.symbol
         nf = len(counts)
-        frame_of = np.repeat(np.arange(nf), counts)
-        code, codes, starts, run_codes = _symbol_runs(syms)
+        single = len(syms) == nf  # one trade per frame (Binance)
+        frame_of = np.arange(nf) if single else np.repeat(np.arange(nf), counts)
+        numbered = (cols.codes, cols.names) if cols.codes is not None and cols.names is not None else None
+        code, codes, starts, run_codes = _symbol_runs(syms, numbered)
         n_codes = len(code)
         limit = nf  # frames that qualify so far
         lo_w = np.zeros(n_codes, dtype=np.int64)
@@ -787,14 +806,18 @@ class RealtimePipeline:
         if limit == 0:
             return start
         # Per frame, in order: validation against the offset so far, then the estimator and the delay average.
-        ends = np.cumsum(counts[:limit]).tolist()
-        firsts = [0, *ends[:-1]]
-        newest = np.maximum.reduceat(ts[: ends[-1]], firsts).tolist()
+        if single:
+            ends = list(range(1, limit + 1))
+            firsts = list(range(limit))
+            newest = ts[:limit]
+        else:
+            ends = np.cumsum(counts[:limit]).tolist()
+            firsts = [0, *ends[:-1]]
+            newest = np.maximum.reduceat(ts[: ends[-1]], firsts)
         future_ns = int(cfg.max_future_secs * _NS) if feed.check_future and cfg.max_future_secs is not None else None
         health = feed.health
-        offsets = feed.observe_clock_run(recv_ns, newest, future_ns)
+        offsets = feed.observe_clock_array(recv_ns, newest, future_ns)
         limit = len(offsets)  # up to the first frame whose newest trade is too far in the future
-        xlat = [t + offset for t, offset in zip(newest, offsets, strict=False)]
         taken = ends[limit - 1] if limit else 0
         if recorded and taken < m:  # the run stops short: its ids from there on are not in the window after all
             for i in range(taken, m):
@@ -816,8 +839,8 @@ class RealtimePipeline:
         for sym in done_syms:
             self._advance(sym, feed)
         done = self._now_ns()
-        self.latency.add_many([done - recv_ns] * limit)
-        self.exchange_latency.add_many([done - x for x in xlat])
+        self.latency.add_many(np.full(limit, done - recv_ns, dtype=np.int64))
+        self.exchange_latency.add_many(done - (newest[:limit] + offsets))
         return start + limit
 
     def _commit_frame_run(
@@ -825,7 +848,7 @@ class RealtimePipeline:
         feed: Feed,
         code: dict[str, int],
         counts: list[int],
-        offsets: list[int],
+        offsets: npt.NDArray[np.int64],
         ts: npt.NDArray[np.int64],
         px: npt.NDArray[np.float64],
         sz: npt.NDArray[np.float64],
@@ -844,8 +867,9 @@ class RealtimePipeline:
         order (by symbol code), when the caller has them. Returns the symbols that had trades."""
         nf = len(counts)
         n_codes = len(code)
-        frame_of = np.repeat(np.arange(nf), counts)
-        corrected_by = np.repeat(np.array(offsets, dtype=np.int64), counts)
+        single = len(ts) == nf  # one trade per frame (Binance): each trade is its frame, and its own group
+        frame_of = np.arange(nf) if single else np.repeat(np.arange(nf), counts)
+        corrected_by = offsets if single else np.repeat(offsets, counts)
         if n_codes > 1:
             # Group by symbol once: a stable sort by symbol code keeps each symbol's trades in arrival order.
             if order is None or by_symbol is None:
@@ -863,14 +887,13 @@ class RealtimePipeline:
             sym_ends = [len(ts)]
             group_key = frame_of
         # (frame, symbol) groups: what `_aggregate` gets per frame; their sums as it computes them.
-        g_starts = np.flatnonzero(np.diff(group_key)) + 1
-        g_first = [0, *g_starts.tolist()]
+        g_first = list(range(nf)) if single else [0, *(np.flatnonzero(np.diff(group_key)) + 1).tolist()]
         g_frame = frame_of[g_first].tolist() if crosses else []
         g_ends = [*g_first[1:], len(ts)]
         pxsz = px * sz
         # Every group below `_SMALL` (one-trade frames, say): each trade is its own term, so a symbol's terms are
         # its trades in order, without a loop over its groups.
-        all_small = int(np.diff(g_starts, prepend=0, append=len(ts)).max()) < _SMALL
+        all_small = single or int(np.diff(g_first, append=len(ts)).max()) < _SMALL
         vols = [] if all_small else np.add.reduceat(sz, g_first).tolist()
         pvs = [] if all_small else np.add.reduceat(pxsz, g_first).tolist()
         corrected = ts + corrected_by

@@ -208,6 +208,13 @@ def _listed(column: Any) -> list[Any]:
     return column.tolist() if isinstance(column, np.ndarray) else list(column)
 
 
+def _assert_numbered(frames: Any) -> None:
+    """Where the parser numbered the symbols (the compiled scanner), by first appearance, as `_symbol_runs` does."""
+    if frames.codes is not None:
+        assert frames.names == list(dict.fromkeys(frames.symbol))
+        assert [frames.names[c] for c in frames.codes.tolist()] == frames.symbol
+
+
 def assert_trade_frames_equal_parse_frame(adapter: Any, raws: list[Any]) -> None:
     """`adapter.parse_trade_frames` (Alpaca, Polygon, Binance) against `adapter.parse_frame` from every start: each
     run holds exactly the plain trade frames there (frames of well-formed trades whose ns times fit int64), column for
@@ -245,11 +252,15 @@ def assert_trade_frames_equal_parse_frame(adapter: Any, raws: list[Any]) -> None
             frame = adapter.parse_frame(raws[got.end])
             assert frame.n_trades == 0 or frame.rejects or frame.control or frame.q_ts or frame.bars
         tail = got.from_frame(got.start + 1)
+        _assert_numbered(got)
         if len(got.counts) > 1:
             assert tail is not None
             assert tail.start == i + 1
             assert tail.counts == got.counts[1:]
             assert _listed(tail.ts) == _listed(got.ts[got.counts[0] :])
+            assert tail.symbol == got.symbol[got.counts[0] :]
+            _assert_numbered(tail)
+            assert (tail.codes is None) == (got.codes is None)
         else:
             assert tail is None
         i = got.end
@@ -427,17 +438,19 @@ def test_add_in_window_equals_add_one_and_bounds_hold():
 
 
 def test_latency_add_many_equals_add():
+    """A list or an int64 array (a run's latencies), wrapping around the ring or longer than it."""
     for capacity, sizes in ((7, [3, 5, 1, 20, 2]), (100, [50, 60, 1])):
-        a, b = LatencyRecorder(capacity), LatencyRecorder(capacity)
+        a, b, c = LatencyRecorder(capacity), LatencyRecorder(capacity), LatencyRecorder(capacity)
         v = 0
         for k in sizes:
             values = list(range(v, v + k))
             v += k
             a.add_many(values)
+            c.add_many(np.array(values, dtype=np.int64))
             for x in values:
                 b.add(x)
-            assert a.count == b.count
-            assert a.samples == b.samples
+            assert a.count == b.count == c.count
+            assert a.samples == b.samples == c.samples
     assert np.isnan(LatencyRecorder(3).percentiles()[50])
 
 

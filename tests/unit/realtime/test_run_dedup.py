@@ -111,14 +111,17 @@ def test_symbol_runs_and_ids_by_symbol_equal_the_straightforward_grouping(layout
         syms = [s.lower().upper() for s in syms]  # distinct objects, as a decoder makes them
         ids = [rng.randrange(10**9) for _ in range(n)]
         m = rng.randrange(1, n + 1)
-        code, codes, starts, run_codes = _symbol_runs(syms)
         want_code, want_codes, want_by = _runs_reference(syms, m, ids)
-        assert list(code.items()) == list(want_code.items())
-        assert codes.tolist() == want_codes
-        assert [syms[a] for a in starts] == [s for i, s in enumerate(syms) if i == 0 or syms[i - 1] != s]
-        assert run_codes == [code[syms[a]] for a in starts]
-        order = np.argsort(codes[:m], kind="stable")
-        assert _ids_by_symbol(ids, codes[:m], len(code), starts, run_codes, order) == want_by
+        # As the decoders' columns give them, and numbered already, as the compiled scanner gives them.
+        numbered = (np.array(want_codes, dtype=np.intp), list(want_code))
+        for code, codes, starts, run_codes in (_symbol_runs(syms), _symbol_runs(syms, numbered)):
+            assert list(code.items()) == list(want_code.items())
+            assert codes.tolist() == want_codes
+            starts_l = starts.tolist()
+            assert [syms[a] for a in starts_l] == [s for i, s in enumerate(syms) if i == 0 or syms[i - 1] != s]
+            assert run_codes.tolist() == [code[syms[a]] for a in starts_l]
+            order = np.argsort(codes[:m], kind="stable")
+            assert _ids_by_symbol(ids, codes[:m], len(code), starts, run_codes, order) == want_by
 
 
 def test_ids_by_symbol_takes_both_branches():

@@ -103,6 +103,43 @@ def test_observe_clock_run_equals_observe_clock_each_up_to_the_first_time_too_fa
             assert repr(a.health.delay_ewma_ns) == repr(b.health.delay_ewma_ns)
 
 
+@pytest.mark.parametrize("far", [False, True])
+def test_observe_clock_array_equals_observe_clock_run(far):
+    """`Feed.observe_clock_array` (a long run's newest times as an int64 array, the offsets back as one) is
+    `observe_clock_run`: the offsets, the estimator's state and the delay average to the last bit, on runs that take
+    the estimator's array path and runs that do not; `far`: trades stamped centuries ahead on a feed not checked
+    for the future, whose delays int64 might not hold (they take Python's ints)."""
+    rng = random.Random(far)
+    config = StreamConfig(DataSource.BINANCE, ["AAA"])
+
+    def feed(window: int) -> Feed:
+        return Feed(
+            config, BinanceAdapter(), "ws://x", 0, SourceHealth("x"), OffsetEstimator(window, outlier), frozenset()
+        )
+
+    outlier = None if far else 250 * MS  # without the outlier rule, the far samples are taken in
+
+    for window in (8, 64, 512):
+        a, b = feed(window), feed(window)
+        recv = T0 = 1_700_000_000 * S
+        for _ in range(60):
+            recv = T0 + rng.randrange(0, 10**6) * MS
+            n = rng.choice([1, 5, 31, 32, 100, 512, 600])
+            times = [recv - rng.randrange(-5 * MS, 400 * MS) for _ in range(n)]
+            if far and rng.random() < 0.3:
+                times[rng.randrange(n)] = 2**63 - 1 - rng.randrange(10**6)
+            ahead = None if far else rng.choice([None, 10 * MS])
+            got = a.observe_clock_array(recv, np.array(times, dtype=np.int64), ahead)
+            assert got.dtype == np.int64
+            assert got.tolist() == b.observe_clock_run(recv, times, ahead)
+            assert list(a.estimator._mins) == list(b.estimator._mins)
+            assert (a.estimator.samples, a.estimator.last_sample_ns) == (
+                b.estimator.samples,
+                b.estimator.last_sample_ns,
+            )
+            assert repr(a.health.delay_ewma_ns) == repr(b.health.delay_ewma_ns)
+
+
 def _rfc3339(t_ns: int) -> str:
     sec, frac = divmod(t_ns, S)
     return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"

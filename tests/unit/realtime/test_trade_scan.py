@@ -48,6 +48,11 @@ def _same_as_msgspec(raws: list[Any], fmt: str = "alpaca") -> bool:
     assert repr([float(x) for x in got.price]) == repr([float(x) for x in ref.price[:m]])  # -0.0, nan: exact
     assert repr([float(x) for x in got.size]) == repr([float(x) for x in ref.size[:m]])
     assert got.ids == ref.ids[:m]
+    # The symbols numbered by first appearance, as the pipeline numbers them (`_symbol_runs`).
+    assert got.codes is not None
+    assert got.names is not None
+    assert got.names == list(dict.fromkeys(got.symbol))
+    assert [got.names[c] for c in got.codes.tolist()] == got.symbol
     return True
 
 

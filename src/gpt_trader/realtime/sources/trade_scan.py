@@ -766,13 +766,12 @@ def _scan_run(fmt: int, raws: Sequence[bytes | str], start: int, stop: int | Non
         )
     if taken == 0:
         return None
-    names = np.array(
-        [data[o : o + ln].decode("ascii") for o, ln in zip(sym_off[:n_syms], sym_len[:n_syms], strict=True)],
-        dtype=object,
-    )
+    distinct = [data[o : o + ln].decode("ascii") for o, ln in zip(sym_off[:n_syms], sym_len[:n_syms], strict=True)]
+    codes = code[:n]
     return TradeFrames(
-        start, counts[:taken].tolist(), names[code[:n]].tolist(), ts[:n], px[:n], sz[:n], tid[:n].tolist()
-    )
+        start, counts[:taken].tolist(), np.array(distinct, dtype=object)[codes].tolist(), ts[:n], px[:n], sz[:n],
+        tid[:n].tolist(), codes, distinct,
+    )  # fmt: skip
 
 
 def _self_check() -> bool:
