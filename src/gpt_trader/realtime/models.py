@@ -172,8 +172,12 @@ class TradeFrames:
         codes, names = None, None
         if self.codes is not None and self.names is not None:  # numbered again by first appearance from `index`
             rest = self.codes[m:]
-            present, first = np.unique(rest, return_index=True)
-            seen = present[np.argsort(first)]
+            if len(self.names) <= 8:  # a few symbols: where each first appears, a pass each, cheaper than a sort
+                firsts = [(int((rest == c).argmax()), c) for c in np.flatnonzero(np.bincount(rest)).tolist()]
+                seen = np.array([c for _, c in sorted(firsts)], dtype=np.intp)
+            else:
+                present, first = np.unique(rest, return_index=True)
+                seen = present[np.argsort(first)]
             renumber = np.zeros(len(self.names), dtype=np.intp)
             renumber[seen] = np.arange(len(seen))
             codes, names = renumber[rest], [self.names[c] for c in seen.tolist()]

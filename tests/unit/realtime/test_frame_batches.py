@@ -20,6 +20,7 @@ from gpt_trader.realtime import DataSource, RealtimePipeline, StreamConfig
 from gpt_trader.realtime.bars import BarAggregator
 from gpt_trader.realtime.bus import InProcessBus
 from gpt_trader.realtime.config import RealtimeConfig
+from gpt_trader.realtime.models import TradeFrames
 from gpt_trader.realtime.pipeline import LatencyRecorder
 from gpt_trader.realtime.sources import binance
 
@@ -213,6 +214,26 @@ def _assert_numbered(frames: Any) -> None:
     if frames.codes is not None:
         assert frames.names == list(dict.fromkeys(frames.symbol))
         assert [frames.names[c] for c in frames.codes.tolist()] == frames.symbol
+
+
+@pytest.mark.parametrize("n_symbols", [1, 3, 8, 9, 40])
+def test_from_frame_numbers_the_rest_by_first_appearance(n_symbols):
+    """A run's tail keeps its symbols numbered (by first appearance in the tail), with few symbols or many."""
+    rng = random.Random(n_symbols)
+    names = [f"S{k}" for k in range(n_symbols)]
+    for _ in range(50):
+        counts = [rng.choice([1, 1, 2, 5]) for _ in range(rng.randrange(1, 60))]
+        symbol = [rng.choice(names[: rng.randrange(1, n_symbols + 1)]) for _ in range(sum(counts))]
+        distinct = list(dict.fromkeys(symbol))
+        codes = np.array([distinct.index(x) for x in symbol], dtype=np.intp)
+        n = len(symbol)
+        frames = TradeFrames(3, counts, symbol, np.arange(n), np.ones(n), np.ones(n), list(range(n)), codes, distinct)
+        for k in range(1, len(counts)):
+            tail = frames.from_frame(3 + k)
+            assert tail is not None
+            assert tail.symbol == symbol[sum(counts[:k]) :]
+            assert tail.codes is not None
+            _assert_numbered(tail)
 
 
 def assert_trade_frames_equal_parse_frame(adapter: Any, raws: list[Any]) -> None:
