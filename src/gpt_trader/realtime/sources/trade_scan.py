@@ -360,25 +360,21 @@ if _JIT:
             p = _ws(buf, p + 1, end)
         return -1
 
+    @numba.njit(inline="always", **_KERNEL)
+    def _columns(ints: Any, floats: Any, syms: Any) -> tuple[Any, Any, Any, Any, Any, Any, Any]:
+        """The output columns as rows of three blocks (three allocations and arguments where there were seven:
+        numpy's and numba's per-call costs count on short runs): symbol code, time and id; price and size; each
+        distinct symbol's offset and length in the buffer."""
+        return ints[0], ints[1], ints[2], floats[0], floats[1], syms[0], syms[1]
+
     @numba.njit(nogil=True, **_KERNEL)
     def _scan(
-        fmt: int,
-        buf: Any,
-        fstarts: Any,
-        base: int,
-        xhash: Any,
-        counts: Any,
-        code: Any,
-        ts: Any,
-        px: Any,
-        sz: Any,
-        tid: Any,
-        sym_off: Any,
-        sym_len: Any,
-        tmp: Any,
+        fmt: int, buf: Any, fstarts: Any, xhash: Any, counts: Any, ints: Any, floats: Any, syms: Any, tmp: Any
     ) -> tuple[int, int, int]:
         """Frames `fstarts[f]:fstarts[f+1]` of `buf` until the first one not in the form (see the module): returns
-        (frames taken, trades, distinct symbols), the columns filled up to them."""
+        (frames taken, trades, distinct symbols), the columns filled up to them (`_columns`)."""
+        base = buf.ctypes.data
+        code, ts, tid, px, sz, sym_off, sym_len = _columns(ints, floats, syms)
         n_frames = len(fstarts) - 1
         tag = 116 if fmt == ALPACA else 84  # the trade event's tag: "t" (Alpaca `T`), "T" (Polygon `ev`)
         n = 0
@@ -550,13 +546,12 @@ if _JIT:
         return q + 1
 
     @numba.njit(nogil=True, **_KERNEL)
-    def _scan_binance(
-        buf: Any, fstarts: Any, base: int, code: Any, ts: Any, px: Any, sz: Any, tid: Any, sym_off: Any,
-        sym_len: Any, tmp: Any,
-    ) -> tuple[int, int]:  # fmt: skip
+    def _scan_binance(buf: Any, fstarts: Any, ints: Any, floats: Any, syms: Any, tmp: Any) -> tuple[int, int]:
         """Binance combined-stream frames `{"stream":"<sym>@trade","data":{<trade>}}`, one trade each, until the
         first one not in that form or not a trade `parse_frame` takes whole (an event type other than "trade", a
         symbol not the stream's, a negative id): returns (frames taken, distinct symbols), the columns filled."""
+        base = buf.ctypes.data
+        code, ts, tid, px, sz, sym_off, sym_len = _columns(ints, floats, syms)
         n_frames = len(fstarts) - 1
         n_syms = 0
         taken = 0
@@ -748,30 +743,27 @@ def _scan_run(fmt: int, raws: Sequence[bytes | str], start: int, stop: int | Non
     nf = len(starts) - 1
     # Room for every trade a run can hold (counting '{' costs more); Binance frames hold one each.
     cap = nf if fmt == BINANCE else len(data) // _MIN_TRADE_BYTES + 1
-    counts = np.ones(nf, dtype=np.int64) if fmt == BINANCE else np.zeros(nf, dtype=np.int64)
-    code = np.empty(cap, dtype=np.intp)
-    ts = np.empty(cap, dtype=np.int64)
-    px = np.empty(cap, dtype=np.float64)
-    sz = np.empty(cap, dtype=np.float64)
-    tid = np.empty(cap, dtype=np.int64)
-    sym_off = np.empty(_MAX_SYMBOLS, dtype=np.int64)
-    sym_len = np.empty(_MAX_SYMBOLS, dtype=np.int64)
-    frame_starts, base, tmp = np.array(starts, dtype=np.int64), buf.ctypes.data, np.zeros(2, dtype=np.float64)
+    ints = np.empty((3, cap), dtype=np.int64)  # symbol code, time, id
+    floats = np.empty((2, cap), dtype=np.float64)
+    syms = np.empty((2, _MAX_SYMBOLS), dtype=np.int64)
+    frame_starts, tmp = np.array(starts, dtype=np.int64), np.empty(2, dtype=np.float64)
     if fmt == BINANCE:
-        taken, n_syms = _scan_binance(buf, frame_starts, base, code, ts, px, sz, tid, sym_off, sym_len, tmp)
+        taken, n_syms = _scan_binance(buf, frame_starts, ints, floats, syms, tmp)
         n = taken
+        counts = [1] * taken
     else:
-        taken, n, n_syms = _scan(
-            fmt, buf, frame_starts, base, _XHASH, counts, code, ts, px, sz, tid, sym_off, sym_len, tmp
-        )
+        counts_a = np.zeros(nf, dtype=np.int64)
+        taken, n, n_syms = _scan(fmt, buf, frame_starts, _XHASH, counts_a, ints, floats, syms, tmp)
+        counts = counts_a[:taken].tolist()
     if taken == 0:
         return None
-    distinct = [data[o : o + ln].decode("ascii") for o, ln in zip(sym_off[:n_syms], sym_len[:n_syms], strict=True)]
-    codes = code[:n]
+    offs, lens = syms[0, :n_syms].tolist(), syms[1, :n_syms].tolist()
+    distinct = [data[o : o + ln].decode("ascii") for o, ln in zip(offs, lens, strict=True)]
+    codes = ints[0, :n].astype(np.intp, copy=False)  # the same array where intp is int64 (64-bit platforms)
+    symbol = [distinct[c] for c in codes.tolist()] if n < 64 else np.array(distinct, dtype=object)[codes].tolist()
     return TradeFrames(
-        start, counts[:taken].tolist(), np.array(distinct, dtype=object)[codes].tolist(), ts[:n], px[:n], sz[:n],
-        tid[:n].tolist(), codes, distinct,
-    )  # fmt: skip
+        start, counts, symbol, ints[1, :n], floats[0, :n], floats[1, :n], ints[2, :n].tolist(), codes, distinct
+    )
 
 
 def _self_check() -> bool:
