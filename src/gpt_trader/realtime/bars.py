@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from gpt_trader.core.timeframe import Timeframe
 from gpt_trader.core.types import Bar
@@ -161,6 +162,22 @@ class AggregatorCounters:
     final: int = 0
     backfilled: int = 0
     gap_bars: int = 0
+
+
+# Terms from which a sum is taken by `np.add.accumulate` instead of a Python loop (numpy's per-call cost pays off).
+_ACCUMULATE_MIN = 16
+
+
+def _added(total: float, terms: Sequence[float] | npt.NDArray[np.float64]) -> float:
+    """`total` plus each term in turn, rounded after each addition as a Python loop rounds: an array's terms by
+    `np.add.accumulate`, which adds strictly in order (unlike `np.sum`, whose pairwise sum rounds differently)."""
+    if isinstance(terms, np.ndarray):
+        if len(terms) >= _ACCUMULATE_MIN:
+            return float(np.add.accumulate(np.concatenate(([total], terms)))[-1])
+        terms = terms.tolist()  # Python floats: the sum stays one
+    for x in terms:
+        total += x
+    return total
 
 
 class BarAggregator:
@@ -363,8 +380,8 @@ class BarAggregator:
         p_last: float,
         high: float,
         low: float,
-        volumes: Sequence[float],
-        pvs: Sequence[float],
+        volumes: Sequence[float] | npt.NDArray[np.float64],
+        pvs: Sequence[float] | npt.NDArray[np.float64],
         n: int,
         source: str = "",
     ) -> bool:
@@ -392,12 +409,7 @@ class BarAggregator:
             win.high = high
         if low < win.low:
             win.low = low
-        volume, pv = win.volume, win.pv
-        for v in volumes:
-            volume += v
-        for x in pvs:
-            pv += x
-        win.volume, win.pv = volume, pv
+        win.volume, win.pv = _added(win.volume, volumes), _added(win.pv, pvs)
         win.trades += n
         win.dirty = True
         self.counters.trades += n

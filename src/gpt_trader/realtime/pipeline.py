@@ -917,8 +917,9 @@ class RealtimePipeline:
             v_terms: list[float] = []
             pv_terms: list[float] = []
             g0 = g
-            if all_small:
-                v_terms, pv_terms = s_sz.tolist(), pxsz[lo:hi].tolist()
+            terms: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
+            if all_small:  # the terms as arrays (`add_terms` sums them in C), as lists where the run crosses
+                terms = (s_sz, pxsz[lo:hi])
                 g = bisect.bisect_left(g_first, hi, g)
             while g < len(g_first) and g_first[g] < hi:
                 a, b = g_first[g], g_ends[g]
@@ -936,12 +937,15 @@ class RealtimePipeline:
             t_min, p_open, p_close = int(s_ts[i_min]), float(s_px[i_min]), float(s_px[i_close])
             summary = (t_min, p_open, t_max, p_close, hi_px, lo_px)
             if crosses and g_frame[g - 1] == nf - 1:  # the symbol has trades in the crossing frame
+                if terms is not None:
+                    v_terms, pv_terms = terms[0].tolist(), terms[1].tolist()
                 k = g_first[g - 1] - lo  # where they start
                 prev = len(v_terms) - (n - k if n - k < _SMALL else 1)  # the terms of the frames before it
                 self._add_crossing(sym, s_ts, s_px, s_sz, pxsz[lo:hi], k, v_terms, pv_terms, prev, summary, name)
             else:
+                v_all, pv_all = terms if terms is not None else (v_terms, pv_terms)
                 for agg in self.aggregators:
-                    agg.add_terms(sym, *summary, v_terms, pv_terms, n, name)
+                    agg.add_terms(sym, *summary, v_all, pv_all, n, name)
             self.ticks_accepted += n
             feed.health.ticks += n
             key = (name, sym)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gpt_trader.realtime.bars import BarAggregator, LiveBar
+from gpt_trader.realtime.bars import BarAggregator, LiveBar, _added
 from gpt_trader.realtime.replay import BarSeries, TickTape, load_series, ticks_in_bar
 
 S = 1_000_000_000
@@ -163,3 +163,21 @@ def test_aggregator_first_window_joined_after_its_start_says_it_may_lack_trades(
     assert (first.gap, second.gap) == (True, False)
     assert [b.gap for b in aligned.advance("X", 3 * S, 0)] == [False, False]
     assert joined.counters.gap_bars == 1
+
+
+def test_terms_summed_as_arrays_round_as_the_python_loop_does():
+    """`_added` of an array (by `np.add.accumulate`) rounds after each term as a Python loop does: the same bits on
+    terms of wildly different magnitudes and signs, where a pairwise sum (`np.sum`) or `math.fsum` would differ."""
+    rng = np.random.default_rng(7)
+    differs_from_pairwise = 0
+    for _ in range(300):
+        n = int(rng.integers(1, 600))
+        terms = rng.standard_normal(n) * 10.0 ** rng.integers(-8, 12, n)
+        start = float(rng.standard_normal() * 10.0 ** rng.integers(-3, 9))
+        want = start
+        for x in terms.tolist():
+            want += x
+        assert repr(_added(start, terms)) == repr(want)
+        assert repr(_added(start, terms.tolist())) == repr(want)
+        differs_from_pairwise += repr(float(start + np.sum(terms))) != repr(want)
+    assert differs_from_pairwise > 30  # the case is one where the order of the additions shows
