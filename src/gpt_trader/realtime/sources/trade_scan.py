@@ -32,10 +32,10 @@ from __future__ import annotations
 import ctypes
 import logging
 from collections.abc import Sequence
-from itertools import accumulate
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from gpt_trader.realtime.models import TradeFrames
 from gpt_trader.realtime.sources.base import MAX_MS
@@ -689,7 +689,7 @@ if _JIT:
         return taken, n_syms
 
 
-def _as_bytes(raws: Sequence[bytes | str]) -> tuple[bytes, list[int]] | None:
+def _as_bytes(raws: Sequence[bytes | str]) -> tuple[bytes, npt.NDArray[np.int64]] | None:
     """The frames joined, with each one's start (and the end); None when one is not ASCII text or bytes."""
     kinds = set(map(type, raws))
     if kinds == {str} or kinds == {bytes}:  # what a connection hands over: joined and checked at C speed
@@ -698,7 +698,7 @@ def _as_bytes(raws: Sequence[bytes | str]) -> tuple[bytes, list[int]] | None:
             if not joined.isascii():
                 return None  # non-ASCII only appears escaped in Alpaca's frames; the msgspec path decides
             joined = joined.encode("ascii")
-        return joined, [0, *accumulate(map(len, raws))]
+        return joined, _starts(raws)  # ASCII text: as many bytes as characters
     parts: list[bytes] = []
     for r in raws:
         if isinstance(r, str):
@@ -709,10 +709,14 @@ def _as_bytes(raws: Sequence[bytes | str]) -> tuple[bytes, list[int]] | None:
             parts.append(bytes(r))
         else:
             return None
-    starts = [0]
-    for part in parts:
-        starts.append(starts[-1] + len(part))
-    return b"".join(parts), starts
+    return b"".join(parts), _starts(parts)
+
+
+def _starts(parts: Sequence[bytes | str]) -> npt.NDArray[np.int64]:
+    """Where each part starts once joined, and the end."""
+    out = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)), out=out[1:])
+    return out
 
 
 def scan_alpaca_trades(raws: Sequence[bytes | str], start: int, stop: int | None = None) -> TradeFrames | None:
@@ -746,7 +750,7 @@ def _scan_run(fmt: int, raws: Sequence[bytes | str], start: int, stop: int | Non
     ints = np.empty((3, cap), dtype=np.int64)  # symbol code, time, id
     floats = np.empty((2, cap), dtype=np.float64)
     syms = np.empty((2, _MAX_SYMBOLS), dtype=np.int64)
-    frame_starts, tmp = np.array(starts, dtype=np.int64), np.empty(2, dtype=np.float64)
+    frame_starts, tmp = starts, np.empty(2, dtype=np.float64)
     if fmt == BINANCE:
         taken, n_syms = _scan_binance(buf, frame_starts, ints, floats, syms, tmp)
         n = taken
