@@ -265,7 +265,7 @@ async def e2e(
                 in_redis += int(fields["n"])
             for entry_id, fields in await bus.read_range(f"bars:1s:{sym}"):
                 if fields["revision"] == b"0" and fields["backfilled"] == b"0":
-                    published_ms = int(entry_id.split("-")[0])  # Redis' own clock at XADD
+                    published_ms = int(entry_id.split("-")[0])  # the writer's clock as it sent the entry (its ID)
                     bar_delays.append(published_ms - (int(fields["ts"]) + S) / 1e6)
         stats = p.stats()
         return {

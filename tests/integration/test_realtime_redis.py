@@ -10,12 +10,15 @@ import uuid
 
 import orjson
 import pytest
+import redis
+import redis.asyncio
 
 from gpt_trader.realtime import DataSource, RealtimePipeline, StreamConfig
 from gpt_trader.realtime.bars import LiveBar
 from gpt_trader.realtime.bus import RedisStreamsBus, consume
 from gpt_trader.realtime.config import RealtimeConfig
 from gpt_trader.realtime.exchange import ExchangeConfig, LocalExchange
+from tests.support.lossy_proxy import LossyProxy
 
 pytestmark = pytest.mark.integration
 URL = "redis://127.0.0.1:6379/0"
@@ -112,5 +115,81 @@ def test_pipeline_redis_bus_every_tick_and_bar_published():
             sum(p.get_live_data(s)["size"].sum() for s in ("AAPL", "MSFT"))
         )
         assert sum(b.trades for b in final) == 30_000
+
+    asyncio.run(scenario())
+
+
+def test_entries_resent_after_a_lost_reply_are_written_once():
+    """The reply to a pipelined XADD batch is lost after Redis ran it (the connection drops): the publish fails,
+    the caller sends the same entries again (with a new one), and each is in the stream once, in order: the bus
+    named their IDs, found them written under those IDs with the same fields, and counted them instead of adding
+    them twice. A request lost before Redis saw it is simply written on the resend."""
+
+    async def scenario() -> None:
+        proxy = LossyProxy("127.0.0.1", 6379)
+        await proxy.start()
+        bus = RedisStreamsBus(proxy.url(), prefix=f"test:{uuid.uuid4().hex[:12]}:", ttl_secs=600)
+        try:
+            first = [{"i": "0"}]
+            batch = [{"i": str(i), "x": i * 1.5, "n": i} for i in range(1, 4)]
+            later = [{"i": "4"}]
+            assert await bus.publish({"s": first}) == 1
+            proxy.lose_reply()
+            with pytest.raises(redis.ConnectionError):
+                await bus.publish({"s": batch})
+            assert proxy.lost == 1
+            assert await bus.length("s") == 4  # Redis ran it: the three are in already
+            assert await bus.publish({"s": [*batch, *later]}) == 4  # the caller's resend, the same objects
+            assert bus.stats.duplicates_suppressed == 3
+            assert [f["i"] for _, f in await bus.read_range("s")] == [b"0", b"1", b"2", b"3", b"4"]
+            # Lost on the way in: not there, so the resend writes it (nothing to suppress).
+            lost = [{"i": "5"}]
+            proxy.lose_request()
+            with pytest.raises(redis.ConnectionError):
+                await bus.publish({"s": lost})
+            assert await bus.length("s") == 5
+            assert await bus.publish({"s": lost}) == 1
+            assert bus.stats.duplicates_suppressed == 3
+            assert [f["i"] for _, f in await bus.read_range("s")] == [str(i).encode() for i in range(6)]
+        finally:
+            await bus.delete_prefix()
+            await bus.close()
+            await proxy.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_id_another_writer_took_gets_a_fresh_one_above_the_top():
+    """Another writer moves the stream's top past the IDs this bus would name (an entry far in the future), or
+    takes, with other fields, the very ID of an entry whose request was lost: the bus's entries go in once each,
+    under fresh IDs above the top, and nothing of the other writer's is taken for ours."""
+
+    async def scenario() -> None:
+        proxy = LossyProxy("127.0.0.1", 6379)
+        await proxy.start()
+        prefix = f"test:{uuid.uuid4().hex[:12]}:"
+        bus = RedisStreamsBus(proxy.url(), prefix=prefix, ttl_secs=600)
+        other = redis.asyncio.Redis.from_url(URL)
+        try:
+            assert await bus.publish({"s": [{"i": "0"}]}) == 1
+            await other.xadd(prefix + "s", {"i": "theirs-1"}, id="99999999999990-0")
+            assert await bus.publish({"s": [{"i": "1"}, {"i": "2"}]}) == 2
+            ids = [entry_id for entry_id, _ in await bus.read_range("s")]
+            assert ids[-2:] == ["99999999999990-1", "99999999999990-2"]
+            # Our entry's request is lost; the other writer then writes other fields under the ID it had.
+            lost = [{"i": "3"}]
+            proxy.lose_request()
+            with pytest.raises(redis.ConnectionError):
+                await bus.publish({"s": lost})
+            await other.xadd(prefix + "s", {"i": "theirs-2"}, id="99999999999990-3")
+            assert await bus.publish({"s": lost}) == 1
+            got = [f["i"] for _, f in await bus.read_range("s")]
+            assert got == [b"0", b"theirs-1", b"1", b"2", b"theirs-2", b"3"]
+            assert bus.stats.duplicates_suppressed == 0
+        finally:
+            await bus.delete_prefix()
+            await bus.close()
+            await other.aclose()
+            await proxy.close()
 
     asyncio.run(scenario())

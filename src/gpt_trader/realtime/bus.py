@@ -5,12 +5,19 @@ lists, acknowledgements, and claiming of entries a crashed consumer left pending
 `<prefix><name>` so tests and deployments share a Redis without colliding.
 
 Field values are bytes, str, int or float (what Redis stores); both buses refuse anything else, and empty entries,
-before a single entry is sent, with an error naming the stream and field. Delivery is at least once: a write whose
-reply was lost (Redis hung past the socket timeout, the connection dropped mid-pipeline) is sent again, and a
-consumer may see an entry twice (after a crash before its ack), so consumers must tolerate repeats. What Redis loses
-is reported, never silent: pending entries trimmed by `MAXLEN ~` before their ack are acknowledged and counted in
-`stats.trimmed_unacked`; a consumer group that vanished (the stream was deleted) is recreated on the next read and
-counted in `stats.groups_recreated`.
+before a single entry is sent, with an error naming the stream and field.
+
+Each entry is written once. A write whose reply was lost (Redis hung past the socket timeout, the connection dropped
+mid-pipeline, or shut down after running it) is sent again by the caller, and the Redis bus makes that idempotent:
+it names every entry's ID itself (`<ms>-<seq>`, increasing per stream) and keeps an entry's ID until its write is
+confirmed, so a resent entry that went in the first time meets Redis' own refusal of an ID not above the stream's
+top; the bus then reads that ID back and, finding the entry there with the same fields, counts it as written
+(`stats.duplicates_suppressed`) instead of adding it twice. An ID refused for another reason (another writer moved
+the stream's top past it) takes a fresh one above the top. Reading stays at least once: a consumer that crashes
+before its ack sees the entry again, so consumers must tolerate repeats. What Redis loses is reported, never silent:
+pending entries trimmed by `MAXLEN ~` before their ack are acknowledged and counted in `stats.trimmed_unacked`; a
+consumer group that vanished (the stream was deleted) is recreated on the next read and counted in
+`stats.groups_recreated`.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ class BusStats:
     groups_recreated: int = 0  # consumer groups found missing and created again (their pending entries are lost)
     trimmed_unacked: int = 0  # pending entries trimmed away before their ack (acknowledged, never delivered)
     skipped_by_trim: int = 0  # in-process only: entries trimmed before a lagging group read them
+    duplicates_suppressed: int = 0  # Redis only: resent entries found written already (their first reply was lost)
 
 
 def check_fields(stream: str, fields: Fields) -> None:
@@ -361,6 +369,10 @@ _EXPIRE_UNLESS_GROUPS = (
     "if #redis.call('XINFO', 'GROUPS', KEYS[1]) == 0 then return redis.call('EXPIRE', KEYS[1], ARGV[1]) "
     "else return redis.call('PERSIST', KEYS[1]) end"
 )
+# XADD's refusal of an ID not above the stream's top (Redis' wording since 5.0).
+_NOT_ABOVE_TOP = "equal or smaller than the target stream top item"
+# Rounds of fresh IDs for entries whose IDs another writer overtook, within one publish.
+_ID_ROUNDS = 3
 # Error replies that describe the server's state, not the entry: the same XADD can succeed later.
 _TRANSIENT_CODES = ("BUSY", "MISCONF", "NOREPLICAS", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN")
 
@@ -377,6 +389,20 @@ def _is_transient(exc: BaseException) -> bool:
 
 def _is_nogroup(exc: BaseException) -> bool:
     return str(exc).startswith("NOGROUP")
+
+
+def _wire(value: Any) -> bytes:
+    """A field value as redis-py sends it (and Redis gives it back)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, float):
+        return repr(value).encode()
+    return str(value).encode()
+
+
+def _parse_id(entry_id: Any) -> tuple[int, int]:
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _safe_url(pool: Any) -> str:
@@ -421,6 +447,10 @@ class RedisStreamsBus:
         # of a 0.5 s timeout, a busy event loop read it late and the read failed as a timeout in CI).
         self._max_block_ms = max(1, int(timeout * 500)) if timeout else None
         self._expiry_set: dict[str, float] = {}
+        self._top: dict[str, tuple[int, int]] = {}  # per stream key: the highest entry ID known there (ours or not)
+        # Entries sent whose outcome is unknown (no reply: error, timeout, cancellation), by object identity: a
+        # resend of the same entry (the pipeline requeues the very objects) reuses its ID.
+        self._unsure: dict[int, tuple[Fields, str]] = {}
 
     def __repr__(self) -> str:
         return f"RedisStreamsBus(url={self.url!r}, prefix={self.prefix!r}, maxlen={self.maxlen})"
@@ -430,34 +460,126 @@ class RedisStreamsBus:
         return bool(await self._redis.ping())
 
     async def publish(self, batches: Mapping[str, Sequence[Fields]]) -> int:
-        """One pipelined round trip for every entry of every stream (approximate trimming keeps XADD O(1)).
+        """One pipelined round trip for every entry of every stream (approximate trimming keeps XADD O(1)), each
+        under an ID this bus names (see the module: resending an entry whose reply was lost adds nothing).
 
         Per-entry errors do not stop the others; see `PublishError` for what is then written, to retry or refused.
         """
         check_batches(batches)
-        written = 0
+        streams = [(name, entries) for name, entries in batches.items() if entries]
+        if not streams:
+            return 0
+        await self._learn_tops([self.prefix + name for name, _ in streams])
         now = time.monotonic()
+        now_ms = time.time_ns() // 1_000_000
         layout: list[tuple[str, Sequence[Fields], bool]] = []  # per stream: its entries, then maybe the TTL command
+        sent: list[tuple[str, Fields, str]] = []  # (key, fields, ID) per XADD, in order
         async with self._redis.pipeline(transaction=False) as pipe:
-            for name, entries in batches.items():
-                if not entries:
-                    continue
+            for name, entries in streams:
                 key = self.prefix + name
                 for fields in entries:
-                    pipe.xadd(key, dict(fields), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-                written += len(entries)
+                    entry_id = self._id_for(key, fields, now_ms)
+                    pipe.xadd(key, dict(fields), id=entry_id, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+                    sent.append((key, fields, entry_id))
                 # Refresh the TTL now and then, not per entry: it is a retention bound, not a precise clock.
                 ttl = bool(self.ttl_secs) and now - self._expiry_set.get(key, -1e18) > (self.ttl_secs or 0) / 4
                 if ttl:
                     pipe.eval(_EXPIRE_UNLESS_GROUPS, 1, key, self.ttl_secs)  # type: ignore[arg-type]
                     self._expiry_set[key] = now
                 layout.append((name, entries, ttl))
-            if not written:
-                return 0
+            # Until this call has every reply, each entry may or may not be in: a resend (after an exception
+            # here, the caller's) reuses its ID.
+            for _key, fields, entry_id in sent:
+                self._unsure[id(fields)] = (fields, entry_id)
             results = await pipe.execute(raise_on_error=False)
-        if any(isinstance(r, Exception) for r in results):
-            self._raise_partial(layout, results)
-        return written
+        xadds = [r for r, kind in zip(results, self._kinds(layout), strict=True) if kind]
+        xadds = await self._settle(sent, xadds)
+        for _key, fields, _id in sent:  # each written or refused, for sure: a resend is a new entry
+            self._unsure.pop(id(fields), None)
+        if any(isinstance(r, Exception) for r in xadds):
+            it = iter(xadds)
+            merged = [next(it) if kind else r for r, kind in zip(results, self._kinds(layout), strict=True)]
+            self._raise_partial(layout, merged)
+        return len(sent)
+
+    @staticmethod
+    def _kinds(layout: list[tuple[str, Sequence[Fields], bool]]) -> list[bool]:
+        """Per pipelined command: True for an XADD, False for a TTL refresh."""
+        return [k for _, entries, ttl in layout for k in [*([True] * len(entries)), *([False] if ttl else [])]]
+
+    def _id_for(self, key: str, fields: Fields, now_ms: int) -> str:
+        """The ID of an entry resent after an unknown outcome, else the next one above the stream's top."""
+        held = self._unsure.get(id(fields))
+        if held is not None and held[0] is fields:
+            return held[1]
+        top_ms, top_seq = self._top.get(key, (0, 0))
+        ms, seq = (now_ms, 0) if now_ms > top_ms else (top_ms, top_seq + 1)
+        self._top[key] = (ms, seq)
+        return f"{ms}-{seq}"
+
+    async def _learn_tops(self, keys: list[str]) -> None:
+        """The current top ID of each stream not seen yet (a restarted writer continues above what is there)."""
+        unknown = [k for k in dict.fromkeys(keys) if k not in self._top]
+        if not unknown:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in unknown:
+                pipe.xinfo_stream(key)
+            infos = await pipe.execute(raise_on_error=False)
+        for key, info in zip(unknown, infos, strict=True):
+            if isinstance(info, dict):
+                self._top[key] = max(self._top.get(key, (0, 0)), _parse_id(info["last-generated-id"]))
+            elif isinstance(info, Exception) and _is_transient(info):
+                raise info  # Redis failing for now: the caller retries the whole publish
+            else:  # no such key yet, or a key of another type (its XADDs are then refused, each with the reason)
+                self._top.setdefault(key, (0, 0))
+
+    async def _settle(self, sent: list[tuple[str, Fields, str]], results: list[Any]) -> list[Any]:
+        """Resolve XADDs refused because their ID was not above the stream's top: an entry found under its ID with
+        the same fields was written by an earlier attempt whose reply was lost (counted, not added again); any
+        other takes a fresh ID above the top and is sent again (a few rounds, then it is left to the caller)."""
+        results = list(results)
+        for _ in range(_ID_ROUNDS):
+            refused = [i for i, r in enumerate(results) if isinstance(r, Exception) and _NOT_ABOVE_TOP in str(r)]
+            if not refused:
+                break
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for i in refused:
+                    key, _, entry_id = sent[i]
+                    pipe.xrange(key, entry_id, entry_id)
+                for key in dict.fromkeys(sent[i][0] for i in refused):
+                    pipe.xinfo_stream(key)
+                replies = await pipe.execute(raise_on_error=False)
+            stored, infos = replies[: len(refused)], replies[len(refused) :]
+            for key, info in zip(dict.fromkeys(sent[i][0] for i in refused), infos, strict=True):
+                if isinstance(info, dict):
+                    self._top[key] = max(self._top.get(key, (0, 0)), _parse_id(info["last-generated-id"]))
+            again: list[int] = []
+            for i, found in zip(refused, stored, strict=True):
+                fields = sent[i][1]
+                if (
+                    isinstance(found, list)
+                    and found
+                    and found[0][1] == {k.encode(): _wire(v) for k, v in fields.items()}
+                ):
+                    results[i] = found[0][0]  # written by the attempt whose reply was lost
+                    self.stats.duplicates_suppressed += 1
+                    continue
+                self._unsure.pop(id(fields), None)  # not in under that ID: it takes a fresh one
+                again.append(i)
+            if not again:
+                break
+            now_ms = time.time_ns() // 1_000_000
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for i in again:
+                    key, fields, _ = sent[i]
+                    entry_id = self._id_for(key, fields, now_ms)
+                    sent[i] = (key, fields, entry_id)
+                    self._unsure[id(fields)] = (fields, entry_id)
+                    pipe.xadd(key, dict(fields), id=entry_id, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+                for i, r in zip(again, await pipe.execute(raise_on_error=False), strict=True):
+                    results[i] = r
+        return results
 
     def _raise_partial(self, layout: list[tuple[str, Sequence[Fields], bool]], results: list[Any]) -> None:
         """Sort the failed XADDs into retry (transient) and rejected (permanent); raise `PublishError`."""
@@ -621,6 +743,7 @@ class RedisStreamsBus:
 
     async def close(self) -> None:
         """Close the connection pool."""
+        self._unsure.clear()
         await self._redis.aclose()
 
 
