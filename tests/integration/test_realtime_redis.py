@@ -159,6 +159,32 @@ def test_entries_resent_after_a_lost_reply_are_written_once():
     asyncio.run(scenario())
 
 
+def test_one_object_twice_in_a_publish_is_two_entries_and_none_is_lost_on_a_resend():
+    """Entries are known by their object: the same mapping twice in one call is two entries, and when that call's
+    request is lost, resending it loses neither (it is written twice again, not counted as written)."""
+
+    async def scenario() -> None:
+        proxy = LossyProxy("127.0.0.1", 6379)
+        await proxy.start()
+        bus = RedisStreamsBus(proxy.url(), prefix=f"test:{uuid.uuid4().hex[:12]}:", ttl_secs=600)
+        try:
+            same = {"i": "x"}
+            assert await bus.publish({"s": [same, same]}) == 2
+            assert await bus.length("s") == 2
+            proxy.lose_request()
+            with pytest.raises(redis.ConnectionError):
+                await bus.publish({"s": [same, same]})
+            assert await bus.publish({"s": [same, same]}) == 2
+            assert await bus.length("s") == 4
+            assert bus.stats.duplicates_suppressed == 0
+        finally:
+            await bus.delete_prefix()
+            await bus.close()
+            await proxy.close()
+
+    asyncio.run(scenario())
+
+
 def test_an_id_another_writer_took_gets_a_fresh_one_above_the_top():
     """Another writer moves the stream's top past the IDs this bus would name (an entry far in the future), or
     takes, with other fields, the very ID of an entry whose request was lost: the bus's entries go in once each,

@@ -461,7 +461,8 @@ class RedisStreamsBus:
 
     async def publish(self, batches: Mapping[str, Sequence[Fields]]) -> int:
         """One pipelined round trip for every entry of every stream (approximate trimming keeps XADD O(1)), each
-        under an ID this bus names (see the module: resending an entry whose reply was lost adds nothing).
+        under an ID this bus names (see the module: resending an entry whose reply was lost adds nothing). An entry
+        is known by its object: a resend passes the same ones (the pipeline requeues them as they were).
 
         Per-entry errors do not stop the others; see `PublishError` for what is then written, to retry or refused.
         """
@@ -474,10 +475,14 @@ class RedisStreamsBus:
         now_ms = time.time_ns() // 1_000_000
         layout: list[tuple[str, Sequence[Fields], bool]] = []  # per stream: its entries, then maybe the TTL command
         sent: list[tuple[str, Fields, str]] = []  # (key, fields, ID) per XADD, in order
+        objects: set[int] = set()
         async with self._redis.pipeline(transaction=False) as pipe:
             for name, entries in streams:
                 key = self.prefix + name
                 for fields in entries:
+                    if id(fields) in objects:  # one object twice: two entries (each resend of it: a new one)
+                        fields = dict(fields)
+                    objects.add(id(fields))
                     entry_id = self._id_for(key, fields, now_ms)
                     pipe.xadd(key, dict(fields), id=entry_id, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
                     sent.append((key, fields, entry_id))
