@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import logging
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -713,7 +714,10 @@ def _as_bytes(raws: Sequence[bytes | str]) -> tuple[bytes, npt.NDArray[np.int64]
 
 
 def _starts(parts: Sequence[bytes | str]) -> npt.NDArray[np.int64]:
-    """Where each part starts once joined, and the end."""
+    """Where each part starts once joined, and the end (in C for many parts; numpy's per-call costs dominate for a
+    few)."""
+    if len(parts) < 64:
+        return np.array([0, *accumulate(map(len, parts))], dtype=np.int64)
     out = np.zeros(len(parts) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)), out=out[1:])
     return out
