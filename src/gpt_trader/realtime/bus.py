@@ -9,12 +9,15 @@ before a single entry is sent, with an error naming the stream and field.
 
 Each entry is written once. A write whose reply was lost (Redis hung past the socket timeout, the connection dropped
 mid-pipeline, or shut down after running it) is sent again by the caller, and the Redis bus makes that idempotent:
-it names every entry's ID itself (`<ms>-<seq>`, increasing per stream) and keeps an entry's ID until its write is
-confirmed, so a resent entry that went in the first time meets Redis' own refusal of an ID not above the stream's
-top; the bus then reads that ID back and, finding the entry there with the same fields, counts it as written
-(`stats.duplicates_suppressed`) instead of adding it twice. An ID refused for another reason (another writer moved
-the stream's top past it) takes a fresh one above the top. Reading stays at least once: a consumer that crashes
-before its ack sees the entry again, so consumers must tolerate repeats. What Redis loses is reported, never silent:
+it names every entry's ID itself (`<ms>-<seq>`, increasing per stream, above the top it finds on first use) and
+keeps an entry's ID until its write is confirmed, so a resent entry that went in the first time meets Redis' own
+refusal of an ID not above the stream's top; the bus then reads that ID back and, finding the entry there with the
+same fields, or finding the stream trimmed past it since, counts it as written (`stats.duplicates_suppressed`)
+instead of adding it twice. An ID refused otherwise (another writer moved the stream's top past it) takes a fresh
+one above the top, and goes in after what is there. The bus is meant to be a stream's one writer: with another,
+entries stay unduplicated but a resend may land after newer ones, and one of ours gone from below a trimmed stream
+is taken as written. Reading stays at least once: a consumer that crashes before its ack sees the entry again, so
+consumers must tolerate repeats. What Redis loses is reported, never silent:
 pending entries trimmed by `MAXLEN ~` before their ack are acknowledged and counted in `stats.trimmed_unacked`; a
 consumer group that vanished (the stream was deleted) is recreated on the next read and counted in
 `stats.groups_recreated`.
@@ -384,20 +387,12 @@ def _is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, (rex.OutOfMemoryError, rex.ReadOnlyError, rex.TryAgainError, rex.MasterDownError)):
         return True
-    return str(exc).startswith(_TRANSIENT_CODES)
+    # An ID another writer kept overtaking (`_settle` gave up): the entry is not in, and a later publish names it anew.
+    return str(exc).startswith(_TRANSIENT_CODES) or _NOT_ABOVE_TOP in str(exc)
 
 
 def _is_nogroup(exc: BaseException) -> bool:
     return str(exc).startswith("NOGROUP")
-
-
-def _wire(value: Any) -> bytes:
-    """A field value as redis-py sends it (and Redis gives it back)."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, float):
-        return repr(value).encode()
-    return str(value).encode()
 
 
 def _parse_id(entry_id: Any) -> tuple[int, int]:
@@ -413,6 +408,27 @@ def _safe_url(pool: Any) -> str:
     scheme = "rediss" if "SSL" in pool.connection_class.__name__ else "redis"
     user = f"{kwargs['username']}@" if kwargs.get("username") else ""
     return f"{scheme}://{user}{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+@dataclass(slots=True)
+class _Sent:
+    """One XADD of a publish: the stream key, the entry, which listing of its object it is, and its ID."""
+
+    key: str
+    fields: Fields
+    k: int
+    entry_id: str
+
+
+def _trimmed_past(info: Any, entry_id: str) -> bool:
+    """Whether the stream (XINFO STREAM's reply) no longer holds anything at or below `entry_id`: its entries up to
+    there were trimmed (or deleted) since."""
+    if not isinstance(info, dict):
+        return False
+    first = info.get("first-entry")
+    if first is None:  # empty: trimmed or deleted to nothing
+        return _parse_id(info["last-generated-id"]) >= _parse_id(entry_id)
+    return _parse_id(first[0]) > _parse_id(entry_id)
 
 
 class RedisStreamsBus:
@@ -450,7 +466,7 @@ class RedisStreamsBus:
         self._top: dict[str, tuple[int, int]] = {}  # per stream key: the highest entry ID known there (ours or not)
         # Entries sent whose outcome is unknown (no reply: error, timeout, cancellation), by object identity: a
         # resend of the same entry (the pipeline requeues the very objects) reuses its ID.
-        self._unsure: dict[int, tuple[Fields, str]] = {}
+        self._unsure: dict[int, tuple[Fields, list[str]]] = {}
 
     def __repr__(self) -> str:
         return f"RedisStreamsBus(url={self.url!r}, prefix={self.prefix!r}, maxlen={self.maxlen})"
@@ -462,7 +478,8 @@ class RedisStreamsBus:
     async def publish(self, batches: Mapping[str, Sequence[Fields]]) -> int:
         """One pipelined round trip for every entry of every stream (approximate trimming keeps XADD O(1)), each
         under an ID this bus names (see the module: resending an entry whose reply was lost adds nothing). An entry
-        is known by its object: a resend passes the same ones (the pipeline requeues them as they were).
+        is known by its object and, for one object listed several times, by which of them it is: a resend passes
+        the same objects in the same order (the pipeline requeues them as they were).
 
         Per-entry errors do not stop the others; see `PublishError` for what is then written, to retry or refused.
         """
@@ -474,53 +491,57 @@ class RedisStreamsBus:
         now = time.monotonic()
         now_ms = time.time_ns() // 1_000_000
         layout: list[tuple[str, Sequence[Fields], bool]] = []  # per stream: its entries, then maybe the TTL command
-        sent: list[tuple[str, Fields, str]] = []  # (key, fields, ID) per XADD, in order
-        objects: set[int] = set()
+        sent: list[_Sent] = []  # per XADD, in order
+        seen: dict[int, int] = {}  # occurrences of each object so far in this call
         async with self._redis.pipeline(transaction=False) as pipe:
             for name, entries in streams:
                 key = self.prefix + name
                 for fields in entries:
-                    if id(fields) in objects:  # one object twice: two entries (each resend of it: a new one)
-                        fields = dict(fields)
-                    objects.add(id(fields))
-                    entry_id = self._id_for(key, fields, now_ms)
-                    pipe.xadd(key, dict(fields), id=entry_id, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-                    sent.append((key, fields, entry_id))
+                    k = seen[id(fields)] = seen.get(id(fields), -1) + 1
+                    item = _Sent(key, fields, k, self._id_for(key, fields, k, now_ms))
+                    pipe.xadd(key, dict(fields), id=item.entry_id, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+                    sent.append(item)
                 # Refresh the TTL now and then, not per entry: it is a retention bound, not a precise clock.
                 ttl = bool(self.ttl_secs) and now - self._expiry_set.get(key, -1e18) > (self.ttl_secs or 0) / 4
                 if ttl:
                     pipe.eval(_EXPIRE_UNLESS_GROUPS, 1, key, self.ttl_secs)  # type: ignore[arg-type]
                     self._expiry_set[key] = now
                 layout.append((name, entries, ttl))
-            # Until this call has every reply, each entry may or may not be in: a resend (after an exception
-            # here, the caller's) reuses its ID.
-            for _key, fields, entry_id in sent:
-                self._unsure[id(fields)] = (fields, entry_id)
+            # Until this call has every reply, each entry may or may not be in: a resend (after an exception here,
+            # the caller's) reuses its ID.
+            self._hold(sent)
             results = await pipe.execute(raise_on_error=False)
-        xadds = [r for r, kind in zip(results, self._kinds(layout), strict=True) if kind]
-        xadds = await self._settle(sent, xadds)
-        for _key, fields, _id in sent:  # each written or refused, for sure: a resend is a new entry
-            self._unsure.pop(id(fields), None)
+        kinds = [k for _, entries, ttl in layout for k in [*([True] * len(entries)), *([False] if ttl else [])]]
+        xadds = await self._settle(sent, [r for r, kind in zip(results, kinds, strict=True) if kind])
+        for item in sent:  # each written or refused, for sure: a resend is a new entry
+            self._unsure.pop(id(item.fields), None)
         if any(isinstance(r, Exception) for r in xadds):
             it = iter(xadds)
-            merged = [next(it) if kind else r for r, kind in zip(results, self._kinds(layout), strict=True)]
-            self._raise_partial(layout, merged)
+            self._raise_partial(layout, [next(it) if kind else r for r, kind in zip(results, kinds, strict=True)])
         return len(sent)
 
-    @staticmethod
-    def _kinds(layout: list[tuple[str, Sequence[Fields], bool]]) -> list[bool]:
-        """Per pipelined command: True for an XADD, False for a TTL refresh."""
-        return [k for _, entries, ttl in layout for k in [*([True] * len(entries)), *([False] if ttl else [])]]
+    def _hold(self, sent: list[_Sent]) -> None:
+        """Remember each entry's ID, by object and occurrence, until its outcome is known."""
+        for item in sent:
+            held = self._unsure.get(id(item.fields))
+            ids = held[1] if held is not None and held[0] is item.fields else []
+            ids[item.k : item.k + 1] = [item.entry_id]
+            self._unsure[id(item.fields)] = (item.fields, ids)
 
-    def _id_for(self, key: str, fields: Fields, now_ms: int) -> str:
-        """The ID of an entry resent after an unknown outcome, else the next one above the stream's top."""
+    def _id_for(self, key: str, fields: Fields, k: int, now_ms: int) -> str:
+        """The ID of an entry (the `k`-th listing of its object) resent after an unknown outcome, else the next one
+        above the stream's top."""
         held = self._unsure.get(id(fields))
-        if held is not None and held[0] is fields:
-            return held[1]
+        if held is not None and held[0] is fields and k < len(held[1]):
+            return held[1][k]
         top_ms, top_seq = self._top.get(key, (0, 0))
         ms, seq = (now_ms, 0) if now_ms > top_ms else (top_ms, top_seq + 1)
         self._top[key] = (ms, seq)
         return f"{ms}-{seq}"
+
+    def _learn_top(self, key: str, info: Any) -> None:
+        if isinstance(info, dict):
+            self._top[key] = max(self._top.get(key, (0, 0)), _parse_id(info["last-generated-id"]))
 
     async def _learn_tops(self, keys: list[str]) -> None:
         """The current top ID of each stream not seen yet (a restarted writer continues above what is there)."""
@@ -532,56 +553,58 @@ class RedisStreamsBus:
                 pipe.xinfo_stream(key)
             infos = await pipe.execute(raise_on_error=False)
         for key, info in zip(unknown, infos, strict=True):
-            if isinstance(info, dict):
-                self._top[key] = max(self._top.get(key, (0, 0)), _parse_id(info["last-generated-id"]))
-            elif isinstance(info, Exception) and _is_transient(info):
+            if isinstance(info, Exception) and _is_transient(info):
                 raise info  # Redis failing for now: the caller retries the whole publish
-            else:  # no such key yet, or a key of another type (its XADDs are then refused, each with the reason)
-                self._top.setdefault(key, (0, 0))
+            self._learn_top(key, info)  # no such key yet, or another type (its XADDs are refused with the reason)
+            self._top.setdefault(key, (0, 0))
 
-    async def _settle(self, sent: list[tuple[str, Fields, str]], results: list[Any]) -> list[Any]:
-        """Resolve XADDs refused because their ID was not above the stream's top: an entry found under its ID with
-        the same fields was written by an earlier attempt whose reply was lost (counted, not added again); any
-        other takes a fresh ID above the top and is sent again (a few rounds, then it is left to the caller)."""
+    def _is_ours(self, found: Any, fields: Fields) -> bool:
+        """Whether XRANGE's reply for one ID holds exactly `fields` (encoded as the client encodes them)."""
+        if not isinstance(found, list) or not found:
+            return False
+        encode = self._redis.connection_pool.get_encoder().encode
+        stored = {encode(k): encode(v) for k, v in found[0][1].items()}  # bytes, whatever the client decodes
+        return stored == {encode(k): encode(v) for k, v in fields.items()}
+
+    async def _settle(self, sent: list[_Sent], results: list[Any]) -> list[Any]:
+        """Resolve XADDs refused because their ID was not above the stream's top. Found under its ID with the same
+        fields, or gone from below the stream's first entry (trimmed since; this bus is taken as the stream's one
+        writer, whose IDs only pass an entry it has written), the entry was written by an earlier attempt whose
+        reply was lost: counted, not added again. Any other takes a fresh ID above the top and is sent again (a
+        few rounds; then it is left to the caller, to retry)."""
         results = list(results)
         for _ in range(_ID_ROUNDS):
             refused = [i for i, r in enumerate(results) if isinstance(r, Exception) and _NOT_ABOVE_TOP in str(r)]
             if not refused:
                 break
+            keys = list(dict.fromkeys(sent[i].key for i in refused))
             async with self._redis.pipeline(transaction=False) as pipe:
                 for i in refused:
-                    key, _, entry_id = sent[i]
-                    pipe.xrange(key, entry_id, entry_id)
-                for key in dict.fromkeys(sent[i][0] for i in refused):
+                    pipe.xrange(sent[i].key, sent[i].entry_id, sent[i].entry_id)
+                for key in keys:
                     pipe.xinfo_stream(key)
                 replies = await pipe.execute(raise_on_error=False)
-            stored, infos = replies[: len(refused)], replies[len(refused) :]
-            for key, info in zip(dict.fromkeys(sent[i][0] for i in refused), infos, strict=True):
-                if isinstance(info, dict):
-                    self._top[key] = max(self._top.get(key, (0, 0)), _parse_id(info["last-generated-id"]))
+            stored, infos = replies[: len(refused)], dict(zip(keys, replies[len(refused) :], strict=True))
+            for key, info in infos.items():
+                self._learn_top(key, info)
             again: list[int] = []
             for i, found in zip(refused, stored, strict=True):
-                fields = sent[i][1]
-                if (
-                    isinstance(found, list)
-                    and found
-                    and found[0][1] == {k.encode(): _wire(v) for k, v in fields.items()}
-                ):
-                    results[i] = found[0][0]  # written by the attempt whose reply was lost
+                item = sent[i]
+                if self._is_ours(found, item.fields) or _trimmed_past(infos[item.key], item.entry_id):
+                    results[i] = item.entry_id  # written by the attempt whose reply was lost
                     self.stats.duplicates_suppressed += 1
                     continue
-                self._unsure.pop(id(fields), None)  # not in under that ID: it takes a fresh one
                 again.append(i)
             if not again:
                 break
             now_ms = time.time_ns() // 1_000_000
             async with self._redis.pipeline(transaction=False) as pipe:
-                for i in again:
-                    key, fields, _ = sent[i]
-                    entry_id = self._id_for(key, fields, now_ms)
-                    sent[i] = (key, fields, entry_id)
-                    self._unsure[id(fields)] = (fields, entry_id)
-                    pipe.xadd(key, dict(fields), id=entry_id, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+                for i in again:  # not in under that ID: a fresh one
+                    item = sent[i]
+                    self._unsure.pop(id(item.fields), None)
+                    item.entry_id = self._id_for(item.key, item.fields, item.k, now_ms)
+                    pipe.xadd(item.key, dict(item.fields), id=item.entry_id, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+                self._hold(sent)
                 for i, r in zip(again, await pipe.execute(raise_on_error=False), strict=True):
                     results[i] = r
         return results
