@@ -248,3 +248,30 @@ def test_an_id_another_writer_took_gets_a_fresh_one_above_the_top():
             await other.aclose()
 
     asyncio.run(scenario())
+
+
+def test_an_id_overtaken_every_round_is_left_to_retry_not_dropped(monkeypatch):
+    """When another writer keeps overtaking the fresh IDs (here: no rounds allowed at all), the entry comes back in
+    `PublishError.retry` (a passing state), not `rejected`, and the next publish writes it."""
+    from gpt_trader.realtime import bus as bus_module
+    from gpt_trader.realtime.bus import PublishError
+
+    async def scenario() -> None:
+        other = redis.asyncio.Redis.from_url(URL)
+        try:
+            async with _through_proxy() as (_proxy, bus):
+                assert await bus.publish({"s": [{"i": "0"}]}) == 1
+                await other.xadd(bus.prefix + "s", {"i": "theirs"}, id="99999999999990-0")
+                entry = {"i": "1"}
+                monkeypatch.setattr(bus_module, "_ID_ROUNDS", 0)
+                with pytest.raises(PublishError) as err:
+                    await bus.publish({"s": [entry]})
+                assert err.value.retry == {"s": [entry]}
+                assert not err.value.rejected
+                monkeypatch.setattr(bus_module, "_ID_ROUNDS", 3)
+                assert await bus.publish(err.value.retry) == 1
+                assert [f["i"] for _, f in await bus.read_range("s")] == [b"0", b"theirs", b"1"]
+        finally:
+            await other.aclose()
+
+    asyncio.run(scenario())
