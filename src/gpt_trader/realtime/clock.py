@@ -12,6 +12,12 @@ counts only as the `confirm`-th such sample in a row, at distinct exchange times
 theirs) and all within `outlier_ns` of each other; the step then taken is the least early of them. A clock that
 really stepped (or a network that got faster) gets there a few frames later; an isolated bad print, or one order's
 fills, never does. A sample set aside leaves the estimate and the last delay as they were.
+
+The very first sample has nothing before it to be checked against: the estimate rests on it alone (`provisional`)
+until a later one, at another exchange time, comes within `outlier_ns` of it. If instead `confirm` samples in a row
+sit further above it and agree among themselves, it was a bad print: it is dropped (`first_dropped`) and the
+estimate is theirs. Meanwhile the feed checks trades against our own clock (`Feed.clock_bound`), and batched runs
+(`stop_early`) leave such frames to the frame-by-frame path.
 """
 
 from __future__ import annotations
@@ -41,6 +47,13 @@ class OffsetEstimator:
         self.outliers = 0  # samples set aside as early (not confirmed by the next ones)
         self._early = 0  # consecutive samples below the estimate by more than `outlier_ns` that agree, so far
         self._early_run = (0, 0, 0)  # that run's last exchange time, its lowest and its highest sample
+        # With `outlier_ns`: the estimate rests on the first sample alone until a later one comes within the margin
+        # of it (`provisional`); `confirm` samples in a row further above it that agree among themselves say it was
+        # stamped ahead (a bad print first), and it is dropped.
+        self.provisional = False
+        self.first_dropped = 0  # first samples dropped as stamped ahead (0 or 1)
+        self._first = (0, 0, 0)  # the first sample's seq, exchange time and sample
+        self._late_run = (0, 0, 0)  # samples in a row above the first by more than the margin: count, lowest, highest
         self._seq = 0
         self._mins: deque[tuple[int, int]] = deque()  # (seq, sample), samples increasing: O(1) amortized min
         self.samples = 0
@@ -87,8 +100,14 @@ class OffsetEstimator:
         outlier = self.outlier_ns
         early = self._early
         run_t, run_lo, run_hi = self._early_run
+        provisional, (first_seq, first_t, first_s), (late, late_lo, late_hi) = (
+            self.provisional,
+            self._first,
+            self._late_run,
+        )
         n = len(exchange_ns)
-        if _VECTOR_MIN <= n <= window and not early and (outlier is None or stop_early):
+        unsettled = outlier is not None and (not mins or provisional)
+        if _VECTOR_MIN <= n <= window and not early and not unsettled and (outlier is None or stop_early):
             many = self._observe_many(receive_ns, exchange_ns, ahead_ns)
             if many is not None:
                 return many
@@ -99,6 +118,8 @@ class OffsetEstimator:
         for t in exchange_ns:
             if ahead_ns is not None and t > receive_ns - (mins[0][1] if mins else 0) + ahead_ns:
                 break
+            if stop_early and outlier is not None and (not mins or provisional):
+                break  # an estimate not settled yet: the frame-by-frame caller holds its frames' trades
             sample = receive_ns - t
             if outlier is not None and mins and sample < mins[0][1] - outlier:
                 # Early. It carries on the run of early samples before it if it agrees with them; a repeat of the
@@ -118,17 +139,40 @@ class OffsetEstimator:
                     out.append(mins[0][1])
                     continue
                 sample = hi  # the step the run confirms: its least early sample
+                provisional = False  # a confirmed step replaces the first sample
             early = 0  # an ordinary sample, or the one that confirms a step
+            first_ever = not mins
             while mins and mins[-1][1] >= sample:
                 mins.pop()
             mins.append((seq, sample))
             if mins[0][0] <= seq - window:  # at most one falls out per sample: the oldest
                 mins.popleft()
+            if outlier is not None:
+                if first_ever:
+                    provisional, first_seq, first_t, first_s, late = True, seq, t, sample, 0
+                elif provisional and t != first_t:  # another fill of the first frame's order says nothing
+                    if sample - first_s <= outlier:
+                        provisional = False  # it agrees with the first
+                    else:
+                        if late and max(late_hi, sample) - min(late_lo, sample) <= outlier:
+                            late, late_lo, late_hi = late + 1, min(late_lo, sample), max(late_hi, sample)
+                        else:
+                            late, late_lo, late_hi = 1, sample, sample
+                        if late >= self.confirm:  # the first was stamped ahead: the estimate rests on these
+                            if mins[0][0] == first_seq:
+                                mins.popleft()
+                            provisional = False
+                            self.first_dropped += 1
             seq += 1
             out.append(mins[0][1])
             last_kept = t
         self._early = early
         self._early_run = (run_t, run_lo, run_hi)
+        self.provisional, self._first, self._late_run = (
+            provisional,
+            (first_seq, first_t, first_s),
+            (late, late_lo, late_hi),
+        )
         if out:
             self._seq = seq
             self.samples += len(out)

@@ -148,16 +148,22 @@ class Feed:
         offset = self.estimator.observe(recv_ns, event_ns)
         if self.estimator.outliers != aside:  # a sample set aside as early says nothing about the delay
             return offset, self.clock_bound(recv_ns)
+        if self.estimator.provisional:  # the first sample alone: its frame is checked against our clock
+            self.health.observe_delay(recv_ns - event_ns - offset)
+            return offset, self.clock_bound(recv_ns)
         # The delay (`last_delay_ns`) is this sample over the offset; spelled out because this runs once per frame.
         self.health.observe_delay(recv_ns - event_ns - offset)
         return offset, None
 
     def clock_bound(self, recv_ns: int) -> int | None:
         """The source's clock at `recv_ns` plus the estimator's outlier margin (exchange ns): trades stamped past it
-        are ahead of the clock (None where the estimator sets nothing aside, or has no estimate yet)."""
+        are ahead of the clock (None where the estimator sets nothing aside, or has no estimate yet). While the
+        estimate rests on the first sample alone (`provisional`), our own clock stands in for the source's."""
         est = self.estimator
         if est.outlier_ns is None or est.offset_ns is None:
             return None
+        if est.provisional:  # resting on the first sample alone, which may be a bad print: our clock serves
+            return recv_ns + est.outlier_ns
         return recv_ns - est.offset_ns + est.outlier_ns
 
     def observe_clock_run(self, recv_ns: int, events_ns: Sequence[int], ahead_ns: int | None = None) -> list[int]:

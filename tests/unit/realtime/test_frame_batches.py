@@ -143,9 +143,10 @@ def _state(p: RealtimePipeline, bars: list[Any]) -> dict[str, Any]:
         h, e = f.health, f.estimator
         out[f"feed:{f.name}"] = clean(
             (h.messages, h.ticks, h.rejects, h.last_message_ns, h.delay_ewma_ns, h.last_price, e.offset_ns,
-             e.samples, e.last_sample_ns, list(e._mins), e.outliers, e._early, e._early_run,
-             {s: list(sh.ticks) for s, sh in f.shadows.items()})
+             e.samples, e.last_sample_ns, list(e._mins), e.outliers, e._early, e._early_run, e.provisional,
+             e.first_dropped, e._first, e._late_run, {s: list(sh.ticks) for s, sh in f.shadows.items()})
         )  # fmt: skip
+        out[f"clock:{f.name}"] = (e.offset_ns, e.first_dropped, e.provisional)
     for sym in SYMBOLS[:2]:
         out[f"seen:{sym}"] = sorted(p._dedup[sym].seen)
         out[f"ring:{sym}"] = clean({k: v.tolist() for k, v in p._buffers[sym].snapshot().items()})
