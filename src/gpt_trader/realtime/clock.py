@@ -53,7 +53,8 @@ class OffsetEstimator:
         self.provisional = False
         self.first_dropped = 0  # first samples dropped as stamped ahead (0 or 1)
         self._first = (0, 0, 0)  # the first sample's seq, exchange time and sample
-        self._late_run = (0, 0, 0)  # samples in a row above the first by more than the margin: count, lowest, highest
+        # Samples in a row above the first by more than the margin: count, lowest, highest, last exchange time.
+        self._late_run = (0, 0, 0, 0)
         self._seq = 0
         self._mins: deque[tuple[int, int]] = deque()  # (seq, sample), samples increasing: O(1) amortized min
         self.samples = 0
@@ -100,11 +101,8 @@ class OffsetEstimator:
         outlier = self.outlier_ns
         early = self._early
         run_t, run_lo, run_hi = self._early_run
-        provisional, (first_seq, first_t, first_s), (late, late_lo, late_hi) = (
-            self.provisional,
-            self._first,
-            self._late_run,
-        )
+        provisional, (first_seq, first_t, first_s) = self.provisional, self._first
+        late, late_lo, late_hi, late_t = self._late_run
         n = len(exchange_ns)
         unsettled = outlier is not None and (not mins or provisional)
         if _VECTOR_MIN <= n <= window and not early and not unsettled and (outlier is None or stop_early):
@@ -150,14 +148,17 @@ class OffsetEstimator:
             if outlier is not None:
                 if first_ever:
                     provisional, first_seq, first_t, first_s, late = True, seq, t, sample, 0
+                elif provisional and seq - first_seq >= window:
+                    provisional = False  # the first left the window: the estimate no longer rests on it
                 elif provisional and t != first_t:  # another fill of the first frame's order says nothing
                     if sample - first_s <= outlier:
                         provisional = False  # it agrees with the first
-                    else:
+                    elif not (late and t == late_t):  # nor does a repeat of the late run's last time
                         if late and max(late_hi, sample) - min(late_lo, sample) <= outlier:
                             late, late_lo, late_hi = late + 1, min(late_lo, sample), max(late_hi, sample)
                         else:
                             late, late_lo, late_hi = 1, sample, sample
+                        late_t = t
                         if late >= self.confirm:  # the first was stamped ahead: the estimate rests on these
                             if mins[0][0] == first_seq:
                                 mins.popleft()
@@ -171,7 +172,7 @@ class OffsetEstimator:
         self.provisional, self._first, self._late_run = (
             provisional,
             (first_seq, first_t, first_s),
-            (late, late_lo, late_hi),
+            (late, late_lo, late_hi, late_t),
         )
         if out:
             self._seq = seq
@@ -253,5 +254,6 @@ class OffsetEstimator:
         self._mins.clear()
         self._early = 0
         self._early_run = (0, 0, 0)
+        self.provisional, self._first, self._late_run = False, (0, 0, 0), (0, 0, 0, 0)
         self.samples = 0
         self.last_sample_ns = None

@@ -148,8 +148,7 @@ class Feed:
         offset = self.estimator.observe(recv_ns, event_ns)
         if self.estimator.outliers != aside:  # a sample set aside as early says nothing about the delay
             return offset, self.clock_bound(recv_ns)
-        if self.estimator.provisional:  # the first sample alone: its frame is checked against our clock
-            self.health.observe_delay(recv_ns - event_ns - offset)
+        if self.estimator.provisional:  # the first sample alone (maybe a bad print): no delay is measured from it
             return offset, self.clock_bound(recv_ns)
         # The delay (`last_delay_ns`) is this sample over the offset; spelled out because this runs once per frame.
         self.health.observe_delay(recv_ns - event_ns - offset)

@@ -82,6 +82,25 @@ def test_a_first_sample_is_settled_by_one_that_agrees_and_not_by_its_own_fills()
         assert est.observe(k * 10 * MS + 400 * MS, k * 10 * MS) == 5 * MS
 
 
+def test_one_orders_fills_far_above_the_first_sample_do_not_drop_it():
+    est = OffsetEstimator(window=64, outlier_ns=250 * MS, confirm=3)
+    est.observe(5 * MS, 0)
+    for k in range(4):  # one order's fills, all at its time, 400 ms above the first
+        est.observe(400 * MS + 10 * MS + k * MS, 10 * MS)
+    assert (est.provisional, est.first_dropped, est.offset_ns) == (True, 0, 5 * MS)
+
+
+def test_the_first_sample_leaving_the_window_settles_the_estimate():
+    """Samples far above the first that never agree among themselves neither drop it nor settle it; once it has
+    left the window the estimate no longer rests on it."""
+    est = OffsetEstimator(window=8, outlier_ns=250 * MS, confirm=3)
+    est.observe(5 * MS, 0)
+    for k in range(1, 12):
+        est.observe(k * 10 * MS + (400 if k % 2 else 800) * MS, k * 10 * MS)
+    assert not est.provisional
+    assert est.first_dropped == 0
+
+
 def test_a_step_is_confirmed_only_by_samples_that_agree():
     """Two frames of a real step (our clock stepped back 400 ms) and then a bad print 3 s ahead: the print does not
     confirm the step (it used to become the offset); the step's own frames do, as the least early of them."""
