@@ -203,9 +203,7 @@ class OffsetEstimator:
             if ahead.any():
                 n = int(ahead.argmax())
         if self.outlier_ns is not None and self.confirm > 1:
-            early = samples[:n] < before[:n] - self.outlier_ns
-            if not mins and n:
-                early[0] = False  # the first sample ever is the estimate
+            early = samples[:n] < before[:n] - self.outlier_ns  # settled estimates only (`_observe`): `mins` holds one
             if early.any():
                 n = int(early.argmax())
         if not n:

@@ -146,9 +146,9 @@ class Feed:
         sample aside as stamped ahead of the source's clock (else None)."""
         aside = self.estimator.outliers
         offset = self.estimator.observe(recv_ns, event_ns)
-        if self.estimator.outliers != aside:  # a sample set aside as early says nothing about the delay
-            return offset, self.clock_bound(recv_ns)
-        if self.estimator.provisional:  # the first sample alone (maybe a bad print): no delay is measured from it
+        # A sample set aside as early says nothing about the delay, nor does the first sample alone (maybe a bad
+        # print): the frame's trades are checked against the bound.
+        if self.estimator.outliers != aside or self.estimator.provisional:
             return offset, self.clock_bound(recv_ns)
         # The delay (`last_delay_ns`) is this sample over the offset; spelled out because this runs once per frame.
         self.health.observe_delay(recv_ns - event_ns - offset)

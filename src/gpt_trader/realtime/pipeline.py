@@ -112,8 +112,7 @@ def _symbol_runs(
     `numbered`: the numbers and names as the parser gave them (`TradeFrames.codes`), taken as they are."""
     if numbered is not None:
         codes, distinct = numbered
-        starts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
-        starts = np.concatenate(([0], starts)) if len(starts) else np.zeros(1, dtype=np.intp)
+        starts = np.flatnonzero(np.diff(codes, prepend=-1))  # the first trade starts a run: no code is -1
         return {s: c for c, s in enumerate(distinct)}, codes, starts, codes[starts]
     n = len(syms)
     names = np.array(syms, dtype=object)
